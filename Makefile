@@ -1,0 +1,20 @@
+# The README's two commands: `make demo` and `make test`. Both build the environment on first use.
+LOCK_HASH := $(shell sha256sum requirements.lock | cut -c1-16)
+ENV_DIR ?= $(HOME)/.cache/compress/env-$(LOCK_HASH)
+PY := $(ENV_DIR)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: env demo test test-slow
+
+env:
+	@bash scripts/ensure-env.sh "$(ENV_DIR)"
+
+demo: env
+	$(ENV_DIR)/bin/compress eval builtin:mnist-cnn --data builtin:mnist5k
+
+test: env
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-slow: env
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+

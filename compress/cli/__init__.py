@@ -1,0 +1,1 @@
+"""The ``compress`` command line: one module per subcommand, heavy imports inside each."""

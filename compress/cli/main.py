@@ -1,0 +1,66 @@
+"""Entry point: parse arguments, run one subcommand, turn user errors into one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from typing import Sequence
+
+from compress import __version__
+from compress.cli import env as env_cmd
+from compress.cli import eval as eval_cmd
+from compress.errors import UserError
+
+SUBCOMMANDS = (eval_cmd, env_cmd)
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Options every subcommand accepts."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH")
+    parent.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parent.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="compress", description="Curvature-driven model compression for PyTorch."
+    )
+    parser.add_argument("--version", action="version", version=f"compress {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parent = common_options()
+    for command in SUBCOMMANDS:
+        command.add_parser(subparsers, parent)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        import torch
+
+        torch.manual_seed(args.seed)
+        return int(args.run(args) or 0)
+    except UserError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"compress {args.command}: error: {exc}", file=sys.stderr)
+        return UserError.exit_code
+    except KeyboardInterrupt:
+        print(f"compress {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug of ours: one line, the traceback on request
+        if args.debug:
+            traceback.print_exc()
+        print(
+            f"compress {args.command}: internal error: {type(exc).__name__}: {exc}; "
+            "rerun with --debug for the traceback",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

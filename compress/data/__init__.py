@@ -1,0 +1,1 @@
+"""Data specs: builtin sets, Python factories and image folders, batched lazily."""

@@ -1,0 +1,76 @@
+"""Parse a data spec (DESIGN §2) into a DataSource, and pick its split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compress.data.source import SPLITS, DataSource, DatasetData, TensorData
+from compress.errors import UserError
+from compress.pyfile import call_factory, split_file_spec
+
+DATA_SPEC_FORMS = "builtin:NAME, FILE.py:FACTORY or an image folder"
+
+
+def load_data(spec: str, split: str | None, default_builtin_split: str) -> DataSource:
+    """Load ``spec`` and select ``split``.
+
+    ``split=None`` means: builtins use ``default_builtin_split`` (the verb's role, e.g. ``heldout``
+    for eval), user data is used whole.
+    """
+    if split is not None and split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if spec.startswith("builtin:"):
+        return _builtin(spec.removeprefix("builtin:")).split(split or default_builtin_split)
+    return _user_data(spec).split(split or "all")
+
+
+def _builtin(name: str) -> DataSource:
+    from compress.data.builtin import BUILTIN_DATA
+
+    if name not in BUILTIN_DATA:
+        raise UserError(f"unknown builtin data {name!r}; available: {', '.join(sorted(BUILTIN_DATA))}")
+    return BUILTIN_DATA[name]()
+
+
+def _user_data(spec: str) -> DataSource:
+    file_spec = split_file_spec(spec)
+    if file_spec is not None:
+        return _from_factory_result(spec, call_factory(*file_spec))
+    path = Path(spec)
+    if path.is_dir():
+        from compress.data.folder import ImageFolderDataset
+
+        return DatasetData(spec, ImageFolderDataset(path), has_targets=True)
+    if ":" not in spec and not path.exists():
+        raise UserError(f"data not found: {spec}; give {DATA_SPEC_FORMS}")
+    raise UserError(f"unrecognised data spec {spec!r}; give {DATA_SPEC_FORMS}")
+
+
+def _from_factory_result(spec: str, result: object) -> DataSource:
+    """Accept ``inputs``, ``(inputs, targets)`` (targets may be None) or a Dataset."""
+    import torch
+
+    if isinstance(result, torch.utils.data.Dataset):
+        first = result[0]
+        has_targets = isinstance(first, (tuple, list)) and len(first) == 2
+        return DatasetData(spec, result, has_targets)
+    if isinstance(result, torch.Tensor):
+        result = (result, None)
+    if isinstance(result, (tuple, list)) and len(result) == 2:
+        inputs, targets = result
+        inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+        if all(isinstance(x, torch.Tensor) for x in inputs) and (
+            targets is None or isinstance(targets, torch.Tensor)
+        ):
+            _check_lengths(spec, inputs, targets)
+            return TensorData(spec, inputs, targets)
+    raise UserError(
+        f"{spec} returned {type(result).__name__}; a data factory must return (inputs, targets) "
+        "tensors (targets may be None) or a torch.utils.data.Dataset"
+    )
+
+
+def _check_lengths(spec: str, inputs: tuple, targets: "torch.Tensor | None") -> None:
+    lengths = {int(x.shape[0]) for x in inputs} | ({int(targets.shape[0])} if targets is not None else set())
+    if len(lengths) != 1:
+        raise UserError(f"{spec}: inputs and targets differ in length ({sorted(lengths)}); they must match")

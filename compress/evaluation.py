@@ -1,0 +1,101 @@
+"""``compress eval``: top-1 accuracy for classifiers, embedding fidelity for models without labels.
+
+Fidelity is the mean over samples of cos(f(x), f_ref(x)), outputs flattened per sample.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+from compress.data.source import Batch, DataSource
+from compress.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What ``compress eval`` measured; ``metric`` names which of accuracy / mean_cosine is set."""
+
+    model: str
+    data: str
+    num_samples: int
+    metric: str
+    value: float
+    num_params: int
+    size_mb: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), self.metric: self.value}
+
+
+def model_size(model: "nn.Module") -> tuple[int, float]:
+    """(number of parameters, megabytes (1e6 bytes) of parameters and buffers as stored)."""
+    num_params = sum(p.numel() for p in model.parameters())
+    tensors = [*model.parameters(), *model.buffers()]
+    return num_params, sum(t.numel() * t.element_size() for t in tensors) / 1e6
+
+
+def forward(model: "nn.Module", batch: Batch, model_name: str, data_name: str) -> "torch.Tensor":
+    """model(*batch.inputs); an error raised inside the model is reported as a data/model mismatch."""
+    import torch
+
+    try:
+        output = model(*batch.inputs)
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        shapes = ", ".join(str(tuple(x.shape)) for x in batch.inputs)
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"data {data_name} (inputs of shape {shapes}) does not fit model {model_name}: {message}; "
+            "give data shaped as the model expects"
+        ) from exc
+    if not isinstance(output, torch.Tensor):
+        raise UserError(f"model {model_name} returned {type(output).__name__}; eval needs one tensor")
+    return output
+
+
+def evaluate(
+    model: "nn.Module",
+    model_name: str,
+    data: DataSource,
+    reference: "nn.Module | None" = None,
+    batch_size: int = 256,
+) -> EvalResult:
+    """Accuracy when ``data`` has targets, else mean cosine similarity to ``reference``'s outputs."""
+    import torch
+
+    from compress.progress import progress_bar
+
+    start = time.perf_counter()
+    total, score = 0, 0.0
+    with torch.inference_mode(), progress_bar(f"eval {model_name}", len(data)) as advance:
+        for batch in data.batches(batch_size):
+            output = forward(model, batch, model_name, data.name)
+            if data.has_targets:
+                score += _correct(output, batch.targets, model_name)
+            else:
+                if reference is None:
+                    raise UserError(f"data {data.name} has no targets; give a --reference model to compare with")
+                expected = forward(reference, batch, "reference", data.name)
+                score += torch.nn.functional.cosine_similarity(output.flatten(1), expected.flatten(1)).sum().item()
+            total += len(batch)
+            advance(len(batch))
+    num_params, size_mb = model_size(model)
+    metric = "accuracy" if data.has_targets else "mean_cosine"
+    return EvalResult(model_name, data.name, total, metric, score / max(total, 1), num_params, size_mb,
+                      time.perf_counter() - start)
+
+
+def _correct(output: "torch.Tensor", targets: "torch.Tensor", model_name: str) -> int:
+    """Number of rows whose argmax equals the target class."""
+    if output.ndim != 2 or int(targets.max()) >= output.shape[1]:
+        raise UserError(
+            f"model {model_name} outputs shape {tuple(output.shape)}, which cannot be scored against "
+            f"class targets up to {int(targets.max())}; a classifier must output (batch, classes)"
+        )
+    return int((output.argmax(dim=1) == targets).sum())

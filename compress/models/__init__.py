@@ -1,0 +1,1 @@
+"""Model specs: builtin models, torchvision, Python factories and saved programs."""

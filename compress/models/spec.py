@@ -1,0 +1,77 @@
+"""Parse a model spec (DESIGN §2) and build the model it names, in eval mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from compress.errors import UserError
+from compress.pyfile import call_factory, split_file_spec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+MODEL_SPEC_FORMS = "builtin:NAME, torchvision:NAME, FILE.py:FACTORY or a saved FILE.pt/.pt2"
+SAVED_SUFFIXES = (".pt", ".pt2", ".pth", ".ts")
+
+
+def _builtin_models() -> dict[str, Callable[[], "nn.Module"]]:
+    def mnist_cnn() -> "nn.Module":
+        from compress.models.mnist_cnn import build_mnist_cnn
+
+        return build_mnist_cnn()
+
+    def minilm() -> "nn.Module":
+        from compress.models.minilm import build_minilm
+
+        return build_minilm()
+
+    return {"mnist-cnn": mnist_cnn, "minilm": minilm}
+
+
+def build_model(spec: str, weights: str | None = None) -> "nn.Module":
+    """The module named by ``spec`` with ``weights`` (a state_dict file) loaded, in eval mode."""
+    model = _build(spec)
+    if weights is not None:
+        from compress.models.weights import load_weights_
+
+        load_weights_(model, Path(weights))
+    return model.eval()
+
+
+def _build(spec: str) -> "nn.Module":
+    kind, sep, name = spec.partition(":")
+    if sep and kind == "builtin":
+        builtins = _builtin_models()
+        if name not in builtins:
+            raise UserError(f"unknown builtin model {name!r}; available: {', '.join(sorted(builtins))}")
+        return builtins[name]()
+    if sep and kind == "torchvision":
+        return _torchvision(name)
+    file_spec = split_file_spec(spec)
+    if file_spec is not None:
+        return _checked_module(spec, call_factory(*file_spec))
+    if spec.endswith(SAVED_SUFFIXES):
+        from compress.models.saved import load_saved_program
+
+        return load_saved_program(Path(spec))
+    raise UserError(f"unrecognised model spec {spec!r}; give {MODEL_SPEC_FORMS}")
+
+
+def _torchvision(name: str) -> "nn.Module":
+    try:
+        import torchvision
+    except Exception as exc:
+        raise UserError(f"torchvision is not usable here ({exc}); install the vision extra") from exc
+    available = torchvision.models.list_models(module=torchvision.models)
+    if name not in available:
+        raise UserError(f"unknown torchvision model {name!r}; e.g. {', '.join(available[:6])}, ...")
+    return torchvision.models.get_model(name, weights=None)
+
+
+def _checked_module(spec: str, result: object) -> "nn.Module":
+    from torch import nn
+
+    if not isinstance(result, nn.Module):
+        raise UserError(f"{spec} returned {type(result).__name__}, not a torch.nn.Module")
+    return result

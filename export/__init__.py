@@ -1,0 +1,1 @@
+"""Exporters (installed as ``compress.export``): ONNX Q/DQ for TensorRT and ONNX Runtime."""

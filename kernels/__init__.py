@@ -1,0 +1,1 @@
+"""Triton kernels (installed as ``compress.kernels``), each with a pure-PyTorch reference."""

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create (once per lock-file hash) the virtual environment outside the clone, then install this
+# checkout into it in editable mode. Usage: scripts/ensure-env.sh ENV_DIR
+set -euo pipefail
+env_dir="$1"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if [ ! -f "$env_dir/.complete" ]; then
+  echo "compress: building the environment in $env_dir (first run: about 4 minutes, ~5 GB)" >&2
+  rm -rf "$env_dir"
+  mkdir -p "$(dirname "$env_dir")"
+  python3 -m venv "$env_dir"
+  "$env_dir/bin/pip" install --quiet --progress-bar off -r "$root/requirements.lock"
+  touch "$env_dir/.complete"
+fi
+"$env_dir/bin/pip" install --quiet --no-deps --no-build-isolation -e "$root" >/dev/null
