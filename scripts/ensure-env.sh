@@ -9,7 +9,11 @@ if [ ! -f "$env_dir/.complete" ]; then
   rm -rf "$env_dir"
   mkdir -p "$(dirname "$env_dir")"
   python3 -m venv "$env_dir"
-  "$env_dir/bin/pip" install --quiet --progress-bar off -r "$root/requirements.lock"
+  if ! "$env_dir/bin/pip" install --progress-bar off -r "$root/requirements.lock" >"$env_dir/install.log" 2>&1; then
+    tail -n 20 "$env_dir/install.log" >&2
+    echo "compress: installing the environment failed; full log: $env_dir/install.log" >&2
+    exit 1
+  fi
   touch "$env_dir/.complete"
 fi
 "$env_dir/bin/pip" install --quiet --no-deps --no-build-isolation -e "$root" >/dev/null

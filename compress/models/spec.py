@@ -36,7 +36,15 @@ def build_model(spec: str, weights: str | None = None) -> "nn.Module":
         from compress.models.weights import load_weights_
 
         load_weights_(model, Path(weights))
-    return model.eval()
+    return _in_eval_mode(model)
+
+
+def _in_eval_mode(model: "nn.Module") -> "nn.Module":
+    """``model.eval()``; a ``torch.export`` module refuses it and keeps the mode it was traced in."""
+    try:
+        return model.eval()
+    except NotImplementedError:
+        return model
 
 
 def _build(spec: str) -> "nn.Module":
