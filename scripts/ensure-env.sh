@@ -5,7 +5,7 @@ set -euo pipefail
 env_dir="$1"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 if [ ! -f "$env_dir/.complete" ]; then
-  echo "compress: building the environment in $env_dir (first run: about 4 minutes, ~5 GB)" >&2
+  echo "compress: building the environment in $env_dir (first run: 2 to 4 minutes, ~5 GB)" >&2
   rm -rf "$env_dir"
   mkdir -p "$(dirname "$env_dir")"
   python3 -m venv "$env_dir"

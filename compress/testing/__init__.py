@@ -1,0 +1,1 @@
+"""Tiny models and exact references for tests and benchmarks."""
