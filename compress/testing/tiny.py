@@ -46,3 +46,14 @@ def tiny_data(model: str, num_samples: int = 48, seed: int = 0) -> TensorData:
     inputs = torch.randn(shape, generator=generator)
     targets = torch.randint(0, 3, (num_samples,), generator=generator)
     return TensorData(f"tiny-{model}", (inputs,), targets)
+
+
+def trained(model: nn.Module, data: TensorData, steps: int = 300, lr: float = 0.02) -> nn.Module:
+    """Full-batch Adam on cross-entropy, so the Hessian has the outlier structure of a trained net."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(model(*data.inputs), data.targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()

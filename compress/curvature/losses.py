@@ -1,0 +1,29 @@
+"""Losses whose curvature we measure: mean over the dataset of a per-sample loss.
+
+- ``ce``: cross-entropy against the data's class targets.
+- ``distill``: self-distillation ½‖f(x) − f₀(x)‖² against the uncompressed model's own outputs
+  f₀; at the start point its gradient is zero and its Hessian is the Gauss-Newton matrix JᵀJ.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+LOSSES = ("ce", "distill")
+
+# loss(output, reference) -> mean over the batch; reference is targets (ce) or teacher outputs
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy(output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(output, targets)
+
+
+def self_distillation(output: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (output - teacher).flatten(1).pow(2).sum(dim=1).mean()
+
+
+def loss_function(name: str) -> LossFn:
+    return {"ce": cross_entropy, "distill": self_distillation}[name]

@@ -1,0 +1,124 @@
+"""Matrix-free curvature products over a whole dataset.
+
+For the mean loss L(θ) = Σ_b (n_b / N) ℓ_b(θ) over batches b, the Hessian-vector product is
+Hv = Σ_b (n_b / N) ∇²ℓ_b(θ) v, computed per batch without forming ∇²ℓ_b:
+
+- ``forward-over-reverse``: Hv = d/dt ∇ℓ(θ + t v)|₀, a ``torch.func.jvp`` of ``torch.func.grad``
+  (Pearlmutter 1994);
+- ``reverse-over-reverse``: Hv = ∇(∇ℓ(θ)·v), double backward;
+- ``ggn``: Gauss-Newton product Gv = Jᵀ ∇²_f ℓ J v (Schraudolph 2002), jvp → output Hessian → vjp.
+
+The model is evaluated in eval mode at fixed weights. Under ``torch.distributed`` each rank holds
+a shard of the batches and products are summed across ranks, so every rank sees the same Hv.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, jvp, vjp
+
+from compress.curvature.losses import LossFn
+from compress.curvature.params import ParamLayout
+from compress.data.source import Batch
+
+PRODUCTS = ("forward-over-reverse", "reverse-over-reverse", "ggn")
+
+
+@dataclass
+class CurvatureOperator:
+    """H (or G) as a linear operator on flat parameter vectors; counts the products it computes."""
+
+    model: nn.Module
+    batches: list[Batch]  # this rank's shard
+    references: list[torch.Tensor]  # per batch: targets (ce) or teacher outputs (distill)
+    loss: LossFn
+    total_samples: int  # over all ranks
+    product: str = "forward-over-reverse"
+    num_products: int = 0
+    layout: ParamLayout = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.layout = ParamLayout.of(self.model)
+        named = dict(self.model.named_parameters())
+        self.params = {n: named[n].detach() for n in self.layout.names}
+        frozen = {n: p.detach() for n, p in named.items() if n not in self.params}
+        self.constants = {**frozen, **dict(self.model.named_buffers())}
+
+    @property
+    def dim(self) -> int:
+        return self.layout.dim
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(iter(self.params.values())).dtype
+
+    def matvec(self, vector: torch.Tensor) -> torch.Tensor:
+        """The curvature matrix times ``vector`` (flat, length ``dim``)."""
+        tangent = self.layout.unflatten(vector.to(self.dtype))
+        total = torch.zeros(self.dim, dtype=self.dtype)
+        with _math_attention():
+            for batch, reference in zip(self.batches, self.references):
+                product = self._batch_product(batch, reference, tangent)
+                total += (len(batch) / self.total_samples) * self.layout.flatten(product)
+        self.num_products += 1
+        return _all_reduce(total)
+
+    def loss_value(self) -> float:
+        """The mean loss over the whole dataset (all ranks)."""
+        total = torch.zeros((), dtype=torch.float64)
+        with torch.no_grad():
+            for batch, reference in zip(self.batches, self.references):
+                total += len(batch) / self.total_samples * self._loss(self.params, batch, reference).double()
+        return float(_all_reduce(total))
+
+    def _loss(self, params: dict[str, torch.Tensor], batch: Batch, reference: torch.Tensor) -> torch.Tensor:
+        return self.loss(self._forward(params, batch), reference)
+
+    def _forward(self, params: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+        return functional_call(self.model, {**params, **self.constants}, batch.inputs)
+
+    def _batch_product(self, batch: Batch, reference: torch.Tensor, tangent: dict) -> dict:
+        if self.product == "forward-over-reverse":
+            gradient = grad(lambda p: self._loss(p, batch, reference))
+            return jvp(gradient, (self.params,), (tangent,))[1]
+        if self.product == "reverse-over-reverse":
+            return self._double_backward(batch, reference, tangent)
+        return self._ggn_product(batch, reference, tangent)
+
+    def _double_backward(self, batch: Batch, reference: torch.Tensor, tangent: dict) -> dict:
+        params = {n: p.detach().requires_grad_() for n, p in self.params.items()}
+        with torch.enable_grad():
+            loss = self._loss(params, batch, reference)
+            gradient = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+            product = torch.autograd.grad(gradient, list(params.values()), grad_outputs=list(tangent.values()),
+                                          allow_unused=True)
+        return {n: torch.zeros_like(p) if h is None else h for (n, p), h in zip(params.items(), product)}
+
+    def _ggn_product(self, batch: Batch, reference: torch.Tensor, tangent: dict) -> dict:
+        output, jacobian_tangent = jvp(lambda p: self._forward(p, batch), (self.params,), (tangent,))
+        output_gradient = grad(lambda out: self.loss(out, reference))
+        curvature_tangent = jvp(output_gradient, (output.detach(),), (jacobian_tangent,))[1]
+        _, pullback = vjp(lambda p: self._forward(p, batch), self.params)
+        return pullback(curvature_tangent)[0]
+
+
+def _math_attention():
+    """Scaled-dot-product attention through the math kernel: the CPU flash kernel supports
+    neither double backward nor forward-mode AD."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # pragma: no cover - older torch
+        return nullcontext()
+    return sdpa_kernel(SDPBackend.MATH)
+
+
+def _all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor)
+    return tensor

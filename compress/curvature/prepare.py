@@ -1,0 +1,67 @@
+"""Build a curvature operator from a model and data: shard the batches, fix the references
+(targets or the uncompressed model's outputs), and refuse nondeterministic set-ups."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from compress.curvature.losses import loss_function
+from compress.curvature.operator import CurvatureOperator
+from compress.data.source import Batch, DataSource
+from compress.errors import UserError
+
+
+def rank_and_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def prepare_operator(
+    model: nn.Module,
+    data: DataSource,
+    loss: str,
+    batch_size: int = 128,
+    product: str = "forward-over-reverse",
+    allow_nondeterministic: bool = False,
+) -> CurvatureOperator:
+    """The operator for ``loss`` (``ce`` needs targets; ``distill`` uses the model's own outputs)
+    over ``data``, batches dealt round-robin to the ranks of ``torch.distributed``."""
+    if loss == "ce" and not data.has_targets:
+        raise UserError(f"data {data.name} has no targets; use --loss distill (self-distillation)")
+    if not allow_nondeterministic:
+        check_deterministic(model, next(data.batches(batch_size)))
+    rank, world = rank_and_world()
+    batches = [b for i, b in enumerate(data.batches(batch_size)) if i % world == rank]
+    references = [_reference(model, b, loss) for b in batches]
+    return CurvatureOperator(model, batches, references, loss_function(loss), len(data), product)
+
+
+def _reference(model: nn.Module, batch: Batch, loss: str) -> torch.Tensor:
+    if loss == "ce":
+        return batch.targets
+    with torch.no_grad():
+        return model(*batch.inputs).detach()
+
+
+def check_deterministic(model: nn.Module, batch: Batch) -> None:
+    """Refuse train-mode BatchNorm/Dropout and any model whose output changes between two
+    identical forward passes: the estimators assume one fixed matrix."""
+    training = [name or "(root)" for name, m in model.named_modules() if m.training and _is_stochastic(m)]
+    if training:
+        raise UserError(
+            f"modules in training mode change the curvature between products ({', '.join(training[:3])}); "
+            "call model.eval() or allow nondeterminism explicitly"
+        )
+    with torch.no_grad():
+        first, second = model(*batch.inputs), model(*batch.inputs)
+    if not torch.equal(first, second):
+        raise UserError("the model's output differs between two identical forward passes; "
+                        "make it deterministic or allow nondeterminism explicitly")
+
+
+def _is_stochastic(module: nn.Module) -> bool:
+    return isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.Dropout))
