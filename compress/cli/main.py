@@ -8,11 +8,12 @@ import traceback
 from typing import Sequence
 
 from compress import __version__
+from compress.cli import curvature as curvature_cmd
 from compress.cli import env as env_cmd
 from compress.cli import eval as eval_cmd
 from compress.errors import UserError
 
-SUBCOMMANDS = (eval_cmd, env_cmd)
+SUBCOMMANDS = (eval_cmd, curvature_cmd, env_cmd)
 
 
 def common_options() -> argparse.ArgumentParser:

@@ -46,25 +46,30 @@ def estimate_curvature(model: nn.Module, data: DataSource, spec: CurvatureSpec =
     if spec.exact:
         return _exact(operator, loss, start)
     budget = spec.trace.max_products + (spec.slq_runs - 1) * spec.slq_steps
+    out_of_time = spec.trace.deadline()
     with progress_bar("curvature (Hessian-vector products)", budget) as advance:
-        traces = estimate_layer_traces(operator.matvec, operator.layout, operator.dtype, spec.trace, advance)
+        traces = estimate_layer_traces(operator.matvec, operator.layout, operator.dtype, spec.trace, advance,
+                                       out_of_time)
         runs = [traces.lanczos] if traces.lanczos is not None else []
         generator = torch.Generator().manual_seed(spec.trace.seed + 1)
         for _ in range(spec.slq_runs - len(runs)):
+            if out_of_time():
+                break
             start_vector = torch.randn(operator.dim, generator=generator, dtype=torch.float64).to(operator.dtype)
             runs.append(lanczos(operator.matvec, start_vector, spec.slq_steps,
-                                on_product=lambda q, hq: advance(1)))
+                                on_product=lambda q, hq: advance(1), out_of_time=out_of_time))
     density = SpectralDensity.from_runs(runs) if runs else None
     top = np.sort(runs[0].ritz()[0])[::-1][: spec.top_k].tolist() if runs else []
+    probes = traces.num_probes + (len(traces.lanczos.alphas) if traces.lanczos is not None else 0)
     layers = {
-        name: LayerCurvature(float(t), float(s), stop - begin, traces.num_probes + len(runs[0].alphas) if runs else traces.num_probes)
+        name: LayerCurvature(float(t), float(s), stop - begin, probes)
         for (name, (begin, stop)), t, s in zip(operator.layout.layers.items(), traces.traces, traces.stderrs)
     }
     method = f"lanczos-deflated hutchinson ({spec.product})" if runs else f"hutchinson ({spec.product})"
     return Curvature(
         layers=layers, trace=traces.total, trace_stderr=float(traces.stderrs.pow(2).sum().sqrt()),
         top_eigenvalues=top, num_hvps=operator.num_products, seconds=time.perf_counter() - start,
-        loss=loss, loss_value=operator.loss_value(), method=method,
+        loss=loss, loss_value=operator.loss_value(), method=method, converged=traces.converged,
         density_nodes=density.nodes.tolist() if density else [],
         density_weights=density.weights.tolist() if density else [],
         degeneracy_ratio=density.degeneracy_ratio() if density else 0.0,
@@ -89,6 +94,7 @@ def _exact(operator: CurvatureOperator, loss: str, start: float) -> Curvature:
         layers=layers, trace=float(diagonal.sum()), trace_stderr=0.0,
         top_eigenvalues=np.sort(eigenvalues)[::-1][:5].tolist(), num_hvps=0,
         seconds=time.perf_counter() - start, loss=loss, loss_value=operator.loss_value(), method="exact",
+        converged=True,
         density_nodes=eigenvalues.tolist(), density_weights=density.weights.tolist(),
         degeneracy_ratio=density.degeneracy_ratio(), negative_mass=density.negative_mass(),
     )

@@ -35,9 +35,10 @@ def lanczos(
     start: torch.Tensor,
     steps: int,
     on_product: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+    out_of_time: Callable[[], bool] = lambda: False,
 ) -> LanczosResult:
     """Run up to ``steps`` Lanczos steps from ``start``; stops early when the Krylov space is
-    invariant. ``on_product(q, Hq)`` sees every product."""
+    invariant or ``out_of_time()``. ``on_product(q, Hq)`` sees every product."""
     basis = torch.empty(min(steps, start.numel()), start.numel(), dtype=start.dtype)
     alphas: list[float] = []
     betas: list[float] = []
@@ -51,7 +52,7 @@ def lanczos(
         for _ in range(2):  # classical Gram-Schmidt, twice, against every earlier vector
             w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
         beta = float(w.norm())
-        if j + 1 == basis.shape[0] or beta <= 1e-10 * max(abs(a) for a in alphas):
+        if j + 1 == basis.shape[0] or beta <= 1e-10 * max(abs(a) for a in alphas) or out_of_time():
             return LanczosResult(np.array(alphas), np.array(betas), basis[: j + 1])
         betas.append(beta)
         q = w / beta

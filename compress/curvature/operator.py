@@ -93,9 +93,9 @@ class CurvatureOperator:
         params = {n: p.detach().requires_grad_() for n, p in self.params.items()}
         with torch.enable_grad():
             loss = self._loss(params, batch, reference)
-            gradient = torch.autograd.grad(loss, list(params.values()), create_graph=True)
-            product = torch.autograd.grad(gradient, list(params.values()), grad_outputs=list(tangent.values()),
-                                          allow_unused=True)
+            gradient = torch.autograd.grad(loss, list(params.values()), create_graph=True, allow_unused=True)
+            directional = sum((g * t).sum() for g, t in zip(gradient, tangent.values()) if g is not None)
+            product = torch.autograd.grad(directional, list(params.values()), allow_unused=True)
         return {n: torch.zeros_like(p) if h is None else h for (n, p), h in zip(params.items(), product)}
 
     def _ggn_product(self, batch: Batch, reference: torch.Tensor, tangent: dict) -> dict:

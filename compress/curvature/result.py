@@ -28,6 +28,7 @@ class Curvature:
     loss: str
     loss_value: float
     method: str
+    converged: bool  # every layer reached the requested relative error
     density_nodes: list[float] = field(default_factory=list)
     density_weights: list[float] = field(default_factory=list)
     degeneracy_ratio: float = 0.0

@@ -18,6 +18,7 @@ max(|tr_i|, ``floor`` · |tr|), or ``max_products`` is spent.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -37,7 +38,15 @@ class TraceSpec:
     probes_per_round: int = 8
     min_probes: int = 8
     max_products: int = 400
+    max_seconds: float | None = None  # wall-clock budget; the estimate stops with what it has
     seed: int = 0
+
+    def deadline(self) -> Callable[[], bool]:
+        """A clock started now that says when ``max_seconds`` have passed."""
+        if self.max_seconds is None:
+            return lambda: False
+        end = time.monotonic() + self.max_seconds
+        return lambda: time.monotonic() > end
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,7 @@ class LayerTraces:
     stderrs: torch.Tensor
     num_probes: int  # residual probes (every layer shares them)
     lanczos: LanczosResult | None
+    converged: bool
 
     @property
     def total(self) -> float:
@@ -62,6 +72,7 @@ def estimate_layer_traces(
     dtype: torch.dtype,
     spec: TraceSpec,
     progress: Callable[[int], None] = lambda n: None,
+    out_of_time: Callable[[], bool] = lambda: False,
 ) -> LayerTraces:
     generator = torch.Generator().manual_seed(spec.seed)
     exact_part = torch.zeros(len(layout.layers), dtype=torch.float64)
@@ -72,13 +83,13 @@ def estimate_layer_traces(
             progress(1)
 
         start = torch.randn(layout.dim, generator=generator, dtype=torch.float64).to(dtype)
-        result = lanczos(matvec, start, spec.deflation_steps, on_product=record)
+        result = lanczos(matvec, start, spec.deflation_steps, on_product=record, out_of_time=out_of_time)
         basis = result.basis
     samples: list[torch.Tensor] = []
     used = basis.shape[0]
     while True:
         for _ in range(spec.probes_per_round):
-            if used >= spec.max_products:
+            if used >= spec.max_products or (len(samples) >= 2 and out_of_time()):
                 break
             g = rademacher(layout.dim, generator, dtype)
             hg = matvec(g)
@@ -87,8 +98,9 @@ def estimate_layer_traces(
             used += 1
             progress(1)
         traces, stderrs = _combine(exact_part, samples)
-        if used >= spec.max_products or (len(samples) >= spec.min_probes and _converged(traces, stderrs, spec)):
-            return LayerTraces(traces, stderrs, len(samples), result)
+        converged = len(samples) >= spec.min_probes and _converged(traces, stderrs, spec)
+        if converged or used >= spec.max_products or out_of_time():
+            return LayerTraces(traces, stderrs, len(samples), result, converged)
 
 
 def _combine(exact_part: torch.Tensor, samples: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

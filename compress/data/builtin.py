@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Callable
 
-from compress.data.source import DataSource, TensorData
+from compress.data.source import DataSource, TensorData, TokenData
 
 
 def mnist5k() -> TensorData:
@@ -38,11 +38,11 @@ def sentence_texts() -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def sentences() -> TensorData:
+def sentences() -> TokenData:
     from compress.models.minilm import tokenize
 
     input_ids, attention_mask = tokenize(sentence_texts())
-    return TensorData("sentences", (input_ids, attention_mask), None)
+    return TokenData("sentences", (input_ids, attention_mask), None)
 
 
 BUILTIN_DATA: dict[str, Callable[[], DataSource]] = {

@@ -1,0 +1,124 @@
+"""``compress curvature MODEL --data D``: per-layer Hessian traces ± error, top eigenvalues,
+spectral density. Under ``torchrun`` the data is sharded over the ranks (gloo)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "curvature", parents=[parent], help="per-layer Hessian traces, top eigenvalues, spectral density",
+        description="Loss curvature of every layer (module) at the model's weights, in eval mode, over "
+        "the calibration data: Hessian-block traces with standard errors, top eigenvalues (Lanczos), "
+        "spectral density (stochastic Lanczos quadrature).")
+    parser.add_argument("model", metavar="MODEL")
+    parser.add_argument("--data", required=True, metavar="D")
+    parser.add_argument("--split", choices=("train", "heldout", "all"),
+                        help="default: train for builtin data, all otherwise")
+    parser.add_argument("--weights", metavar="PATH")
+    parser.add_argument("--loss", choices=("auto", "ce", "distill"), default="auto",
+                        help="ce needs targets; distill = self-distillation (Gauss-Newton); auto picks")
+    parser.add_argument("--max-samples", type=int, default=1024, metavar="N",
+                        help="use the first N samples of the split (default 1024)")
+    parser.add_argument("--batch-size", type=int, default=128, metavar="N")
+    parser.add_argument("--rel-error", type=float, default=0.05,
+                        help="stop when every layer is within this relative error at 95%% (default 0.05)")
+    parser.add_argument("--max-products", type=int, default=400, metavar="N",
+                        help="budget of Hessian-vector products for the traces (default 400)")
+    parser.add_argument("--max-seconds", type=float, default=480, metavar="S",
+                        help="wall-clock budget; stops with the error bars reached (default 480)")
+    parser.add_argument("--deflation-steps", type=int, default=40, metavar="K",
+                        help="Lanczos steps whose subspace is traced exactly (default 40)")
+    parser.add_argument("--top-k", type=int, default=5, metavar="K")
+    parser.add_argument("--slq-runs", type=int, default=2, metavar="N",
+                        help="Lanczos runs for the spectral density (default 2)")
+    parser.add_argument("--product", choices=("reverse-over-reverse", "forward-over-reverse", "ggn"),
+                        default="reverse-over-reverse", help="how products are computed (ggn: Gauss-Newton)")
+    parser.add_argument("--exact", action="store_true", help="dense float64 Hessian (tiny models only)")
+    parser.add_argument("--plot", metavar="PNG", help="write the density and per-layer traces as a picture")
+    parser.add_argument("--allow-nondeterministic", action="store_true",
+                        help="skip the check that two forward passes agree")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from compress.curvature.estimate import CurvatureSpec, estimate_curvature
+    from compress.curvature.trace import TraceSpec
+    from compress.data.spec import load_data
+    from compress.jsonio import write_json
+    from compress.models.spec import build_model
+
+    _check_positive(args)
+    rank = _init_distributed()
+    model = build_model(args.model, args.weights)
+    data = load_data(args.data, args.split, default_builtin_split="train")
+    if len(data) > args.max_samples:
+        data = data.subset(range(args.max_samples), f"{data.name}[:{args.max_samples}]")
+    trace = TraceSpec(rel_error=args.rel_error, deflation_steps=args.deflation_steps,
+                      max_products=args.max_products, max_seconds=args.max_seconds, seed=args.seed)
+    spec = CurvatureSpec(loss=args.loss, batch_size=args.batch_size, product=args.product, trace=trace,
+                         top_k=args.top_k, slq_runs=args.slq_runs,
+                         allow_nondeterministic=args.allow_nondeterministic, exact=args.exact)
+    curvature = estimate_curvature(model, data, spec)
+    if rank != 0:
+        return 0
+    _print_table(curvature, f"compress curvature: {args.model} on {data.name} ({len(data)} samples)")
+    if args.json:
+        write_json(args.json, curvature.to_dict())
+    if args.plot:
+        from compress.curvature.plot import plot_curvature
+
+        plot_curvature(curvature, Path(args.plot), f"{args.model} on {data.name}")
+    return 0
+
+
+def _check_positive(args: argparse.Namespace) -> None:
+    from compress.errors import UserError
+
+    for option in ("max_samples", "batch_size", "max_products", "top_k"):
+        if getattr(args, option) < 1:
+            raise UserError(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
+    if not 0 < args.rel_error < 1:
+        raise UserError(f"--rel-error must be between 0 and 1, got {args.rel_error}")
+
+
+def _init_distributed() -> int:
+    """Join the process group when launched by torchrun (gloo works on CPU); return this rank."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return dist.get_rank()
+
+
+def _print_table(curvature, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from compress.curvature.trace import Z95
+
+    table = Table(title=title)
+    for column in ("layer", "params", "trace", "± (95%)", "trace / param"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for name, layer in curvature.layers.items():
+        table.add_row(name, f"{layer.num_params:,}", f"{layer.trace:.5g}", f"{Z95 * layer.trace_stderr:.2g}",
+                      f"{layer.trace / layer.num_params:.3g}")
+    total_params = sum(layer.num_params for layer in curvature.layers.values())
+    table.add_row("total", f"{total_params:,}", f"{curvature.trace:.5g}", f"{Z95 * curvature.trace_stderr:.2g}",
+                  f"{curvature.trace / max(total_params, 1):.3g}", style="bold")
+    console = Console()
+    console.print(table)
+    eigenvalues = ", ".join(f"{v:.4g}" for v in curvature.top_eigenvalues)
+    console.print(f"top eigenvalues: {eigenvalues}")
+    console.print(f"degeneracy ratio {curvature.degeneracy_ratio:.3f}, negative mass {curvature.negative_mass:.3f}; "
+                  f"loss {curvature.loss} = {curvature.loss_value:.4g}; {curvature.num_hvps} products, "
+                  f"{curvature.seconds:.1f} s, method: {curvature.method}")
+    if not curvature.converged:
+        console.print("[yellow]not every layer reached the requested error before the budget ran out; "
+                      "raise --max-products / --max-seconds or lower --max-samples[/yellow]")
