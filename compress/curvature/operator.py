@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp, vjp
 
+from compress.curvature.distributed import all_reduce_sum
 from compress.curvature.losses import LossFn
 from compress.curvature.params import ParamLayout
 from compress.data.source import Batch
@@ -65,7 +66,7 @@ class CurvatureOperator:
                 product = self._batch_product(batch, reference, tangent)
                 total += (len(batch) / self.total_samples) * self.layout.flatten(product)
         self.num_products += 1
-        return _all_reduce(total)
+        return all_reduce_sum(total)
 
     def loss_value(self) -> float:
         """The mean loss over the whole dataset (all ranks)."""
@@ -73,7 +74,7 @@ class CurvatureOperator:
         with torch.no_grad():
             for batch, reference in zip(self.batches, self.references):
                 total += len(batch) / self.total_samples * self._loss(self.params, batch, reference).double()
-        return float(_all_reduce(total))
+        return float(all_reduce_sum(total))
 
     def _loss(self, params: dict[str, torch.Tensor], batch: Batch, reference: torch.Tensor) -> torch.Tensor:
         return self.loss(self._forward(params, batch), reference)
@@ -114,11 +115,3 @@ def _math_attention():
     except ImportError:  # pragma: no cover - older torch
         return nullcontext()
     return sdpa_kernel(SDPBackend.MATH)
-
-
-def _all_reduce(tensor: torch.Tensor) -> torch.Tensor:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(tensor)
-    return tensor

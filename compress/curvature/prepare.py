@@ -6,18 +6,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from compress.curvature.distributed import rank_and_world
 from compress.curvature.losses import loss_function
 from compress.curvature.operator import CurvatureOperator
 from compress.data.source import Batch, DataSource
 from compress.errors import UserError
-
-
-def rank_and_world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def prepare_operator(

@@ -24,6 +24,7 @@ from typing import Callable
 
 import torch
 
+from compress.curvature.distributed import agreed
 from compress.curvature.lanczos import LanczosResult, lanczos
 from compress.curvature.params import ParamLayout
 
@@ -46,7 +47,7 @@ class TraceSpec:
         if self.max_seconds is None:
             return lambda: False
         end = time.monotonic() + self.max_seconds
-        return lambda: time.monotonic() > end
+        return lambda: agreed(time.monotonic() > end)
 
 
 @dataclass(frozen=True)

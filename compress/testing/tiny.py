@@ -16,7 +16,7 @@ def tiny_mlp() -> nn.Module:
 
 
 class TinyConvNet(nn.Module):
-    """conv3x3(1->3) BN softplus, + residual conv1x1, flatten, linear(27->3): 73 parameters."""
+    """conv3x3(1->3) BN softplus, + residual conv1x1, flatten, linear(27->3): 132 parameters."""
 
     def __init__(self) -> None:
         super().__init__()
