@@ -85,3 +85,18 @@ def test_saved_programs(kind: str, tmp_path: Path) -> None:
         torch.export.save(torch.export.export(model, (x,)), path)
     with torch.no_grad():
         assert torch.allclose(build_model(str(path))(x), model(x))
+
+
+def test_length_bucketed_token_batches_leave_embeddings_unchanged() -> None:
+    from compress.data.spec import load_data
+
+    model = build_model("builtin:minilm")
+    data = load_data("builtin:sentences", "heldout", "heldout")
+    with torch.no_grad():
+        padded = model(*data.inputs)
+        lengths = data.inputs[1].sum(dim=1)
+        order = torch.argsort(lengths, stable=True)
+        bucketed = torch.cat([model(*batch.inputs) for batch in data.batches(16)])
+    widths = [batch.inputs[0].shape[1] for batch in data.batches(16)]
+    assert widths == sorted(widths) and widths[0] < data.inputs[0].shape[1]
+    assert torch.allclose(bucketed, padded[order], atol=1e-5)

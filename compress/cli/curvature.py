@@ -27,8 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
                         help="stop when every layer is within this relative error at 95%% (default 0.05)")
     parser.add_argument("--max-products", type=int, default=400, metavar="N",
                         help="budget of Hessian-vector products for the traces (default 400)")
-    parser.add_argument("--max-seconds", type=float, default=480, metavar="S",
-                        help="wall-clock budget; stops with the error bars reached (default 480)")
+    parser.add_argument("--max-seconds", type=float, default=400, metavar="S",
+                        help="wall-clock budget; stops with the error bars reached (default 400)")
     parser.add_argument("--deflation-steps", type=int, default=40, metavar="K",
                         help="Lanczos steps whose subspace is traced exactly (default 40)")
     parser.add_argument("--top-k", type=int, default=5, metavar="K")
