@@ -23,14 +23,17 @@ def float64_setup(name: str, loss: str = "ce", batch_size: int = 20):
 
 
 @pytest.mark.parametrize("name", TINY)
-@pytest.mark.parametrize("product", ["forward-over-reverse", "reverse-over-reverse"])
-def test_hessian_vector_product_equals_dense(name: str, product: str) -> None:
+@pytest.mark.parametrize("product, reuse", [("forward-over-reverse", False), ("reverse-over-reverse", False),
+                                            ("reverse-over-reverse", True)])
+def test_hessian_vector_product_equals_dense(name: str, product: str, reuse: bool) -> None:
     operator, hessian = float64_setup(name)
-    operator.product = product
-    vector = torch.randn(operator.dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    error = (operator.matvec(vector) - hessian @ vector).abs().max().item()
-    assert error < 1e-10 * hessian.abs().max().item(), f"max error {error}"
-    assert operator.num_products == 1
+    operator.product, operator.reuse_graphs = product, reuse
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(2):  # the second product runs through kept graphs when reuse is on
+        vector = torch.randn(operator.dim, generator=generator, dtype=torch.float64)
+        error = (operator.matvec(vector) - hessian @ vector).abs().max().item()
+        assert error < 1e-10 * hessian.abs().max().item(), f"max error {error}"
+    assert operator.num_products == 2 and len(operator._graphs) == (3 if reuse else 0)
 
 
 def test_whole_dataset_hessian_does_not_depend_on_batching() -> None:

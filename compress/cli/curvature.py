@@ -36,6 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
                         help="Lanczos runs for the spectral density (default 2)")
     parser.add_argument("--product", choices=("reverse-over-reverse", "forward-over-reverse", "ggn"),
                         default="reverse-over-reverse", help="how products are computed (ggn: Gauss-Newton)")
+    parser.add_argument("--no-reuse-graphs", dest="reuse_graphs", action="store_false",
+                        help="rebuild each batch's gradient graph for every product (less memory, slower)")
     parser.add_argument("--exact", action="store_true", help="dense float64 Hessian (tiny models only)")
     parser.add_argument("--plot", metavar="PNG", help="write the density and per-layer traces as a picture")
     parser.add_argument("--allow-nondeterministic", action="store_true",
@@ -62,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
                       max_products=args.max_products, max_seconds=args.max_seconds, seed=args.seed)
     spec = CurvatureSpec(loss=args.loss, batch_size=args.batch_size, product=args.product, trace=trace,
                          top_k=args.top_k, slq_runs=args.slq_runs,
-                         allow_nondeterministic=args.allow_nondeterministic, exact=args.exact)
+                         allow_nondeterministic=args.allow_nondeterministic, exact=args.exact,
+                         reuse_graphs=args.reuse_graphs)
     curvature = estimate_curvature(model, data, spec)
     if rank != 0:
         return 0

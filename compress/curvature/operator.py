@@ -5,7 +5,9 @@ Hv = Σ_b (n_b / N) ∇²ℓ_b(θ) v, computed per batch without forming ∇²�
 
 - ``forward-over-reverse``: Hv = d/dt ∇ℓ(θ + t v)|₀, a ``torch.func.jvp`` of ``torch.func.grad``
   (Pearlmutter 1994);
-- ``reverse-over-reverse``: Hv = ∇(∇ℓ(θ)·v), double backward;
+- ``reverse-over-reverse``: Hv = ∇(∇ℓ(θ)·v), double backward; with ``reuse_graphs`` the graph of
+  ∇ℓ_b is built once per batch and kept, so each later product is one backward through it
+  (memory: one double-backward graph per batch);
 - ``ggn``: Gauss-Newton product Gv = Jᵀ ∇²_f ℓ J v (Schraudolph 2002), jvp → output Hessian → vjp.
 
 The model is evaluated in eval mode at fixed weights. Under ``torch.distributed`` each rank holds
@@ -38,9 +40,11 @@ class CurvatureOperator:
     references: list[torch.Tensor]  # per batch: targets (ce) or teacher outputs (distill)
     loss: LossFn
     total_samples: int  # over all ranks
-    product: str = "forward-over-reverse"
+    product: str = "reverse-over-reverse"
+    reuse_graphs: bool = True
     num_products: int = 0
     layout: ParamLayout = field(init=False)
+    _graphs: dict = field(init=False, default_factory=dict)  # batch index -> gradient with its graph
 
     def __post_init__(self) -> None:
         self.layout = ParamLayout.of(self.model)
@@ -48,6 +52,7 @@ class CurvatureOperator:
         self.params = {n: named[n].detach() for n in self.layout.names}
         frozen = {n: p.detach() for n, p in named.items() if n not in self.params}
         self.constants = {**frozen, **dict(self.model.named_buffers())}
+        self._leaves = {n: p.detach().requires_grad_() for n, p in self.params.items()}
 
     @property
     def dim(self) -> int:
@@ -62,8 +67,8 @@ class CurvatureOperator:
         tangent = self.layout.unflatten(vector.to(self.dtype))
         total = torch.zeros(self.dim, dtype=self.dtype)
         with _math_attention():
-            for batch, reference in zip(self.batches, self.references):
-                product = self._batch_product(batch, reference, tangent)
+            for index, batch in enumerate(self.batches):
+                product = self._batch_product(index, tangent)
                 total += (len(batch) / self.total_samples) * self.layout.flatten(product)
         self.num_products += 1
         return all_reduce_sum(total)
@@ -82,22 +87,27 @@ class CurvatureOperator:
     def _forward(self, params: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
         return functional_call(self.model, {**params, **self.constants}, batch.inputs)
 
-    def _batch_product(self, batch: Batch, reference: torch.Tensor, tangent: dict) -> dict:
+    def _batch_product(self, index: int, tangent: dict) -> dict:
+        batch, reference = self.batches[index], self.references[index]
         if self.product == "forward-over-reverse":
             gradient = grad(lambda p: self._loss(p, batch, reference))
             return jvp(gradient, (self.params,), (tangent,))[1]
         if self.product == "reverse-over-reverse":
-            return self._double_backward(batch, reference, tangent)
+            return self._double_backward(index, tangent)
         return self._ggn_product(batch, reference, tangent)
 
-    def _double_backward(self, batch: Batch, reference: torch.Tensor, tangent: dict) -> dict:
-        params = {n: p.detach().requires_grad_() for n, p in self.params.items()}
+    def _double_backward(self, index: int, tangent: dict) -> dict:
+        if not self.reuse_graphs:
+            leaves = {n: p.detach().requires_grad_() for n, p in self.params.items()}
+            return _backward_along(self._gradient_with_graph(leaves, index), leaves, tangent, keep_graph=False)
+        if index not in self._graphs:
+            self._graphs[index] = self._gradient_with_graph(self._leaves, index)
+        return _backward_along(self._graphs[index], self._leaves, tangent, keep_graph=True)
+
+    def _gradient_with_graph(self, leaves: dict, index: int) -> tuple:
         with torch.enable_grad():
-            loss = self._loss(params, batch, reference)
-            gradient = torch.autograd.grad(loss, list(params.values()), create_graph=True, allow_unused=True)
-            directional = sum((g * t).sum() for g, t in zip(gradient, tangent.values()) if g is not None)
-            product = torch.autograd.grad(directional, list(params.values()), allow_unused=True)
-        return {n: torch.zeros_like(p) if h is None else h for (n, p), h in zip(params.items(), product)}
+            loss = self._loss(leaves, self.batches[index], self.references[index])
+            return torch.autograd.grad(loss, list(leaves.values()), create_graph=True, allow_unused=True)
 
     def _ggn_product(self, batch: Batch, reference: torch.Tensor, tangent: dict) -> dict:
         output, jacobian_tangent = jvp(lambda p: self._forward(p, batch), (self.params,), (tangent,))
@@ -105,6 +115,14 @@ class CurvatureOperator:
         curvature_tangent = jvp(output_gradient, (output.detach(),), (jacobian_tangent,))[1]
         _, pullback = vjp(lambda p: self._forward(p, batch), self.params)
         return pullback(curvature_tangent)[0]
+
+
+def _backward_along(gradient: tuple, leaves: dict, tangent: dict, keep_graph: bool) -> dict:
+    """∇(∇ℓ · v): one backward pass through the gradient's graph."""
+    with torch.enable_grad():
+        directional = sum((g * t).sum() for g, t in zip(gradient, tangent.values()) if g is not None)
+        product = torch.autograd.grad(directional, list(leaves.values()), retain_graph=keep_graph, allow_unused=True)
+    return {n: torch.zeros_like(p) if h is None else h for (n, p), h in zip(leaves.items(), product)}
 
 
 def _math_attention():

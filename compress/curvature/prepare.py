@@ -18,8 +18,9 @@ def prepare_operator(
     data: DataSource,
     loss: str,
     batch_size: int = 128,
-    product: str = "forward-over-reverse",
+    product: str = "reverse-over-reverse",
     allow_nondeterministic: bool = False,
+    reuse_graphs: bool = True,
 ) -> CurvatureOperator:
     """The operator for ``loss`` (``ce`` needs targets; ``distill`` uses the model's own outputs)
     over ``data``, batches dealt round-robin to the ranks of ``torch.distributed``."""
@@ -30,7 +31,7 @@ def prepare_operator(
     rank, world = rank_and_world()
     batches = [b for i, b in enumerate(data.batches(batch_size)) if i % world == rank]
     references = [_reference(model, b, loss) for b in batches]
-    return CurvatureOperator(model, batches, references, loss_function(loss), len(data), product)
+    return CurvatureOperator(model, batches, references, loss_function(loss), len(data), product, reuse_graphs)
 
 
 def _reference(model: nn.Module, batch: Batch, loss: str) -> torch.Tensor:

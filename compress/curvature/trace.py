@@ -57,6 +57,7 @@ class LayerTraces:
     num_probes: int  # residual probes (every layer shares them)
     lanczos: LanczosResult | None
     converged: bool
+    total_stderr: float  # from the per-probe sums over layers (layers share probes, so correlate)
 
     @property
     def total(self) -> float:
@@ -90,8 +91,8 @@ def estimate_layer_traces(
     used = basis.shape[0]
     while True:
         for _ in range(spec.probes_per_round):
-            if used >= spec.max_products or (len(samples) >= 2 and out_of_time()):
-                break
+            if len(samples) >= 2 and (used >= spec.max_products or out_of_time()):
+                break  # at least two probes, so every error bar is finite
             g = rademacher(layout.dim, generator, dtype)
             hg = matvec(g)
             residual = hg - basis.T @ (basis @ hg)
@@ -101,16 +102,15 @@ def estimate_layer_traces(
         traces, stderrs = _combine(exact_part, samples)
         converged = len(samples) >= spec.min_probes and _converged(traces, stderrs, spec)
         if converged or used >= spec.max_products or out_of_time():
-            return LayerTraces(traces, stderrs, len(samples), result, converged)
+            totals = [sample.sum().reshape(1) for sample in samples]
+            total_stderr = float(_combine(exact_part.sum().reshape(1), totals)[1][0])
+            return LayerTraces(traces, stderrs, len(samples), result, converged, total_stderr)
 
 
 def _combine(exact_part: torch.Tensor, samples: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    if not samples:
-        return exact_part.clone(), torch.zeros_like(exact_part)
+    """(exact part + mean of the probe samples, standard error of that mean); needs ≥ 2 samples."""
     stacked = torch.stack(samples)
-    stderr = stacked.std(dim=0, unbiased=True) / len(samples) ** 0.5 if len(samples) > 1 else torch.full_like(
-        exact_part, float("inf"))
-    return exact_part + stacked.mean(dim=0), stderr
+    return exact_part + stacked.mean(dim=0), stacked.std(dim=0) / len(samples) ** 0.5
 
 
 def _converged(traces: torch.Tensor, stderrs: torch.Tensor, spec: TraceSpec) -> bool:
