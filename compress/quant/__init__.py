@@ -1,0 +1,1 @@
+"""Quantizers: integer grids, scales, fake-quantization."""

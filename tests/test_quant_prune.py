@@ -1,0 +1,64 @@
+"""Property tests of the weight quantizer and the pruning masks (hypothesis)."""
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from compress.prune.masks import channel_mask, magnitude_mask, two_four_mask
+from compress.quant.weights import fake_quantize_per_channel, per_channel_scales, quantize_per_channel
+
+shapes = st.tuples(st.integers(1, 8), st.integers(1, 12))
+
+
+def weights(shape, seed: int, scale: float) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * scale
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=shapes, bits=st.integers(2, 8), seed=st.integers(0, 10_000), scale=st.floats(1e-3, 1e3))
+def test_quantization_error_is_at_most_half_a_step(shape, bits, seed, scale) -> None:
+    weight = weights(shape, seed, scale)
+    steps = per_channel_scales(weight, bits)[:, None]
+    error = (fake_quantize_per_channel(weight, bits) - weight).abs()
+    assert bool((error <= steps / 2 * (1 + 1e-6)).all()), float((error / steps).max())
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=shapes, bits=st.integers(2, 8), seed=st.integers(0, 10_000))
+def test_quantize_dequantize_is_the_identity_on_the_grid(shape, bits, seed) -> None:
+    weight = weights(shape, seed, 1.0)
+    scales = per_channel_scales(weight, bits)
+    q_max = 2 ** (bits - 1) - 1
+    codes = torch.randint(-q_max, q_max + 1, shape, generator=torch.Generator().manual_seed(seed))
+    on_grid = codes * scales[:, None]
+    assert torch.equal(quantize_per_channel(on_grid, scales, bits), codes.float())
+    assert bool((codes.abs() <= q_max).all())
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=shapes, sparsity=st.floats(0, 1), seed=st.integers(0, 10_000))
+def test_magnitude_mask_keeps_the_requested_ratio_of_the_largest(shape, sparsity, seed) -> None:
+    weight = weights(shape, seed, 1.0)
+    mask = magnitude_mask(weight, sparsity)
+    assert int(mask.sum()) == round((1 - sparsity) * weight.numel())
+    if 0 < int(mask.sum()) < weight.numel():
+        assert float(weight.abs()[mask].min()) >= float(weight.abs()[~mask].max())
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 6), groups=st.integers(1, 5), seed=st.integers(0, 10_000))
+def test_two_four_mask_keeps_two_largest_of_every_four(rows, groups, seed) -> None:
+    weight = weights((rows, 4 * groups), seed, 1.0)
+    mask = two_four_mask(weight).reshape(rows, groups, 4)
+    assert bool((mask.sum(dim=-1) == 2).all())
+    grouped = weight.abs().reshape(rows, groups, 4)
+    kept_min = torch.where(mask, grouped, torch.inf).amin(dim=-1)
+    dropped_max = torch.where(~mask, grouped, -torch.inf).amax(dim=-1)
+    assert bool((kept_min >= dropped_max).all())
+
+
+def test_channel_mask_removes_whole_channels_of_smallest_norm() -> None:
+    weight = torch.arange(1.0, 9.0)[:, None, None, None] * torch.ones(8, 2, 3, 3)
+    mask = channel_mask(weight, 0.5)
+    assert mask.shape == weight.shape
+    assert mask.reshape(8, -1).all(dim=1).tolist() == [False] * 4 + [True] * 4
