@@ -1,0 +1,79 @@
+"""Exact allocation of one option per layer by a 0-1 integer program (HiGHS via
+``scipy.optimize.milp``), as in HAWQ-V3 (Yao et al. 2021):
+
+    minimise   Σ_l Σ_o Ω[l, o] · x[l, o]
+    subject to Σ_o x[l, o] = 1                      for every layer l,
+               Σ_l Σ_o cost_k[l, o] · x[l, o] ≤ B_k  for every budget k,
+               x[l, o] ∈ {0, 1},  x[l, o] = 0 where Ω[l, o] is inf (option excluded).
+
+An infeasible set of budgets is reported with the budget furthest out of reach and the smallest
+value it could take with the other budgets kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from compress.errors import UserError
+
+
+@dataclass(frozen=True)
+class Allocation:
+    choices: tuple[int, ...]  # chosen option index per layer
+    objective: float
+    totals: dict[str, float]  # Σ cost_k of the chosen options
+
+
+def allocate(omega: np.ndarray, costs: dict[str, np.ndarray], budgets: dict[str, float]) -> Allocation:
+    """The allocation minimising total Ω within every budget (each budget names a cost table)."""
+    allowed = np.isfinite(omega)
+    if not allowed.any(axis=1).all():
+        layer = int(np.flatnonzero(~allowed.any(axis=1))[0])
+        raise UserError(f"layer #{layer} has no allowed option; relax its overrides or sparsity limit")
+    choices = _solve(np.where(allowed, omega, 0.0), allowed, costs, budgets)
+    if choices is None:
+        raise UserError(_infeasibility(allowed, costs, budgets))
+    layers = np.arange(len(choices))
+    return Allocation(
+        choices=tuple(int(c) for c in choices),
+        objective=float(omega[layers, choices].sum()),
+        totals={name: float(costs[name][layers, choices].sum()) for name in budgets},
+    )
+
+
+def _solve(objective: np.ndarray, allowed: np.ndarray, costs: dict[str, np.ndarray],
+           budgets: dict[str, float]) -> np.ndarray | None:
+    """Chosen option per layer, or None when the budgets cannot all be met."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    num_layers, num_options = objective.shape
+    one_per_layer = np.kron(np.eye(num_layers), np.ones(num_options))
+    constraints = [LinearConstraint(one_per_layer, 1, 1)]
+    for name, budget in budgets.items():
+        constraints.append(LinearConstraint(costs[name].reshape(1, -1), -np.inf, budget))
+    result = milp(objective.ravel(), constraints=constraints, integrality=np.ones(objective.size),
+                  bounds=Bounds(0, allowed.ravel().astype(float)))
+    if result.status != 0 or result.x is None:
+        return None
+    return result.x.reshape(num_layers, num_options).argmax(axis=1)
+
+
+def _infeasibility(allowed: np.ndarray, costs: dict[str, np.ndarray], budgets: dict[str, float]) -> str:
+    """Name the budget with the largest relative shortfall and its smallest reachable value
+    while the other budgets hold."""
+    shortfalls = {}
+    for name, budget in budgets.items():
+        others = {k: v for k, v in budgets.items() if k != name}
+        choices = _solve(np.where(allowed, costs[name], 0.0), allowed, costs, others)
+        if choices is None:
+            continue
+        reachable = float(costs[name][np.arange(len(choices)), choices].sum())
+        if reachable > budget:
+            shortfalls[name] = (reachable, (reachable - budget) / max(abs(budget), 1e-12))
+    if not shortfalls:
+        return "the budgets cannot all be met at once; relax one of " + ", ".join(budgets)
+    name = max(shortfalls, key=lambda k: shortfalls[k][1])
+    return (f"budget {name}={budgets[name]:g} cannot be met: the smallest reachable with the other budgets "
+            f"kept is {shortfalls[name][0]:.6g}; raise it to at least that")
