@@ -1,0 +1,54 @@
+"""make_plan on a small model with a known curvature: budgets met, curvature drives bits."""
+
+import pytest
+import torch
+from torch import nn
+
+from compress.curvature.result import Curvature, LayerCurvature
+from compress.errors import UserError
+from compress.plan.make import PlanSpec, make_plan, parse_budget
+from compress.plan.sensitivity import LayerOption, sensitivity
+
+
+def model_and_curvature(traces: dict[str, float]):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 8))
+    layers = {name: LayerCurvature(trace, 0.0, sum(p.numel() for p in model.get_submodule(name).parameters()), 0)
+              for name, trace in traces.items()}
+    curvature = Curvature(layers, sum(traces.values()), 0.0, [], 0, 0.0, "ce", 0.0, "exact", True)
+    return model, curvature
+
+
+def test_the_sharpest_layer_keeps_the_most_bits_and_the_budget_holds() -> None:
+    model, curvature = model_and_curvature({"0": 1.0, "2": 1000.0, "4": 1.0})
+    plan = make_plan(model, curvature, PlanSpec(budgets={"avg_bits": 5.0}, bits=(2, 4, 8)))
+    assert plan.totals["avg_bits"] <= 5.0 + 1e-9
+    bits = {name: layer.weight_bits for name, layer in plan.layers.items()}
+    assert bits["2"] == max(bits.values()) and bits["2"] > bits["0"]
+
+
+def test_predicted_loss_is_the_sum_of_the_chosen_sensitivities() -> None:
+    model, curvature = model_and_curvature({"0": 5.0, "2": 50.0, "4": 0.5})
+    plan = make_plan(model, curvature, PlanSpec(budgets={"avg_bits": 3.0}))
+    expected = 0.0
+    for name, layer in plan.layers.items():
+        info = curvature.layers[name]
+        option = LayerOption(layer.weight_bits, layer.sparsity, layer.pattern)
+        expected += sensitivity(model.get_submodule(name).weight, info.trace, info.num_params, option)
+        assert layer.considered[option.label()] == layer.predicted_delta_loss
+    assert plan.predicted_delta_loss == pytest.approx(expected, rel=1e-12)
+
+
+def test_size_budget_counts_float_biases() -> None:
+    model, curvature = model_and_curvature({"0": 1.0, "2": 1.0, "4": 1.0})
+    float_mb = sum(p.numel() for p in model.parameters()) * 4 / 1e6
+    plan = make_plan(model, curvature, PlanSpec(budgets={"size_mb": float_mb / 4}))
+    assert plan.totals["size_mb"] <= float_mb / 4 + 1e-12
+    with pytest.raises(UserError, match="size_mb=0.0001 cannot be met"):
+        make_plan(model, curvature, PlanSpec(budgets={"size_mb": 0.0001}))
+
+
+@pytest.mark.parametrize("text", ["bits=4", "avg_bits", "avg_bits=four", "size_mb=-1"])
+def test_bad_budgets(text: str) -> None:
+    with pytest.raises(UserError, match="bad budget"):
+        parse_budget(text)
