@@ -13,6 +13,13 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
         description="Loss curvature of every layer (module) at the model's weights, in eval mode, over "
         "the calibration data: Hessian-block traces with standard errors, top eigenvalues (Lanczos), "
         "spectral density (stochastic Lanczos quadrature).")
+    add_curvature_options(parser)
+    parser.add_argument("--plot", metavar="PNG", help="write the density and per-layer traces as a picture")
+    parser.set_defaults(run=run)
+
+
+def add_curvature_options(parser: argparse.ArgumentParser) -> None:
+    """MODEL, --data and the estimator's options (shared with ``compress plan``)."""
     parser.add_argument("model", metavar="MODEL")
     parser.add_argument("--data", required=True, metavar="D")
     parser.add_argument("--split", choices=("train", "heldout", "all"),
@@ -39,23 +46,18 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
     parser.add_argument("--no-reuse-graphs", dest="reuse_graphs", action="store_false",
                         help="rebuild each batch's gradient graph for every product (less memory, slower)")
     parser.add_argument("--exact", action="store_true", help="dense float64 Hessian (tiny models only)")
-    parser.add_argument("--plot", metavar="PNG", help="write the density and per-layer traces as a picture")
     parser.add_argument("--allow-nondeterministic", action="store_true",
                         help="skip the check that two forward passes agree")
-    parser.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+def measure_curvature(args: argparse.Namespace):
+    """(model, data, Curvature) from the options of ``add_curvature_options``."""
     from compress.curvature.estimate import CurvatureSpec, estimate_curvature
     from compress.curvature.trace import TraceSpec
     from compress.data.spec import load_data
-    from compress.jsonio import write_json
     from compress.models.spec import build_model
 
     _check_positive(args)
-    rank = _init_distributed()
     model = build_model(args.model, args.weights)
     data = load_data(args.data, args.split, default_builtin_split="train")
     if len(data) > args.max_samples:
@@ -66,7 +68,16 @@ def run(args: argparse.Namespace) -> int:
                          top_k=args.top_k, slq_runs=args.slq_runs,
                          allow_nondeterministic=args.allow_nondeterministic, exact=args.exact,
                          reuse_graphs=args.reuse_graphs)
-    curvature = estimate_curvature(model, data, spec)
+    return model, data, estimate_curvature(model, data, spec)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from compress.jsonio import write_json
+
+    rank = _init_distributed()
+    model, data, curvature = measure_curvature(args)
     if rank != 0:
         return 0
     _print_table(curvature, f"compress curvature: {args.model} on {data.name} ({len(data)} samples)")

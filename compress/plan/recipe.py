@@ -1,0 +1,43 @@
+"""A plan written as a recipe YAML that ``compress apply`` reads (DESIGN §3), with a ``plan:``
+section recording why: each layer's trace ± error, the options considered with their Ω, the
+choice, its predicted loss increase and storage; the budgets, totals and solver status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compress.errors import UserError
+from compress.plan.make import Plan
+
+RECIPE_VERSION = 1
+
+
+def plan_recipe(plan: Plan, model: str, data: str, weights: str | None) -> dict[str, object]:
+    quantization = {name: {"weight_bits": layer.weight_bits} for name, layer in plan.layers.items()
+                    if layer.weight_bits is not None}
+    pruning = {name: {"ratio": layer.sparsity, "pattern": layer.pattern} for name, layer in plan.layers.items()
+               if layer.sparsity > 0}
+    why = {name: {"trace": layer.trace, "trace_stderr": layer.trace_stderr, "num_weights": layer.num_weights,
+                  "predicted_delta_loss": layer.predicted_delta_loss, "storage_bits": layer.storage_bits,
+                  "considered": layer.considered} for name, layer in plan.layers.items()}
+    model_section = {"spec": model, **({"weights": weights} if weights else {})}
+    return {
+        "version": RECIPE_VERSION,
+        "model": model_section,
+        "data": {"calibration": data},
+        "quantization": {"layers": quantization},
+        "pruning": {"layers": pruning},
+        "plan": {"budgets": plan.budgets, "totals": plan.totals, "predicted_delta_loss": plan.predicted_delta_loss,
+                 "solver": plan.solver, "layers": why},
+    }
+
+
+def write_recipe(recipe: dict[str, object], path: Path, header: str, force: bool) -> None:
+    """Write the YAML with a comment header; never overwrite an existing file unless ``force``."""
+    import yaml
+
+    if path.exists() and not force:
+        raise UserError(f"{path} exists; pass --force to overwrite it or choose another -o path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    comments = "".join(f"# {line}\n" for line in header.splitlines())
+    path.write_text(comments + yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
