@@ -62,3 +62,17 @@ def test_channel_mask_removes_whole_channels_of_smallest_norm() -> None:
     mask = channel_mask(weight, 0.5)
     assert mask.shape == weight.shape
     assert mask.reshape(8, -1).all(dim=1).tolist() == [False] * 4 + [True] * 4
+
+
+def test_compress_weights_touches_only_the_named_layers() -> None:
+    from compress.plan.sensitivity import LayerOption
+    from compress.quant.apply import compress_weights_
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 4))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    compress_weights_(model, {"1": LayerOption(2, 0.5)})
+    after = model.state_dict()
+    assert torch.equal(after["0.weight"], before["0.weight"]) and torch.equal(after["1.bias"], before["1.bias"])
+    codes = after["1.weight"] / per_channel_scales(after["1.weight"], 2)[:, None]
+    assert torch.allclose(codes, codes.round(), atol=1e-5) and int((after["1.weight"] == 0).sum()) >= 16
