@@ -72,22 +72,28 @@ def measure_curvature(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    rank = _init_distributed()
+    try:
+        model, data, curvature = measure_curvature(args)
+        if rank == 0:
+            _report(args, curvature, data.name, len(data))
+    finally:
+        _finish_distributed()
+    return 0
+
+
+def _report(args: argparse.Namespace, curvature, data_name: str, num_samples: int) -> None:
     from pathlib import Path
 
     from compress.jsonio import write_json
 
-    rank = _init_distributed()
-    model, data, curvature = measure_curvature(args)
-    if rank != 0:
-        return 0
-    _print_table(curvature, f"compress curvature: {args.model} on {data.name} ({len(data)} samples)")
+    _print_table(curvature, f"compress curvature: {args.model} on {data_name} ({num_samples} samples)")
     if args.json:
         write_json(args.json, curvature.to_dict())
     if args.plot:
         from compress.curvature.plot import plot_curvature
 
-        plot_curvature(curvature, Path(args.plot), f"{args.model} on {data.name}")
-    return 0
+        plot_curvature(curvature, Path(args.plot), f"{args.model} on {data_name}")
 
 
 def _check_positive(args: argparse.Namespace) -> None:
@@ -109,6 +115,15 @@ def _init_distributed() -> int:
     if not dist.is_initialized():
         dist.init_process_group("gloo")
     return dist.get_rank()
+
+
+def _finish_distributed() -> None:
+    """Wait for every rank, then leave the process group (a rank exiting early aborts gloo)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _print_table(curvature, title: str) -> None:
