@@ -31,13 +31,10 @@ def run(args: argparse.Namespace) -> int:
 
     from compress.jsonio import write_json
     from compress.plan.make import PlanSpec, make_plan, parse_budget
-    from compress.plan.recipe import plan_recipe, write_recipe
+    from compress.plan.recipe import plan_recipe, refuse_overwrite, write_recipe
 
     output = Path(args.output)
-    if output.exists() and not args.force:  # fail before the expensive part
-        from compress.errors import UserError
-
-        raise UserError(f"{output} exists; pass --force to overwrite it or choose another -o path")
+    refuse_overwrite(output, args.force)  # before the expensive part
     spec = PlanSpec(budgets=dict(parse_budget(b) for b in args.budget), bits=_bits(args.bits),
                     sparsities=_floats(args.sparsities, "--sparsities"), patterns=_patterns(args.patterns))
     model, curvature = _model_and_curvature(args)

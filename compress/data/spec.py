@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from compress.data.source import SPLITS, DataSource, DatasetData, TensorData
 from compress.errors import UserError
 from compress.pyfile import call_factory, split_file_spec
+
+if TYPE_CHECKING:
+    import torch
 
 DATA_SPEC_FORMS = "builtin:NAME, FILE.py:FACTORY or an image folder"
 

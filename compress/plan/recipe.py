@@ -32,12 +32,17 @@ def plan_recipe(plan: Plan, model: str, data: str, weights: str | None) -> dict[
     }
 
 
+def refuse_overwrite(path: Path, force: bool) -> None:
+    """Existing work is never replaced silently."""
+    if path.exists() and not force:
+        raise UserError(f"{path} exists; pass --force to overwrite it or choose another -o path")
+
+
 def write_recipe(recipe: dict[str, object], path: Path, header: str, force: bool) -> None:
     """Write the YAML with a comment header; never overwrite an existing file unless ``force``."""
     import yaml
 
-    if path.exists() and not force:
-        raise UserError(f"{path} exists; pass --force to overwrite it or choose another -o path")
+    refuse_overwrite(path, force)
     path.parent.mkdir(parents=True, exist_ok=True)
     comments = "".join(f"# {line}\n" for line in header.splitlines())
     path.write_text(comments + yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
