@@ -4,7 +4,7 @@ ENV_DIR ?= $(HOME)/.cache/compress/env-$(LOCK_HASH)
 PY := $(ENV_DIR)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: env demo test test-slow
+.PHONY: env demo test
 
 env:
 	@bash scripts/ensure-env.sh "$(ENV_DIR)"
@@ -14,7 +14,4 @@ demo: env
 
 test: env
 	$(PY) -m pytest -q $(PYTEST_ARGS)
-
-test-slow: env
-	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
