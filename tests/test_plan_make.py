@@ -52,3 +52,33 @@ def test_size_budget_counts_float_biases() -> None:
 def test_bad_budgets(text: str) -> None:
     with pytest.raises(UserError, match="bad budget"):
         parse_budget(text)
+
+
+def test_measured_loss_changes_are_exact_and_leave_the_model_intact() -> None:
+    import copy
+
+    from compress.data.source import TensorData
+    from compress.plan.make import layer_options
+    from compress.plan.measured import measured_delta_loss
+    from compress.quant.apply import compress_weights_
+
+    model, curvature = model_and_curvature({"0": 1.0, "2": 1.0, "4": 1.0})
+    generator = torch.Generator().manual_seed(0)
+    data = TensorData("x", (torch.randn(40, 32, generator=generator),), torch.randint(0, 8, (40,), generator=generator))
+    spec = PlanSpec(budgets={"avg_bits": 3.0}, bits=(2, 4))
+    before = copy.deepcopy(model.state_dict())
+    measured = measured_delta_loss(model, data, "ce", layer_options(model, spec), batch_size=16)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+    def loss(m) -> float:
+        with torch.no_grad():
+            return float(nn.functional.cross_entropy(m(data.inputs[0]), data.targets))
+
+    option = layer_options(model, spec)["2"][0]
+    expected = loss(compress_weights_(copy.deepcopy(model), {"2": option})) - loss(model)
+    assert measured["2"][0] == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    plan = make_plan(model, curvature, spec, measured)
+    for name, layer in plan.layers.items():
+        chosen = [o.label() for o in layer_options(model, spec)[name]].index(
+            LayerOption(layer.weight_bits).label())
+        assert layer.predicted_delta_loss >= measured[name][chosen]

@@ -50,18 +50,25 @@ def add_curvature_options(parser: argparse.ArgumentParser) -> None:
                         help="skip the check that two forward passes agree")
 
 
+def calibration_data(args: argparse.Namespace):
+    """The first --max-samples of the split (train for builtin data)."""
+    from compress.data.spec import load_data
+
+    data = load_data(args.data, args.split, default_builtin_split="train")
+    if len(data) > args.max_samples:
+        data = data.subset(range(args.max_samples), f"{data.name}[:{args.max_samples}]")
+    return data
+
+
 def measure_curvature(args: argparse.Namespace):
     """(model, data, Curvature) from the options of ``add_curvature_options``."""
     from compress.curvature.estimate import CurvatureSpec, estimate_curvature
     from compress.curvature.trace import TraceSpec
-    from compress.data.spec import load_data
     from compress.models.spec import build_model
 
     _check_positive(args)
     model = build_model(args.model, args.weights)
-    data = load_data(args.data, args.split, default_builtin_split="train")
-    if len(data) > args.max_samples:
-        data = data.subset(range(args.max_samples), f"{data.name}[:{args.max_samples}]")
+    data = calibration_data(args)
     trace = TraceSpec(rel_error=args.rel_error, deflation_steps=args.deflation_steps,
                       max_products=args.max_products, max_seconds=args.max_seconds, seed=args.seed)
     spec = CurvatureSpec(loss=args.loss, batch_size=args.batch_size, product=args.product, trace=trace,

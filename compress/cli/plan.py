@@ -20,6 +20,9 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
     parser.add_argument("--bits", default="2,3,4,8,fp32", help="candidate weight bits (default 2,3,4,8,fp32)")
     parser.add_argument("--sparsities", default="0", help="candidate pruned fractions (default 0)")
     parser.add_argument("--patterns", default="unstructured", help="unstructured, 2:4, channel (comma-separated)")
+    parser.add_argument("--sensitivity", choices=("hybrid", "trace"), default="hybrid",
+                        help="trace: ½·(Tr/n)·‖ΔW‖² only; hybrid (default): the larger of that and the measured "
+                        "loss change of compressing the layer alone (one forward pass per option)")
     parser.add_argument("--curvature", metavar="JSON", help="reuse a `compress curvature --json` result")
     parser.add_argument("-o", "--output", required=True, metavar="YAML", help="where to write the plan recipe")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
@@ -37,8 +40,14 @@ def run(args: argparse.Namespace) -> int:
     refuse_overwrite(output, args.force)  # before the expensive part
     spec = PlanSpec(budgets=dict(parse_budget(b) for b in args.budget), bits=_bits(args.bits),
                     sparsities=_floats(args.sparsities, "--sparsities"), patterns=_patterns(args.patterns))
-    model, curvature = _model_and_curvature(args)
-    plan = make_plan(model, curvature, spec)
+    model, data, curvature = _model_data_curvature(args)
+    measured = None
+    if args.sensitivity == "hybrid":
+        from compress.plan.make import layer_options
+        from compress.plan.measured import measured_delta_loss
+
+        measured = measured_delta_loss(model, data, curvature.loss, layer_options(model, spec), args.batch_size)
+    plan = make_plan(model, curvature, spec, measured)
     budgets = ", ".join(f"{k}={v:g}" for k, v in spec.budgets.items())
     write_recipe(plan_recipe(plan, args.model, args.data, args.weights), output,
                  f"compress plan: {args.model} on {args.data}, budget {budgets}", args.force)
@@ -48,12 +57,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_and_curvature(args: argparse.Namespace):
-    if args.curvature is None:
-        from compress.cli.curvature import measure_curvature
+def _model_data_curvature(args: argparse.Namespace):
+    from compress.cli.curvature import calibration_data, measure_curvature
 
-        model, _, curvature = measure_curvature(args)
-        return model, curvature
+    if args.curvature is None:
+        return measure_curvature(args)
     import json
 
     from compress.curvature.result import Curvature
@@ -64,7 +72,7 @@ def _model_and_curvature(args: argparse.Namespace):
         curvature = Curvature.from_dict(json.loads(open(args.curvature, encoding="utf-8").read()))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"cannot read curvature {args.curvature}: {exc}; give a `compress curvature --json` file") from exc
-    return build_model(args.model, args.weights), curvature
+    return build_model(args.model, args.weights), calibration_data(args), curvature
 
 
 def _bits(text: str) -> tuple[int | None, ...]:

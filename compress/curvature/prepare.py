@@ -30,11 +30,12 @@ def prepare_operator(
         check_deterministic(model, next(data.batches(batch_size)))
     rank, world = rank_and_world()
     batches = [b for i, b in enumerate(data.batches(batch_size)) if i % world == rank]
-    references = [_reference(model, b, loss) for b in batches]
+    references = [reference_outputs(model, b, loss) for b in batches]
     return CurvatureOperator(model, batches, references, loss_function(loss), len(data), product, reuse_graphs)
 
 
-def _reference(model: nn.Module, batch: Batch, loss: str) -> torch.Tensor:
+def reference_outputs(model: nn.Module, batch: Batch, loss: str) -> torch.Tensor:
+    """What the loss compares with: the targets (ce) or the uncompressed model's outputs (distill)."""
     if loss == "ce":
         return batch.targets
     with torch.no_grad():

@@ -77,13 +77,21 @@ def candidate_options(spec: PlanSpec, weight_shape: tuple[int, ...]) -> list[Lay
     return list(dict.fromkeys(options))
 
 
-def make_plan(model: nn.Module, curvature: Curvature, spec: PlanSpec) -> Plan:
+def layer_options(model: nn.Module, spec: PlanSpec) -> dict[str, list[LayerOption]]:
+    """The candidate options of every plannable layer, in the order the plan indexes them."""
+    return {name: candidate_options(spec, tuple(m.weight.shape)) for name, m in plannable_layers(model).items()}
+
+
+def make_plan(model: nn.Module, curvature: Curvature, spec: PlanSpec,
+              measured: dict[str, list[float]] | None = None) -> Plan:
+    """The optimal allocation under ``spec.budgets``. With ``measured`` (single-layer loss changes
+    per option, ``measured.py``) each option's predicted increase is max(Ω, measured)."""
     layers = plannable_layers(model)
     missing = [name for name in layers if name not in curvature.layers]
     if missing:
         raise UserError(f"the curvature has no trace for layer {missing[0]}; compute it for this model")
     names = list(layers)
-    options = {name: candidate_options(spec, tuple(layers[name].weight.shape)) for name in names}
+    options = layer_options(model, spec)
     width = max(len(o) for o in options.values())
     omega = np.full((len(names), width), np.inf)
     size_bits = np.zeros_like(omega)
@@ -92,6 +100,8 @@ def make_plan(model: nn.Module, curvature: Curvature, spec: PlanSpec) -> Plan:
         weight, info = layers[name].weight, curvature.layers[name]
         for column, option in enumerate(options[name]):
             omega[row, column] = sensitivity(weight, info.trace, info.num_params, option)
+            if measured is not None:
+                omega[row, column] = max(omega[row, column], measured[name][column])
             size_bits[row, column] = storage_bits(weight.numel(), weight.shape[0], option)
             avg_bits[row, column] = effective_bits(weight.numel(), option) * weight.numel()
     planned_weights = sum(layers[n].weight.numel() for n in names)
