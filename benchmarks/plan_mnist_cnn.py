@@ -48,7 +48,7 @@ def measure(base, options: dict[str, LayerOption], heldout, calibration) -> dict
     return {"accuracy": accuracy, "loss": loss}
 
 
-def random_allocations(base, curvature, budget: float, count: int, seed: int) -> list[dict[str, LayerOption]]:
+def random_allocations(base, budget: float, count: int, seed: int) -> list[dict[str, LayerOption]]:
     """Allocations meeting avg_bits ≤ budget, chosen by random objectives."""
     layers = plannable_layers(base)
     names = list(layers)
@@ -97,7 +97,7 @@ def main() -> None:
             allocation = {n: LayerOption(layer.weight_bits) for n, layer in plan.layers.items()}
             points.append((plan.predicted_delta_loss,
                            measure(base, allocation, heldout, calibration)["loss"] - reference["loss"]))
-        for allocation in random_allocations(base, curvature, 3.0, 12, 1):
+        for allocation in random_allocations(base, 3.0, 12, 1):
             points.append((predicted(plan_for, allocation),
                            measure(base, allocation, heldout, calibration)["loss"] - reference["loss"]))
         report["spearman_predicted_vs_measured"][kind] = float(spearmanr(*zip(*points)).statistic)
@@ -105,7 +105,7 @@ def main() -> None:
         row = report["budgets"][str(budget)]
         for bits in sorted({int(np.floor(budget)), int(np.ceil(budget))}):
             row[f"uniform_{bits}bit"] = measure(base, {n: LayerOption(bits) for n in names}, heldout, calibration)
-        randoms = [measure(base, a, heldout, calibration) for a in random_allocations(base, curvature, budget, 10, 0)]
+        randoms = [measure(base, a, heldout, calibration) for a in random_allocations(base, budget, 10, 0)]
         row["random_best_accuracy"] = max(r["accuracy"] for r in randoms)
         row["random_median_accuracy"] = float(np.median([r["accuracy"] for r in randoms]))
     print(json.dumps(report, indent=2))
