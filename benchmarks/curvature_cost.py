@@ -23,6 +23,7 @@ import torch
 from compress.curvature.prepare import prepare_operator
 from compress.curvature.trace import Z95, TraceSpec, estimate_layer_traces, rademacher
 from compress.data.spec import load_data
+from compress.jsonio import write_json
 from compress.models.spec import build_model
 
 
@@ -122,8 +123,7 @@ def main() -> None:
     }
     print(json.dumps(report, indent=2))
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=2)
+        write_json(args.json, report)
 
 
 if __name__ == "__main__":

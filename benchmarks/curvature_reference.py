@@ -13,7 +13,6 @@ Run: python benchmarks/curvature_reference.py [--json out.json]
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
@@ -22,6 +21,7 @@ from torch import nn
 from compress.curvature.estimate import CurvatureSpec, estimate_curvature
 from compress.data.source import TensorData
 from compress.data.spec import load_data
+from compress.jsonio import write_json
 
 
 def small_mnist_net_and_data(samples: int) -> tuple[nn.Module, TensorData]:
@@ -87,14 +87,13 @@ def main() -> None:
     for row in rows.values():
         row["trace_rel_error"] = abs(row["trace"] - exact.trace) / abs(exact.trace)
         row["top_eigenvalue_rel_error"] = abs(row["top_eigenvalue"] - exact.top_eigenvalues[0]) / exact.top_eigenvalues[0]
-    print(f"| method | trace | rel. error | top eigenvalue | rel. error | seconds | products |")
+    print("| method | trace | rel. error | top eigenvalue | rel. error | seconds | products |")
     print("|---|---|---|---|---|---|---|")
     for name, row in rows.items():
         print(f"| {name} | {row['trace']:.4f} | {row['trace_rel_error']:.2%} | {row['top_eigenvalue']:.4f} | "
               f"{row['top_eigenvalue_rel_error']:.2%} | {row['seconds']:.2f} | {row['products']} |")
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(rows, handle, indent=2)
+        write_json(args.json, rows)
 
 
 if __name__ == "__main__":

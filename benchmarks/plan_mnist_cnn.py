@@ -24,6 +24,7 @@ from scipy.stats import spearmanr
 
 from compress.curvature.estimate import CurvatureSpec, estimate_curvature
 from compress.data.spec import load_data
+from compress.jsonio import write_json
 from compress.models.spec import build_model
 from compress.plan.allocation import allocate
 from compress.plan.make import PlanSpec, layer_options, make_plan, plannable_layers
@@ -110,8 +111,7 @@ def main() -> None:
         row["random_median_accuracy"] = float(np.median([r["accuracy"] for r in randoms]))
     print(json.dumps(report, indent=2))
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=2)
+        write_json(args.json, report)
 
 
 if __name__ == "__main__":

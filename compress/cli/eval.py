@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     data = load_data(args.data, args.split, default_builtin_split="heldout")
     reference = None
     if not data.has_targets:
-        reference = build_model(args.reference) if args.reference else build_model(args.model, args.weights)
+        reference = build_model(args.reference) if args.reference else model  # default: itself
     result = evaluate(model, args.model, data, reference, args.batch_size)
     _print_result(result)
     if args.json:

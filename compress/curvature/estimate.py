@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.curvature.lanczos import LanczosResult, lanczos
+from compress.curvature.lanczos import lanczos
 from compress.curvature.operator import CurvatureOperator
 from compress.curvature.prepare import prepare_operator
 from compress.curvature.result import Curvature, LayerCurvature

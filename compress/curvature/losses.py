@@ -11,8 +11,6 @@ from typing import Callable
 
 import torch
 
-LOSSES = ("ce", "distill")
-
 # loss(output, reference) -> mean over the batch; reference is targets (ce) or teacher outputs
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -28,9 +28,6 @@ from compress.curvature.losses import LossFn
 from compress.curvature.params import ParamLayout
 from compress.data.source import Batch
 
-PRODUCTS = ("forward-over-reverse", "reverse-over-reverse", "ggn")
-
-
 @dataclass
 class CurvatureOperator:
     """H (or G) as a linear operator on flat parameter vectors; counts the products it computes."""
