@@ -27,7 +27,7 @@ from compress.data.spec import load_data
 from compress.jsonio import write_json
 from compress.models.spec import build_model
 from compress.plan.allocation import allocate
-from compress.plan.make import PlanSpec, layer_options, make_plan, plannable_layers
+from compress.plan.make import PlanEvidence, PlanSpec, layer_options, make_plan, plannable_layers
 from compress.plan.measured import measured_delta_loss
 from compress.plan.sensitivity import LayerOption
 from compress.quant.apply import compress_weights_
@@ -84,7 +84,8 @@ def main() -> None:
     report = {"fp32": reference, "budgets": {}, "spearman_predicted_vs_measured": {}}
     for kind, extra in (("trace", None), ("hybrid", measured)):
         def plan_for(budget: float, extra=extra):
-            return make_plan(base, curvature, PlanSpec(budgets={"avg_bits": budget}, bits=BITS), extra)
+            return make_plan(base, curvature, PlanSpec(budgets={"avg_bits": budget}, bits=BITS),
+                             PlanEvidence(measured=extra))
 
         for budget in (3.0, 2.5):
             plan = plan_for(budget)

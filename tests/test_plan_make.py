@@ -6,7 +6,7 @@ from torch import nn
 
 from compress.curvature.result import Curvature, LayerCurvature
 from compress.errors import UserError
-from compress.plan.make import PlanSpec, make_plan, parse_budget
+from compress.plan.make import PlanEvidence, PlanSpec, make_plan, parse_budget
 from compress.plan.sensitivity import LayerOption, sensitivity
 
 
@@ -77,7 +77,7 @@ def test_measured_loss_changes_are_exact_and_leave_the_model_intact() -> None:
     option = layer_options(model, spec)["2"][0]
     expected = loss(compress_weights_(copy.deepcopy(model), {"2": option})) - loss(model)
     assert measured["2"][0] == pytest.approx(expected, rel=1e-5, abs=1e-7)
-    plan = make_plan(model, curvature, spec, measured)
+    plan = make_plan(model, curvature, spec, PlanEvidence(measured=measured))
     for name, layer in plan.layers.items():
         chosen = [o.label() for o in layer_options(model, spec)[name]].index(
             LayerOption(layer.weight_bits).label())

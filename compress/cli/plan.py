@@ -15,9 +15,23 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
         "increase of every option (HAWQ-style trace-weighted perturbation) and choose one option per "
         "Linear/Conv layer by an integer program under the budgets.")
     add_curvature_options(parser)
-    parser.add_argument("--budget", action="append", required=True, metavar="NAME=VALUE",
-                        help="avg_bits=4 or size_mb=1.5; repeat for several")
+    parser.add_argument("--budget", action="append", default=[], metavar="NAME=VALUE",
+                        help="avg_bits=4, size_mb=1.5 or gbops=0.05 (giga bit-operations per sample); "
+                        "repeat for several")
+    parser.add_argument("--sweep", metavar="NAME=LOW:HIGH:COUNT",
+                        help="instead of one plan, the Pareto frontier of predicted Δloss over COUNT values of "
+                        "one budget (other --budget values still hold); -o names the frontier JSON, a plot "
+                        "is written next to it")
     parser.add_argument("--bits", default="2,3,4,8,fp32", help="candidate weight bits (default 2,3,4,8,fp32)")
+    parser.add_argument("--act-bits", default="fp32",
+                        help="candidate activation bits of each layer's input, e.g. 8,fp32 (default fp32: "
+                        "weights only); layers feeding one residual add are tied to equal activation bits")
+    parser.add_argument("--override", action="append", default=[], metavar="NAME=CHOICE",
+                        help="restrict a layer (exact name or re:REGEX) to options, e.g. head=w8 or "
+                        "'re:block[.].*=w8|fp32'; repeat for several")
+    parser.add_argument("--sparsity-limit", choices=("exclude", "penalise", "off"), default="exclude",
+                        help="options pruning past a layer's predicted limit (Zhang et al. 2023) are excluded "
+                        "(default), penalised (at least ε·s/limit) or allowed")
     parser.add_argument("--sparsities", default="0", help="candidate pruned fractions (default 0)")
     parser.add_argument("--patterns", default="unstructured", help="unstructured, 2:4, channel (comma-separated)")
     parser.add_argument("--sensitivity", choices=("hybrid", "trace"), default="hybrid",
@@ -32,28 +46,58 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from compress.jsonio import write_json
-    from compress.plan.make import PlanSpec, make_plan, parse_budget
-    from compress.plan.recipe import plan_recipe, refuse_overwrite, write_recipe
+    from compress.errors import UserError
+    from compress.plan.evidence import gather_evidence
+    from compress.plan.make import PlanSpec, parse_budget
+    from compress.plan.overrides import parse_override
+    from compress.plan.recipe import refuse_overwrite
 
     output = Path(args.output)
     refuse_overwrite(output, args.force)  # before the expensive part
-    spec = PlanSpec(budgets=dict(parse_budget(b) for b in args.budget), bits=_bits(args.bits),
-                    sparsities=_floats(args.sparsities, "--sparsities"), patterns=_patterns(args.patterns))
+    if not args.budget and not args.sweep:
+        raise UserError("give a budget (--budget avg_bits=4) or a sweep (--sweep size_mb=0.01:0.09:9)")
+    spec = PlanSpec(budgets=dict(parse_budget(b) for b in args.budget), bits=_bits(args.bits, "--bits"),
+                    sparsities=_floats(args.sparsities, "--sparsities"), patterns=_patterns(args.patterns),
+                    act_bits=_bits(args.act_bits, "--act-bits"),
+                    overrides=tuple(parse_override(o) for o in args.override), sparsity_limit=args.sparsity_limit)
+    if any(bits not in (8, None) for bits in spec.act_bits):
+        raise UserError(f"bad --act-bits {args.act_bits!r}; activations are 8-bit or fp32 (what the backends run)")
     model, data, curvature = _model_data_curvature(args)
-    measured = None
-    if args.sensitivity == "hybrid":
-        from compress.plan.make import layer_options
-        from compress.plan.measured import measured_delta_loss
+    evidence = gather_evidence(model, data, curvature, spec, args.sensitivity == "hybrid", args.batch_size)
+    if args.sweep:
+        return _run_sweep(args, model, curvature, spec, evidence, output)
+    return _write_plan(args, model, curvature, spec, evidence, output)
 
-        measured = measured_delta_loss(model, data, curvature.loss, layer_options(model, spec), args.batch_size)
-    plan = make_plan(model, curvature, spec, measured)
+
+def _write_plan(args, model, curvature, spec, evidence, output) -> int:
+    from compress.jsonio import write_json
+    from compress.plan.make import make_plan
+    from compress.plan.recipe import plan_recipe, write_recipe
+
+    plan = make_plan(model, curvature, spec, evidence)
     budgets = ", ".join(f"{k}={v:g}" for k, v in spec.budgets.items())
     write_recipe(plan_recipe(plan, args.model, args.data, args.weights), output,
                  f"compress plan: {args.model} on {args.data}, budget {budgets}", args.force)
     _print_plan(plan, output)
     if args.json:
         write_json(args.json, plan.to_dict())
+    return 0
+
+
+def _run_sweep(args, model, curvature, spec, evidence, output) -> int:
+    from dataclasses import replace
+
+    from compress.jsonio import write_json
+    from compress.plan.frontier import parse_sweep, plot_frontier, sweep
+    from compress.plan.make import BUDGETS, make_plan
+
+    name, values = parse_sweep(args.sweep, BUDGETS)
+    frontier = sweep(lambda v: make_plan(model, curvature, replace(spec, budgets={**spec.budgets, name: v}), evidence),
+                     name, values)
+    write_json(output, frontier.to_dict())
+    picture = output.with_suffix(".png")
+    plot_frontier(frontier, str(picture))
+    _print_frontier(frontier, output, picture)
     return 0
 
 
@@ -75,7 +119,7 @@ def _model_data_curvature(args: argparse.Namespace):
     return build_model(args.model, args.weights), calibration_data(args), curvature
 
 
-def _bits(text: str) -> tuple[int | None, ...]:
+def _bits(text: str, option: str) -> tuple[int | None, ...]:
     from compress.errors import UserError
 
     values = []
@@ -86,7 +130,7 @@ def _bits(text: str) -> tuple[int | None, ...]:
         elif item.isdigit() and 2 <= int(item) <= 8:
             values.append(int(item))
         else:
-            raise UserError(f"bad --bits entry {item!r}; use integers 2..8 or fp32")
+            raise UserError(f"bad {option} entry {item!r}; use integers 2..8 or fp32")
     return tuple(values)
 
 
@@ -117,16 +161,32 @@ def _print_plan(plan, output) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from compress.plan.sensitivity import LayerOption
-
     table = Table(title=f"compress plan -> {output}")
-    for column in ("layer", "weights", "trace", "choice", "predicted Δloss", "size (kB)"):
+    for column in ("layer", "weights", "trace", "choice", "predicted Δloss", "size (kB)", "sparsity limit"):
         table.add_column(column, justify="left" if column in ("layer", "choice") else "right")
     for name, layer in plan.layers.items():
-        choice = LayerOption(layer.weight_bits, layer.sparsity, layer.pattern).label()
-        table.add_row(name, f"{layer.num_weights:,}", f"{layer.trace:.4g}", choice,
-                      f"{layer.predicted_delta_loss:.3g}", f"{layer.storage_bits / 8e3:.2f}")
+        limit = "-" if layer.sparsity_limit is None else f"{layer.sparsity_limit:.2f}"
+        table.add_row(name, f"{layer.num_weights:,}", f"{layer.trace:.4g} ± {layer.trace_stderr:.2g}",
+                      layer.option().label(), f"{layer.predicted_delta_loss:.3g}",
+                      f"{layer.storage_bits / 8e3:.2f}", limit)
     console = Console()
     console.print(table)
     totals = ", ".join(f"{k} {v:.4g}" for k, v in plan.totals.items())
     console.print(f"predicted Δloss {plan.predicted_delta_loss:.4g}; totals: {totals}; {plan.solver}")
+
+
+def _print_frontier(frontier, output, picture) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"compress plan --sweep -> {output}, {picture}")
+    for column in (frontier.budget_name, "achieved", "predicted Δloss", "choices"):
+        table.add_column(column, justify="left" if column == "choices" else "right")
+    for point in frontier.points:
+        choices = ", ".join(sorted(set(point.choices.values())))
+        table.add_row(f"{point.budget:.4g}", f"{point.totals[frontier.budget_name]:.4g}",
+                      f"{point.predicted_delta_loss:.4g}", choices)
+    console = Console()
+    console.print(table)
+    if frontier.infeasible:
+        console.print(f"infeasible {frontier.budget_name}: {', '.join(f'{v:.4g}' for v in frontier.infeasible)}")

@@ -4,7 +4,11 @@
     minimise   Σ_l Σ_o Ω[l, o] · x[l, o]
     subject to Σ_o x[l, o] = 1                      for every layer l,
                Σ_l Σ_o cost_k[l, o] · x[l, o] ≤ B_k  for every budget k,
+               Σ_l Σ_o tie_t[l, o] · x[l, o] = 0            for every tie t,
                x[l, o] ∈ {0, 1},  x[l, o] = 0 where Ω[l, o] is inf (option excluded).
+
+A tie table holds a property of layer a's options (e.g. activation bits) and minus that property
+of layer b's, so the constraint makes a and b choose options with equal property.
 
 An infeasible set of budgets is reported with the budget furthest out of reach and the smallest
 value it could take with the other budgets kept.
@@ -26,15 +30,17 @@ class Allocation:
     totals: dict[str, float]  # Σ cost_k of the chosen options
 
 
-def allocate(omega: np.ndarray, costs: dict[str, np.ndarray], budgets: dict[str, float]) -> Allocation:
-    """The allocation minimising total Ω within every budget (each budget names a cost table)."""
+def allocate(omega: np.ndarray, costs: dict[str, np.ndarray], budgets: dict[str, float],
+             ties: tuple[np.ndarray, ...] = ()) -> Allocation:
+    """The allocation minimising total Ω within every budget (each budget names a cost table) and
+    every tie."""
     allowed = np.isfinite(omega)
     if not allowed.any(axis=1).all():
         layer = int(np.flatnonzero(~allowed.any(axis=1))[0])
         raise UserError(f"layer #{layer} has no allowed option; relax its overrides or sparsity limit")
-    choices = _solve(np.where(allowed, omega, 0.0), allowed, costs, budgets)
+    choices = _solve(np.where(allowed, omega, 0.0), allowed, costs, budgets, ties)
     if choices is None:
-        raise UserError(_infeasibility(allowed, costs, budgets))
+        raise UserError(_infeasibility(allowed, costs, budgets, ties))
     layers = np.arange(len(choices))
     return Allocation(
         choices=tuple(int(c) for c in choices),
@@ -44,7 +50,7 @@ def allocate(omega: np.ndarray, costs: dict[str, np.ndarray], budgets: dict[str,
 
 
 def _solve(objective: np.ndarray, allowed: np.ndarray, costs: dict[str, np.ndarray],
-           budgets: dict[str, float]) -> np.ndarray | None:
+           budgets: dict[str, float], ties: tuple[np.ndarray, ...]) -> np.ndarray | None:
     """Chosen option per layer, or None when the budgets cannot all be met."""
     from scipy.optimize import Bounds, LinearConstraint, milp
 
@@ -53,6 +59,8 @@ def _solve(objective: np.ndarray, allowed: np.ndarray, costs: dict[str, np.ndarr
     constraints = [LinearConstraint(one_per_layer, 1, 1)]
     for name, budget in budgets.items():
         constraints.append(LinearConstraint(costs[name].reshape(1, -1), -np.inf, budget))
+    for tie in ties:
+        constraints.append(LinearConstraint(tie.reshape(1, -1), 0, 0))
     result = milp(objective.ravel(), constraints=constraints, integrality=np.ones(objective.size),
                   bounds=Bounds(0, allowed.ravel().astype(float)))
     if result.status != 0 or result.x is None:
@@ -60,20 +68,22 @@ def _solve(objective: np.ndarray, allowed: np.ndarray, costs: dict[str, np.ndarr
     return result.x.reshape(num_layers, num_options).argmax(axis=1)
 
 
-def _infeasibility(allowed: np.ndarray, costs: dict[str, np.ndarray], budgets: dict[str, float]) -> str:
+def _infeasibility(allowed: np.ndarray, costs: dict[str, np.ndarray], budgets: dict[str, float],
+                   ties: tuple[np.ndarray, ...]) -> str:
     """Name the budget with the largest relative shortfall and its smallest reachable value
     while the other budgets hold."""
     shortfalls = {}
     for name, budget in budgets.items():
         others = {k: v for k, v in budgets.items() if k != name}
-        choices = _solve(np.where(allowed, costs[name], 0.0), allowed, costs, others)
+        choices = _solve(np.where(allowed, costs[name], 0.0), allowed, costs, others, ties)
         if choices is None:
             continue
         reachable = float(costs[name][np.arange(len(choices)), choices].sum())
         if reachable > budget:
             shortfalls[name] = (reachable, (reachable - budget) / max(abs(budget), 1e-12))
     if not shortfalls:
-        return "the budgets cannot all be met at once; relax one of " + ", ".join(budgets)
+        return ("the budgets cannot all be met at once" + (" with the tied layers" if ties else "")
+                + "; relax one of " + ", ".join(budgets))
     name = max(shortfalls, key=lambda k: shortfalls[k][1])
     return (f"budget {name}={budgets[name]:g} cannot be met: the smallest reachable with the other budgets "
             f"kept is {shortfalls[name][0]:.6g}; raise it to at least that")

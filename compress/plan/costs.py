@@ -30,3 +30,13 @@ def effective_bits(num_weights: int, option: LayerOption) -> float:
     sparsity = 0.5 if option.pattern == "2:4" else option.sparsity
     mask = 1 if option.pattern in ("unstructured", "2:4") and sparsity > 0 else 0
     return (1 - sparsity) * bits + mask
+
+
+def bops(macs_per_sample: float, option: LayerOption) -> float:
+    """Bit operations per sample, MACs · b_w · b_a (HAWQ-V3, Yao et al. 2021), float = 32 bits.
+    Channel pruning removes MACs; unstructured and 2:4 zeros do not (no backend here runs
+    sparse kernels for them, DESIGN §6), so they count dense."""
+    weight_bits = FLOAT_BITS if option.bits is None else option.bits
+    act_bits = FLOAT_BITS if option.act_bits is None else option.act_bits
+    kept = 1 - option.sparsity if option.pattern == "channel" else 1.0
+    return macs_per_sample * kept * weight_bits * act_bits

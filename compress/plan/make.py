@@ -16,10 +16,13 @@ from torch import nn
 from compress.curvature.result import Curvature
 from compress.errors import UserError
 from compress.plan.allocation import allocate
-from compress.plan.costs import FLOAT_BITS, effective_bits, storage_bits
+from compress.plan.costs import FLOAT_BITS, bops, effective_bits, storage_bits
+from compress.plan.overrides import Override, restrict_options
 from compress.plan.sensitivity import LayerOption, sensitivity
+from compress.plan.ties import tie_tables
 
-BUDGETS = ("avg_bits", "size_mb")
+BUDGETS = ("avg_bits", "size_mb", "gbops")
+SPARSITY_LIMIT_MODES = ("exclude", "penalise", "off")
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,21 @@ class PlanSpec:
     bits: tuple[int | None, ...] = (2, 3, 4, 8, None)
     sparsities: tuple[float, ...] = (0.0,)
     patterns: tuple[str, ...] = ("unstructured",)
+    act_bits: tuple[int | None, ...] = (None,)
+    overrides: tuple[Override, ...] = ()
+    sparsity_limit: str = "exclude"  # what to do with options pruning past a layer's limit
+
+
+@dataclass(frozen=True)
+class PlanEvidence:
+    """What the planner measured besides the curvature (each part optional)."""
+
+    measured: dict[str, list[float]] | None = None  # single-layer ΔL per option (measured.py)
+    sparsity_limits: dict[str, float] | None = None  # per-layer pruned-fraction limit (limits.py)
+    loss_tolerance: float | None = None  # ε of the limits
+    model_sparsity_limit: float | None = None
+    macs: dict[str, float] | None = None  # per-sample MACs (macs.py), needed for gbops
+    ties: list[tuple[str, ...]] | None = None  # residual groups (ties.py); None: not traced
 
 
 @dataclass(frozen=True)
@@ -40,7 +58,12 @@ class LayerPlan:
     num_weights: int
     predicted_delta_loss: float
     storage_bits: float
-    considered: dict[str, float] = field(default_factory=dict)  # option label -> Ω
+    act_bits: int | None = None
+    sparsity_limit: float | None = None
+    considered: dict[str, float] = field(default_factory=dict)  # option label -> Ω (inf: excluded)
+
+    def option(self) -> LayerOption:
+        return LayerOption(self.weight_bits, self.sparsity, self.pattern, self.act_bits)
 
 
 @dataclass(frozen=True)
@@ -50,6 +73,9 @@ class Plan:
     totals: dict[str, float]
     predicted_delta_loss: float
     solver: str = "scipy.optimize.milp (HiGHS), optimal"
+    tied_groups: list[tuple[str, ...]] | None = None
+    loss_tolerance: float | None = None
+    model_sparsity_limit: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -62,18 +88,18 @@ def plannable_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def candidate_options(spec: PlanSpec, weight_shape: tuple[int, ...]) -> list[LayerOption]:
-    """Every bits × (sparsity, pattern) combination the layer can take (2:4 needs a reduction
-    size divisible by 4 and always prunes half)."""
+    """Every bits × activation bits × (sparsity, pattern) combination the layer can take (2:4
+    needs a reduction size divisible by 4 and always prunes half)."""
     reduction = int(np.prod(weight_shape[1:]))
     options = []
-    for bits, sparsity, pattern in itertools.product(spec.bits, spec.sparsities, spec.patterns):
+    for bits, act, sparsity, pattern in itertools.product(spec.bits, spec.act_bits, spec.sparsities, spec.patterns):
         if pattern == "2:4":
             if reduction % 4 == 0:
-                options.append(LayerOption(bits, 0.5, "2:4"))
+                options.append(LayerOption(bits, 0.5, "2:4", act))
         elif sparsity == 0:
-            options.append(LayerOption(bits))
+            options.append(LayerOption(bits, act_bits=act))
         else:
-            options.append(LayerOption(bits, sparsity, pattern))
+            options.append(LayerOption(bits, sparsity, pattern, act))
     return list(dict.fromkeys(options))
 
 
@@ -82,46 +108,99 @@ def layer_options(model: nn.Module, spec: PlanSpec) -> dict[str, list[LayerOptio
     return {name: candidate_options(spec, tuple(m.weight.shape)) for name, m in plannable_layers(model).items()}
 
 
-def make_plan(model: nn.Module, curvature: Curvature, spec: PlanSpec,
-              measured: dict[str, list[float]] | None = None) -> Plan:
-    """The optimal allocation under ``spec.budgets``. With ``measured`` (single-layer loss changes
-    per option, ``measured.py``) each option's predicted increase is max(Ω, measured)."""
+def predicted_loss(layer: nn.Module, info, option: LayerOption, spec: PlanSpec, evidence: PlanEvidence,
+                   measured: float | None, limit: float | None) -> float:
+    """Ω of one option: max(trace model, measured) and the sparsity-limit rule; inf = excluded."""
+    omega = sensitivity(layer.weight, info.trace, info.num_params, option)
+    if measured is not None:
+        omega = max(omega, measured)
+    if limit is None or option.sparsity <= limit or spec.sparsity_limit == "off":
+        return omega
+    if spec.sparsity_limit == "exclude":
+        return np.inf
+    return max(omega, evidence.loss_tolerance * option.sparsity / max(limit, 1e-12))  # ε at the limit, linear past it
+
+
+def make_plan(model: nn.Module, curvature: Curvature, spec: PlanSpec, evidence: PlanEvidence = PlanEvidence()) -> Plan:
+    """The optimal allocation under ``spec.budgets``, the overrides and the residual ties."""
     layers = plannable_layers(model)
     missing = [name for name in layers if name not in curvature.layers]
     if missing:
         raise UserError(f"the curvature has no trace for layer {missing[0]}; compute it for this model")
     names = list(layers)
     options = layer_options(model, spec)
+    if evidence.measured is None and any(o.act_bits for opts in options.values() for o in opts):
+        raise UserError("activation-bit options need measured sensitivities; use --sensitivity hybrid")
+    allowed = restrict_options(options, spec.overrides)
     width = max(len(o) for o in options.values())
     omega = np.full((len(names), width), np.inf)
-    size_bits = np.zeros_like(omega)
-    avg_bits = np.zeros_like(omega)
     for row, name in enumerate(names):
-        weight, info = layers[name].weight, curvature.layers[name]
+        limit = None if evidence.sparsity_limits is None else evidence.sparsity_limits[name]
         for column, option in enumerate(options[name]):
-            omega[row, column] = sensitivity(weight, info.trace, info.num_params, option)
-            if measured is not None:
-                omega[row, column] = max(omega[row, column], measured[name][column])
-            size_bits[row, column] = storage_bits(weight.numel(), weight.shape[0], option)
-            avg_bits[row, column] = effective_bits(weight.numel(), option) * weight.numel()
-    planned_weights = sum(layers[n].weight.numel() for n in names)
-    fixed_bits = FLOAT_BITS * (sum(p.numel() for p in model.parameters()) - planned_weights)
-    costs = {"avg_bits": avg_bits / planned_weights, "size_mb": (size_bits + fixed_bits / len(names)) / 8e6}
-    allocation = allocate(omega, {k: costs[k] for k in spec.budgets}, spec.budgets)
-    chosen = {name: options[name][c] for name, c in zip(names, allocation.choices)}
-    plan_layers = {
-        name: LayerPlan(
-            weight_bits=option.bits, sparsity=option.sparsity, pattern=option.pattern,
+            measured = None if evidence.measured is None else evidence.measured[name][column]
+            omega[row, column] = predicted_loss(layers[name], curvature.layers[name], option, spec, evidence,
+                                                measured, limit)
+    considered = omega.copy()
+    omega[_table_by_layer(options, names, width, lambda n, o: not allowed[n][options[n].index(o)]) > 0] = np.inf
+    _require_costs(spec, evidence)
+    costs = cost_tables(model, layers, options, evidence, width)
+    act = _table_by_layer(options, names, width, lambda n, o: o.act_bits or 0)
+    ties = tie_tables(evidence.ties or [], names, act)
+    allocation = allocate(omega, {k: costs[k] for k in spec.budgets}, spec.budgets, ties)
+    return _plan(names, layers, options, curvature, spec, evidence, omega, considered, costs, allocation)
+
+
+def cost_tables(model: nn.Module, layers: dict[str, nn.Module], options: dict[str, list[LayerOption]],
+                evidence: PlanEvidence, width: int) -> dict[str, np.ndarray]:
+    """Per (layer, option) contribution to every budget; float parameters outside the planned
+    weights are spread evenly over the layers so size totals count them."""
+    names = list(layers)
+    weights = {n: layers[n].weight for n in names}
+    planned = sum(w.numel() for w in weights.values())
+    fixed_bits = FLOAT_BITS * (sum(p.numel() for p in model.parameters()) - planned)
+    storage = _table_by_layer(options, names, width, lambda n, o: storage_bits(weights[n].numel(), weights[n].shape[0], o))
+    tables = {
+        "storage_bits": storage,
+        "avg_bits": _table_by_layer(options, names, width, lambda n, o: effective_bits(weights[n].numel(), o)
+                                    * weights[n].numel() / planned),
+        "size_mb": (storage + fixed_bits / len(names)) / 8e6,
+    }
+    if evidence.macs is not None:
+        tables["gbops"] = _table_by_layer(options, names, width, lambda n, o: bops(evidence.macs[n], o) / 1e9)
+    return tables
+
+
+def _table_by_layer(options: dict[str, list[LayerOption]], names: list[str], width: int, value) -> np.ndarray:
+    """table[l, o] = value(name of l, option o); columns past a layer's options stay 0."""
+    table = np.zeros((len(names), width))
+    for row, name in enumerate(names):
+        for column, option in enumerate(options[name]):
+            table[row, column] = value(name, option)
+    return table
+
+
+def _require_costs(spec: PlanSpec, evidence: PlanEvidence) -> None:
+    if "gbops" in spec.budgets and evidence.macs is None:
+        raise UserError("a gbops budget needs the layers' MACs; they are measured on the calibration data")
+
+
+def _plan(names, layers, options, curvature, spec, evidence, omega, considered, costs, allocation) -> Plan:
+    rows = np.arange(len(names))
+    columns = list(allocation.choices)
+    plan_layers = {}
+    for row, (name, column) in enumerate(zip(names, columns)):
+        option = options[name][column]
+        plan_layers[name] = LayerPlan(
+            weight_bits=option.bits, sparsity=option.sparsity, pattern=option.pattern, act_bits=option.act_bits,
             trace=curvature.layers[name].trace, trace_stderr=curvature.layers[name].trace_stderr,
             num_weights=layers[name].weight.numel(), predicted_delta_loss=float(omega[row, column]),
-            storage_bits=float(size_bits[row, column]),
-            considered={o.label(): float(omega[row, i]) for i, o in enumerate(options[name])},
+            storage_bits=float(costs["storage_bits"][row, column]),
+            sparsity_limit=None if evidence.sparsity_limits is None else evidence.sparsity_limits[name],
+            considered={o.label(): float(considered[row, i]) for i, o in enumerate(options[name])},
         )
-        for row, ((name, option), column) in enumerate(zip(chosen.items(), allocation.choices))
-    }
-    rows = np.arange(len(names))
-    totals = {key: float(table[rows, list(allocation.choices)].sum()) for key, table in costs.items()}
-    return Plan(plan_layers, dict(spec.budgets), totals, allocation.objective)
+    totals = {key: float(table[rows, columns].sum()) for key, table in costs.items() if key != "storage_bits"}
+    return Plan(plan_layers, dict(spec.budgets), totals, allocation.objective, tied_groups=evidence.ties,
+                loss_tolerance=evidence.loss_tolerance, model_sparsity_limit=evidence.model_sparsity_limit)
 
 
 def parse_budget(text: str) -> tuple[str, float]:

@@ -23,9 +23,41 @@ def mean_loss(model: nn.Module, batches: list, references: list, loss: str) -> f
     return total / sum(len(b) for b in batches)
 
 
+def input_ranges(model: nn.Module, batches: list, names: list[str]) -> dict[str, float]:
+    """max |x| over the data of each named layer's input: the min-max range of its activations."""
+    ranges = dict.fromkeys(names, 0.0)
+
+    def record(name: str):
+        def hook(_module: nn.Module, inputs: tuple) -> None:
+            ranges[name] = max(ranges[name], float(inputs[0].detach().abs().max()))
+        return hook
+
+    handles = [model.get_submodule(n).register_forward_pre_hook(record(n)) for n in names]
+    try:
+        for batch in batches:
+            model(*batch.inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return ranges
+
+
+def quantize_input_hook(largest: float, bits: int):
+    """A forward pre-hook replacing the layer's input by its symmetric per-tensor fake quantization
+    with the min-max scale s = max|x| / (2^(b−1) − 1)."""
+    q_max = 2 ** (bits - 1) - 1
+    scale = max(largest, 1e-12) / q_max
+
+    def hook(_module: nn.Module, inputs: tuple) -> tuple:
+        return (torch.fake_quantize_per_tensor_affine(inputs[0], scale, 0, -q_max - 1, q_max), *inputs[1:])
+
+    return hook
+
+
 def measured_delta_loss(model: nn.Module, data: DataSource, loss: str,
                         options: dict[str, list[LayerOption]], batch_size: int = 256) -> dict[str, list[float]]:
-    """L(θ with only layer l compressed by option o) − L(θ), for every layer and option."""
+    """L(θ with only layer l compressed by option o) − L(θ), for every layer and option; an option
+    with ``act_bits`` also quantizes the layer's input (min-max calibrated on the same data)."""
     from compress.curvature.prepare import reference_outputs
     from compress.progress import progress_bar
 
@@ -34,13 +66,19 @@ def measured_delta_loss(model: nn.Module, data: DataSource, loss: str,
     measured: dict[str, list[float]] = {}
     with torch.no_grad(), progress_bar("measuring single-layer loss changes", sum(map(len, options.values()))) as advance:
         base = mean_loss(model, batches, references, loss)
+        needs_ranges = [n for n, opts in options.items() if any(o.act_bits for o in opts)]
+        ranges = input_ranges(model, batches, needs_ranges)
         for name, layer_options in options.items():
-            weight = model.get_submodule(name).weight
-            original = weight.detach().clone()
+            layer = model.get_submodule(name)
+            original = layer.weight.detach().clone()
             measured[name] = []
             for option in layer_options:
-                weight.copy_(compressed_weight(original, option))
+                layer.weight.copy_(compressed_weight(original, option))
+                handle = (layer.register_forward_pre_hook(quantize_input_hook(ranges[name], option.act_bits))
+                          if option.act_bits else None)
                 measured[name].append(mean_loss(model, batches, references, loss) - base)
+                if handle is not None:
+                    handle.remove()
                 advance(1)
-            weight.copy_(original)
+            layer.weight.copy_(original)
     return measured

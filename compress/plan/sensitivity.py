@@ -21,15 +21,18 @@ from compress.quant.weights import fake_quantize_per_channel
 
 @dataclass(frozen=True)
 class LayerOption:
-    """One way to compress a layer's weight: ``bits=None`` keeps float; ``sparsity`` is the pruned
-    fraction (0.5 for 2:4)."""
+    """One way to compress a layer: ``bits=None`` keeps the weight float; ``sparsity`` is the
+    pruned fraction (0.5 for 2:4); ``act_bits`` quantizes the layer's input (None keeps it float)."""
 
     bits: int | None
     sparsity: float = 0.0
     pattern: str = "unstructured"
+    act_bits: int | None = None
 
     def label(self) -> str:
         bits = "fp32" if self.bits is None else f"w{self.bits}"
+        if self.act_bits is not None:
+            bits += f"a{self.act_bits}"
         if self.pattern == "2:4":
             return f"{bits}+2:4"
         prefix = {"unstructured": "s", "channel": "ch"}[self.pattern]
