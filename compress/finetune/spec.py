@@ -1,0 +1,121 @@
+"""The fine-tuning stage's config (``FinetuneSpec``) and result (``FinetuneResult``).
+
+Modes: ``qat`` trains on the task loss (cross-entropy, needs labels); ``kd`` on the distillation
+loss against a teacher; ``qat+kd`` on (1 − kd_weight)·task + kd_weight·KD (Hinton et al. 2015),
+or on KD alone when the data has no labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from compress.errors import UserError
+
+MODES = ("qat", "kd", "qat+kd")
+OPTIMIZERS = ("sgd", "adamw")
+KD_LOSSES = ("logits", "cosine", "mse")
+
+
+@dataclass(frozen=True)
+class FinetuneSpec:
+    """How to fine-tune; ``lr="auto"`` derives the step size from the sharpness λ_max (see
+    ``compress.finetune.sharpness``); ``sharpness_every=0`` turns tracking off."""
+
+    mode: str = "qat+kd"
+    epochs: int = 1
+    max_steps: int | None = None
+    lr: float | str = "auto"
+    optimizer: str = "sgd"
+    momentum: float = 0.9  # heavy-ball β for sgd, β₁ for adamw
+    batch_size: int = 64
+    checkpoint_every: int = 100  # steps
+    kd_loss: str = "logits"
+    temperature: float = 4.0
+    kd_weight: float = 0.5
+    sharpness_every: int = 50  # steps; 0 = no tracking
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = [f"{name}: {why}" for name, why in self._problems()]
+        if problems:
+            raise UserError("invalid finetune spec: " + "; ".join(problems))
+
+    def _problems(self) -> list[tuple[str, str]]:
+        checks = [
+            ("mode", self.mode in MODES, f"{self.mode!r} is not one of {', '.join(MODES)}"),
+            ("optimizer", self.optimizer in OPTIMIZERS, f"{self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}"),
+            ("kd_loss", self.kd_loss in KD_LOSSES, f"{self.kd_loss!r} is not one of {', '.join(KD_LOSSES)}"),
+            ("epochs", _is_int(self.epochs) and self.epochs >= 1, f"{self.epochs!r} must be an integer >= 1"),
+            ("max_steps", self.max_steps is None or (_is_int(self.max_steps) and self.max_steps >= 1),
+             f"{self.max_steps!r} must be null or an integer >= 1"),
+            ("lr", self.lr == "auto" or (_is_number(self.lr) and self.lr > 0), f"{self.lr!r} must be 'auto' or > 0"),
+            ("momentum", _is_number(self.momentum) and 0 <= self.momentum < 1, f"{self.momentum!r} must be in [0, 1)"),
+            ("batch_size", _is_int(self.batch_size) and self.batch_size >= 1, f"{self.batch_size!r} must be >= 1"),
+            ("checkpoint_every", _is_int(self.checkpoint_every) and self.checkpoint_every >= 1,
+             f"{self.checkpoint_every!r} must be >= 1"),
+            ("temperature", _is_number(self.temperature) and self.temperature > 0, f"{self.temperature!r} must be > 0"),
+            ("kd_weight", _is_number(self.kd_weight) and 0 <= self.kd_weight <= 1,
+             f"{self.kd_weight!r} must be in [0, 1]"),
+            ("sharpness_every", _is_int(self.sharpness_every) and self.sharpness_every >= 0,
+             f"{self.sharpness_every!r} must be an integer >= 0"),
+            ("seed", _is_int(self.seed), f"{self.seed!r} must be an integer"),
+        ]
+        return [(name, why) for name, ok, why in checks if not ok]
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.mode != "qat"
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(payload: dict) -> "FinetuneSpec":
+        unknown = sorted(set(payload) - {f.name for f in fields(FinetuneSpec)})
+        if unknown:
+            raise UserError(f"invalid finetune spec: unknown keys {', '.join(unknown)}")
+        return FinetuneSpec(**payload)
+
+
+@dataclass(frozen=True)
+class SharpnessPoint:
+    """λ_max of the training loss at ``step`` (preconditioned by Adam's second moments for
+    adamw), the learning rate then, and the stability limit it implies."""
+
+    step: int
+    sharpness: float
+    lr: float
+    stable_lr: float
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """What a fine-tuning run did: steps, learning rate and where it came from, the per-step
+    training loss (mean over the global batch), the sharpness history."""
+
+    steps: int
+    epochs_run: float
+    lr: float
+    lr_source: str  # "auto" (from initial_sharpness) or "given"
+    initial_sharpness: float | None  # λ_max over the first few batches, used for lr="auto"
+    sharpness_history: tuple[SharpnessPoint, ...]
+    losses: tuple[float, ...]
+    resumed_from_step: int | None
+    world_size: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(payload: dict) -> "FinetuneResult":
+        history = tuple(SharpnessPoint(**point) for point in payload["sharpness_history"])
+        return FinetuneResult(**{**payload, "sharpness_history": history, "losses": tuple(payload["losses"])})
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -1,0 +1,214 @@
+"""The fine-tuning stage: ``finetune_(student, teacher, train, spec, checkpoint_dir) -> FinetuneResult``.
+
+Trains whatever module it is given (fake-quant layers and pruning parametrizations keep their
+own invariants in their forward passes) with SGD (heavy ball) or AdamW under a cosine schedule
+from ``lr`` to 0 (Loshchilov & Hutter 2017), on the loss of ``spec.mode``.
+
+BatchNorm: the student trains with every BatchNorm layer in eval mode, i.e. its running
+statistics frozen (its affine weight and bias still train). Recovery fine-tuning starts from a
+trained network on little data with small batches: batch statistics would be noisy and would
+drift the running statistics away from those the weights were quantized and calibrated against
+(Krishnamoorthi 2018, "Quantizing deep convolutional networks for efficient inference", §3.2,
+freezes BN statistics for QAT; Jacob et al. 2018 do so after a warm-up). It also makes the
+training loss a fixed function of the weights, which the sharpness measurement needs, and makes
+the loss of a global batch independent of how torchrun splits it over ranks. We freeze in every
+mode, not only QAT, for those last two reasons. Dropout stays active (seeded; under torchrun
+each rank draws its own masks, so only dropout-free models match single-process runs exactly).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from compress.curvature.distributed import all_reduce_sum
+from compress.data.source import Batch, DataSource
+from compress.errors import UserError
+from compress.finetune.checkpoint import load_latest, save_checkpoint
+from compress.finetune.distributed import barrier, process_group, wrap
+from compress.finetune.losses import Reference, TrainingLoss, training_loss
+from compress.finetune.order import epoch_order, global_batch, load_batch, rank_slice
+from compress.finetune.sharpness import (
+    INITIAL_LANCZOS_STEPS, TRACKING_LANCZOS_STEPS, ProbeData, adam_scaling, auto_lr, stability_limit,
+    top_eigenvalue,
+)
+from compress.finetune.spec import FinetuneResult, FinetuneSpec, SharpnessPoint
+
+SHARPNESS_BATCHES = 4  # global batches for the initial λ_max; tracking uses the first of them
+
+
+@dataclass
+class _Log:
+    history: list[SharpnessPoint] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every step needs and never changes during a run."""
+
+    teacher: nn.Module | None
+    train: DataSource
+    spec: FinetuneSpec
+    loss: TrainingLoss
+    steps_per_epoch: int
+    rank: int
+    world: int
+
+
+def finetune_(student: nn.Module, teacher: nn.Module | None, train: DataSource, spec: FinetuneSpec,
+              checkpoint_dir: Path | None = None) -> FinetuneResult:
+    """Fine-tune ``student`` in place (left in eval mode) on ``train``; resumes from the newest
+    checkpoint in ``checkpoint_dir`` when there is one. Seeds torch and ``random`` with spec.seed."""
+    begin = time.perf_counter()
+    _check_inputs(teacher, train, spec)
+    with process_group() as (rank, world):
+        context = _Context(None if teacher is None else teacher.eval(), train, spec, training_loss(spec, train.has_targets),
+                           _steps_per_epoch(train, spec, world), rank, world)
+        total = context.steps_per_epoch * spec.epochs if spec.max_steps is None else spec.max_steps
+        torch.manual_seed(spec.seed)
+        random.seed(spec.seed)
+        freeze_batchnorm_(student)
+        probe = _probe_data(context)
+        state = _resume_state(checkpoint_dir, spec)
+        lr, initial = (state["lr"], state["initial_sharpness"]) if state else _initial_lr(student, probe, context)
+        optimizer = _optimizer(student, spec, lr)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        log = _restore(state, student, optimizer, scheduler)
+        barrier(world)
+        model = wrap(student, world)
+        step = state["step"] if state else 0
+        from compress.progress import progress_bar
+
+        with progress_bar(f"finetune {spec.mode} (lr {lr:.3g})", total - step) as advance:
+            while step < total:
+                if spec.sharpness_every and step % spec.sharpness_every == 0:
+                    log.history.append(_track(student, optimizer, probe, context, step))
+                log.losses.append(_train_step(model, optimizer, context, step))
+                scheduler.step()
+                step += 1
+                advance(1)
+                if checkpoint_dir is not None and rank == 0 and step % spec.checkpoint_every == 0:
+                    save_checkpoint(checkpoint_dir, step, _state(student, optimizer, scheduler, context, lr,
+                                                                 initial, log, step))
+    student.eval()
+    return FinetuneResult(
+        steps=total, epochs_run=total / context.steps_per_epoch, lr=lr,
+        lr_source="auto" if spec.lr == "auto" else "given",
+        initial_sharpness=initial, sharpness_history=tuple(log.history), losses=tuple(log.losses),
+        resumed_from_step=state["step"] if state else None, world_size=world, seconds=time.perf_counter() - begin)
+
+
+def freeze_batchnorm_(model: nn.Module) -> nn.Module:
+    """Train mode everywhere except BatchNorm layers, whose running statistics stay fixed."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+    return model
+
+
+def _check_inputs(teacher: nn.Module | None, train: DataSource, spec: FinetuneSpec) -> None:
+    if spec.uses_teacher and teacher is None:
+        raise UserError(f"finetune mode {spec.mode} distils from a teacher; give one (the uncompressed model)")
+    if spec.mode == "qat" and not train.has_targets:
+        raise UserError(f"data {train.name} has no labels, so mode qat has no task loss; use kd or qat+kd")
+
+
+def _steps_per_epoch(train: DataSource, spec: FinetuneSpec, world: int) -> int:
+    if spec.batch_size > len(train):
+        raise UserError(f"batch_size {spec.batch_size} exceeds the {len(train)} training examples of {train.name}")
+    if spec.batch_size < world:
+        raise UserError(f"batch_size {spec.batch_size} is smaller than the {world} ranks; each needs an example")
+    return len(train) // spec.batch_size  # the last incomplete batch is dropped
+
+
+def _batch_on_rank(context: _Context, indices: torch.Tensor) -> tuple[Batch, Reference]:
+    shard = load_batch(context.train, rank_slice(indices, context.rank, context.world))
+    teacher = None
+    if context.spec.uses_teacher:
+        with torch.no_grad():
+            teacher = context.teacher(*shard.inputs).detach()
+    return shard, Reference(shard.targets, teacher)
+
+
+def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, context: _Context, step: int) -> float:
+    """One step on global batch ``step``; returns its mean loss over all ranks. Each rank's loss
+    is scaled by world·n_r/n so that DDP's average of gradients is the global batch's gradient."""
+    epoch, position = divmod(step, context.steps_per_epoch)
+    indices = global_batch(epoch_order(len(context.train), context.spec.seed, epoch), position,
+                           context.spec.batch_size)
+    shard, reference = _batch_on_rank(context, indices)
+    value = context.loss(model(*shard.inputs), reference)
+    optimizer.zero_grad(set_to_none=True)
+    (value * (context.world * len(shard) / len(indices))).backward()
+    optimizer.step()
+    return float(all_reduce_sum(value.detach().double() * (len(shard) / len(indices))))
+
+
+def _probe_data(context: _Context) -> ProbeData:
+    """The first SHARPNESS_BATCHES global batches of epoch 0, sliced for this rank."""
+    count = min(SHARPNESS_BATCHES, context.steps_per_epoch)
+    order = epoch_order(len(context.train), context.spec.seed, 0)
+    batches = [global_batch(order, position, context.spec.batch_size) for position in range(count)]
+    shards, references = zip(*(_batch_on_rank(context, indices) for indices in batches))
+    return ProbeData(list(shards), list(references), [len(indices) for indices in batches])
+
+
+def _initial_lr(student: nn.Module, probe: ProbeData, context: _Context) -> tuple[float, float | None]:
+    """(lr, λ_max used for it): the given lr, or LR_FRACTION of the stability limit."""
+    spec = context.spec
+    if spec.lr != "auto":
+        return float(spec.lr), None
+    scaling = adam_scaling(student, None, probe, context.loss) if spec.optimizer == "adamw" else None
+    sharpness = top_eigenvalue(student, probe, context.loss, INITIAL_LANCZOS_STEPS, spec.seed, scaling)
+    return auto_lr(sharpness, spec.optimizer, spec.momentum), sharpness
+
+
+def _track(student: nn.Module, optimizer: torch.optim.Optimizer, probe: ProbeData, context: _Context,
+           step: int) -> SharpnessPoint:
+    """λ_max on the first probe batch (few Lanczos steps), with the lr now and its limit."""
+    spec, first = context.spec, probe.first()
+    scaling = adam_scaling(student, optimizer, first, context.loss) if spec.optimizer == "adamw" else None
+    sharpness = top_eigenvalue(student, first, context.loss, TRACKING_LANCZOS_STEPS, spec.seed + 1, scaling)
+    lr = optimizer.param_groups[0]["lr"]
+    return SharpnessPoint(step, sharpness, lr, stability_limit(sharpness, spec.optimizer, spec.momentum))
+
+
+def _optimizer(student: nn.Module, spec: FinetuneSpec, lr: float) -> torch.optim.Optimizer:
+    """No weight decay: recovery should not shrink weights towards zero (it moves quantization scales)."""
+    params = [p for p in student.parameters() if p.requires_grad]
+    if spec.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=(spec.momentum, 0.999), weight_decay=0.0)
+    return torch.optim.SGD(params, lr=lr, momentum=spec.momentum)
+
+
+def _resume_state(checkpoint_dir: Path | None, spec: FinetuneSpec) -> dict | None:
+    state = load_latest(checkpoint_dir) if checkpoint_dir is not None else None
+    if state is not None and state["spec"] != spec.to_dict():
+        raise UserError(f"the checkpoints in {checkpoint_dir} are of a different finetune spec; "
+                        "use another checkpoint directory or the same spec")
+    return state
+
+
+def _state(student: nn.Module, optimizer: torch.optim.Optimizer, scheduler, context: _Context, lr: float,
+           initial: float | None, log: _Log, step: int) -> dict:
+    epoch, position = divmod(step, context.steps_per_epoch)
+    return {"model": student.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "spec": context.spec.to_dict(), "lr": lr, "initial_sharpness": initial,
+            "data": {"epoch": epoch, "position": position},
+            "history": [point.__dict__ for point in log.history], "losses": list(log.losses)}
+
+
+def _restore(state: dict | None, student: nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> _Log:
+    if state is None:
+        return _Log()
+    student.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return _Log([SharpnessPoint(**point) for point in state["history"]], list(state["losses"]))
