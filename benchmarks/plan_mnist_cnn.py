@@ -28,7 +28,7 @@ from compress.jsonio import write_json
 from compress.models.spec import build_model
 from compress.plan.allocation import allocate
 from compress.plan.make import PlanEvidence, PlanSpec, layer_options, make_plan, plannable_layers
-from compress.plan.measured import measured_delta_loss
+from compress.plan.measured import SingleLayerLoss
 from compress.plan.sensitivity import LayerOption
 from compress.quant.apply import compress_weights_
 
@@ -80,12 +80,13 @@ def main() -> None:
     curvature = estimate_curvature(base, calibration, CurvatureSpec())
     reference = measure(base, {}, heldout, calibration)
     names = list(plannable_layers(base))
-    measured = measured_delta_loss(base, calibration, "ce", layer_options(base, PlanSpec({}, bits=BITS)))
+    measured = SingleLayerLoss(base, calibration, "ce")  # every option measured: predictions of random plans use them
+    measured.measure_all([(n, o) for n, opts in layer_options(base, PlanSpec({}, bits=BITS)).items() for o in opts])
     report = {"fp32": reference, "budgets": {}, "spearman_predicted_vs_measured": {}}
     for kind, extra in (("trace", None), ("hybrid", measured)):
         def plan_for(budget: float, extra=extra):
             return make_plan(base, curvature, PlanSpec(budgets={"avg_bits": budget}, bits=BITS),
-                             PlanEvidence(measured=extra))
+                             PlanEvidence(measure=extra))
 
         for budget in (3.0, 2.5):
             plan = plan_for(budget)

@@ -12,7 +12,9 @@ from compress.curvature.result import Curvature, LayerCurvature
 from compress.errors import UserError
 from compress.plan.allocation import allocate
 from compress.plan.frontier import parse_sweep, sweep
+from compress.data.source import TensorData
 from compress.plan.macs import layer_macs
+from compress.plan.measured import SingleLayerLoss
 from compress.plan.make import PlanEvidence, PlanSpec, make_plan
 from compress.plan.overrides import parse_override
 from compress.plan.ties import residual_groups, tie_tables
@@ -93,8 +95,10 @@ def test_macs_and_the_gbops_budget() -> None:
     assert macs == {"a": 128, "b": 256, "c": 256, "d": 64}
     float_gbops = sum(macs.values()) * 32 * 32 / 1e9
     spec = PlanSpec(budgets={"gbops": float_gbops / 10}, bits=(2, 4, 8, None), act_bits=(8, None))
-    measured = {n: [0.0] * 8 for n in macs}
-    plan = make_plan(model, curvature, spec, PlanEvidence(measured=measured, macs=macs, ties=[("b", "c")]))
+    generator = torch.Generator().manual_seed(0)
+    data = TensorData("x", (torch.randn(32, 8, generator=generator),), torch.randint(0, 4, (32,), generator=generator))
+    measure = SingleLayerLoss(model, data, "ce", batch_size=16)
+    plan = make_plan(model, curvature, spec, PlanEvidence(measure=measure, macs=macs, ties=[("b", "c")]))
     assert plan.totals["gbops"] <= float_gbops / 10 + 1e-15
     assert plan.layers["b"].act_bits == plan.layers["c"].act_bits
     with pytest.raises(UserError, match="gbops budget needs"):

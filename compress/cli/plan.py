@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if any(bits not in (8, None) for bits in spec.act_bits):
         raise UserError(f"bad --act-bits {args.act_bits!r}; activations are 8-bit or fp32 (what the backends run)")
     model, data, curvature = _model_data_curvature(args)
-    evidence = gather_evidence(model, data, curvature, spec, args.sensitivity == "hybrid", args.batch_size)
+    evidence = gather_evidence(model, data, curvature, args.sensitivity == "hybrid", args.batch_size)
     if args.sweep:
         return _run_sweep(args, model, curvature, spec, evidence, output)
     return _write_plan(args, model, curvature, spec, evidence, output)

@@ -9,23 +9,21 @@ from compress.curvature.result import Curvature
 from compress.data.source import DataSource
 from compress.plan.limits import layer_limits, loss_tolerance, model_limit
 from compress.plan.macs import layer_macs
-from compress.plan.make import PlanEvidence, PlanSpec, layer_options, plannable_layers
-from compress.plan.measured import measured_delta_loss
+from compress.plan.make import PlanEvidence, plannable_layers
+from compress.plan.measured import SingleLayerLoss
 from compress.plan.ties import residual_groups
 
 
-def gather_evidence(model: nn.Module, data: DataSource, curvature: Curvature, spec: PlanSpec,
-                    measure_layers: bool, batch_size: int) -> PlanEvidence:
+def gather_evidence(model: nn.Module, data: DataSource, curvature: Curvature, measure_layers: bool,
+                    batch_size: int) -> PlanEvidence:
     names = list(plannable_layers(model))
-    measured = (measured_delta_loss(model, data, curvature.loss, layer_options(model, spec), batch_size)
-                if measure_layers else None)
     try:
         epsilon = loss_tolerance(model, data, curvature.loss, batch_size)
     except ValueError:  # one batch only: no batch-to-batch spread, so no limits
         epsilon = None
     first = next(iter(data.batches(batch_size)))
     return PlanEvidence(
-        measured=measured,
+        measure=SingleLayerLoss(model, data, curvature.loss, batch_size) if measure_layers else None,
         sparsity_limits=None if epsilon is None else layer_limits(model, curvature, names, epsilon),
         loss_tolerance=epsilon,
         model_sparsity_limit=None if epsilon is None else model_limit(model, curvature, epsilon),

@@ -16,6 +16,7 @@ from torch import nn
 from compress.curvature.result import Curvature
 from compress.errors import UserError
 from compress.plan.allocation import allocate
+from compress.plan.measured import SingleLayerLoss
 from compress.plan.costs import FLOAT_BITS, bops, effective_bits, storage_bits
 from compress.plan.overrides import Override, restrict_options
 from compress.plan.sensitivity import LayerOption, sensitivity
@@ -40,7 +41,7 @@ class PlanSpec:
 class PlanEvidence:
     """What the planner measured besides the curvature (each part optional)."""
 
-    measured: dict[str, list[float]] | None = None  # single-layer ΔL per option (measured.py)
+    measure: SingleLayerLoss | None = None  # single-layer ΔL, measured lazily
     sparsity_limits: dict[str, float] | None = None  # per-layer pruned-fraction limit (limits.py)
     loss_tolerance: float | None = None  # ε of the limits
     model_sparsity_limit: float | None = None
@@ -60,7 +61,7 @@ class LayerPlan:
     storage_bits: float
     act_bits: int | None = None
     sparsity_limit: float | None = None
-    considered: dict[str, float] = field(default_factory=dict)  # option label -> Ω (inf: excluded)
+    considered: dict[str, float] = field(default_factory=dict)  # label -> max(Ω, measured if measured); inf: excluded
 
     def option(self) -> LayerOption:
         return LayerOption(self.weight_bits, self.sparsity, self.pattern, self.act_bits)
@@ -76,6 +77,7 @@ class Plan:
     tied_groups: list[tuple[str, ...]] | None = None
     loss_tolerance: float | None = None
     model_sparsity_limit: float | None = None
+    measured_options: int = 0  # single-layer measurements made (lazily) for this plan and earlier ones
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -109,11 +111,9 @@ def layer_options(model: nn.Module, spec: PlanSpec) -> dict[str, list[LayerOptio
 
 
 def predicted_loss(layer: nn.Module, info, option: LayerOption, spec: PlanSpec, evidence: PlanEvidence,
-                   measured: float | None, limit: float | None) -> float:
-    """Ω of one option: max(trace model, measured) and the sparsity-limit rule; inf = excluded."""
+                   limit: float | None) -> float:
+    """The second-order Ω of one option with the sparsity-limit rule applied; inf = excluded."""
     omega = sensitivity(layer.weight, info.trace, info.num_params, option)
-    if measured is not None:
-        omega = max(omega, measured)
     if limit is None or option.sparsity <= limit or spec.sparsity_limit == "off":
         return omega
     if spec.sparsity_limit == "exclude":
@@ -122,14 +122,16 @@ def predicted_loss(layer: nn.Module, info, option: LayerOption, spec: PlanSpec, 
 
 
 def make_plan(model: nn.Module, curvature: Curvature, spec: PlanSpec, evidence: PlanEvidence = PlanEvidence()) -> Plan:
-    """The optimal allocation under ``spec.budgets``, the overrides and the residual ties."""
+    """The optimal allocation under ``spec.budgets``, the overrides and the residual ties, with
+    each option's predicted loss max(Ω, measured ΔL) when ``evidence.measure`` is given (measured
+    lazily: solve, measure the chosen options, solve again until every chosen option is measured)."""
     layers = plannable_layers(model)
     missing = [name for name in layers if name not in curvature.layers]
     if missing:
         raise UserError(f"the curvature has no trace for layer {missing[0]}; compute it for this model")
     names = list(layers)
     options = layer_options(model, spec)
-    if evidence.measured is None and any(o.act_bits for opts in options.values() for o in opts):
+    if evidence.measure is None and any(o.act_bits for opts in options.values() for o in opts):
         raise UserError("activation-bit options need measured sensitivities; use --sensitivity hybrid")
     allowed = restrict_options(options, spec.overrides)
     width = max(len(o) for o in options.values())
@@ -137,17 +139,34 @@ def make_plan(model: nn.Module, curvature: Curvature, spec: PlanSpec, evidence: 
     for row, name in enumerate(names):
         limit = None if evidence.sparsity_limits is None else evidence.sparsity_limits[name]
         for column, option in enumerate(options[name]):
-            measured = None if evidence.measured is None else evidence.measured[name][column]
-            omega[row, column] = predicted_loss(layers[name], curvature.layers[name], option, spec, evidence,
-                                                measured, limit)
-    considered = omega.copy()
-    omega[_table_by_layer(options, names, width, lambda n, o: not allowed[n][options[n].index(o)]) > 0] = np.inf
+            omega[row, column] = predicted_loss(layers[name], curvature.layers[name], option, spec, evidence, limit)
     _require_costs(spec, evidence)
     costs = cost_tables(model, layers, options, evidence, width)
     act = _table_by_layer(options, names, width, lambda n, o: o.act_bits or 0)
     ties = tie_tables(evidence.ties or [], names, act)
-    allocation = allocate(omega, {k: costs[k] for k in spec.budgets}, spec.budgets, ties)
-    return _plan(names, layers, options, curvature, spec, evidence, omega, considered, costs, allocation)
+    disallowed = _table_by_layer(options, names, width, lambda n, o: not allowed[n][options[n].index(o)]) > 0
+    while True:
+        omega = _with_measurements(omega, names, options, evidence.measure)
+        allocation = allocate(np.where(disallowed, np.inf, omega), {k: costs[k] for k in spec.budgets},
+                              spec.budgets, ties)
+        chosen = [(name, options[name][column]) for name, column in zip(names, allocation.choices)]
+        if evidence.measure is None or all(key in evidence.measure.cache for key in chosen):
+            break
+        evidence.measure.measure_all(chosen)
+    return _plan(names, layers, options, curvature, spec, evidence, omega, costs, allocation)
+
+
+def _with_measurements(omega: np.ndarray, names: list[str], options: dict[str, list[LayerOption]],
+                       measure: SingleLayerLoss | None) -> np.ndarray:
+    """max(Ω, measured ΔL) wherever a measurement exists (excluded options stay inf)."""
+    if measure is None:
+        return omega
+    result = omega.copy()
+    for row, name in enumerate(names):
+        for column, option in enumerate(options[name]):
+            if (name, option) in measure.cache:
+                result[row, column] = max(result[row, column], measure.cache[(name, option)])
+    return result
 
 
 def cost_tables(model: nn.Module, layers: dict[str, nn.Module], options: dict[str, list[LayerOption]],
@@ -184,7 +203,7 @@ def _require_costs(spec: PlanSpec, evidence: PlanEvidence) -> None:
         raise UserError("a gbops budget needs the layers' MACs; they are measured on the calibration data")
 
 
-def _plan(names, layers, options, curvature, spec, evidence, omega, considered, costs, allocation) -> Plan:
+def _plan(names, layers, options, curvature, spec, evidence, omega, costs, allocation) -> Plan:
     rows = np.arange(len(names))
     columns = list(allocation.choices)
     plan_layers = {}
@@ -196,11 +215,12 @@ def _plan(names, layers, options, curvature, spec, evidence, omega, considered, 
             num_weights=layers[name].weight.numel(), predicted_delta_loss=float(omega[row, column]),
             storage_bits=float(costs["storage_bits"][row, column]),
             sparsity_limit=None if evidence.sparsity_limits is None else evidence.sparsity_limits[name],
-            considered={o.label(): float(considered[row, i]) for i, o in enumerate(options[name])},
+            considered={o.label(): float(omega[row, i]) for i, o in enumerate(options[name])},
         )
     totals = {key: float(table[rows, columns].sum()) for key, table in costs.items() if key != "storage_bits"}
     return Plan(plan_layers, dict(spec.budgets), totals, allocation.objective, tied_groups=evidence.ties,
-                loss_tolerance=evidence.loss_tolerance, model_sparsity_limit=evidence.model_sparsity_limit)
+                loss_tolerance=evidence.loss_tolerance, model_sparsity_limit=evidence.model_sparsity_limit,
+                measured_options=0 if evidence.measure is None else len(evidence.measure.cache))
 
 
 def parse_budget(text: str) -> tuple[str, float]:

@@ -5,6 +5,10 @@ wide classifier layer, say) can leave that region, and then ½·(Tr/n)·‖ΔW�
 damage by orders of magnitude (measured on builtin:mnist-cnn: 0.012 predicted vs 1.05 actual).
 Compressing one layer at a time and evaluating the calibration loss costs one forward pass over
 the data per option and catches it: the planner uses max(Ω, measured ΔL) per option.
+
+Measurements are made lazily (``make.py``): since Ω ≤ max(Ω, ΔL), an allocation that is optimal
+with measured values for its own options and Ω elsewhere is optimal for the fully measured
+objective, so only the options a solve picks need measuring (a few rounds of one per layer).
 """
 
 from __future__ import annotations
@@ -54,31 +58,57 @@ def quantize_input_hook(largest: float, bits: int):
     return hook
 
 
-def measured_delta_loss(model: nn.Module, data: DataSource, loss: str,
-                        options: dict[str, list[LayerOption]], batch_size: int = 256) -> dict[str, list[float]]:
-    """L(θ with only layer l compressed by option o) − L(θ), for every layer and option; an option
-    with ``act_bits`` also quantizes the layer's input (min-max calibrated on the same data)."""
-    from compress.curvature.prepare import reference_outputs
-    from compress.progress import progress_bar
+class SingleLayerLoss:
+    """``measure(name, option)`` = L(θ with only that layer compressed by that option) − L(θ) on
+    the given data, cached; an option with ``act_bits`` also quantizes the layer's input
+    (min-max calibrated on the same data)."""
 
-    batches = list(data.batches(batch_size))
-    references = [reference_outputs(model, b, loss) for b in batches]
-    measured: dict[str, list[float]] = {}
-    with torch.no_grad(), progress_bar("measuring single-layer loss changes", sum(map(len, options.values()))) as advance:
-        base = mean_loss(model, batches, references, loss)
-        needs_ranges = [n for n, opts in options.items() if any(o.act_bits for o in opts)]
-        ranges = input_ranges(model, batches, needs_ranges)
-        for name, layer_options in options.items():
-            layer = model.get_submodule(name)
-            original = layer.weight.detach().clone()
-            measured[name] = []
-            for option in layer_options:
+    def __init__(self, model: nn.Module, data: DataSource, loss: str, batch_size: int = 256) -> None:
+        from compress.curvature.prepare import reference_outputs
+
+        self.model, self.loss = model, loss
+        self.batches = list(data.batches(batch_size))
+        with torch.no_grad():
+            self.references = [reference_outputs(model, b, loss) for b in self.batches]
+            self.base = mean_loss(model, self.batches, self.references, loss)
+        self.cache: dict[tuple[str, LayerOption], float] = {}
+        self._ranges: dict[str, float] = {}
+
+    def __call__(self, name: str, option: LayerOption) -> float:
+        key = (name, option)
+        if key not in self.cache:
+            self.cache[key] = self._measure(name, option)
+        return self.cache[key]
+
+    def measure_all(self, wanted: list[tuple[str, LayerOption]]) -> None:
+        """Measure every (layer, option) not yet cached, with a progress bar."""
+        from compress.progress import progress_bar
+
+        missing = [key for key in dict.fromkeys(wanted) if key not in self.cache]
+        if not missing:
+            return
+        with progress_bar("measuring single-layer loss changes", len(missing)) as advance:
+            for name, option in missing:
+                self(name, option)
+                advance(1)
+
+    def _measure(self, name: str, option: LayerOption) -> float:
+        layer = self.model.get_submodule(name)
+        original = layer.weight.detach().clone()
+        handle = None
+        with torch.no_grad():
+            try:
                 layer.weight.copy_(compressed_weight(original, option))
-                handle = (layer.register_forward_pre_hook(quantize_input_hook(ranges[name], option.act_bits))
-                          if option.act_bits else None)
-                measured[name].append(mean_loss(model, batches, references, loss) - base)
+                if option.act_bits:
+                    handle = layer.register_forward_pre_hook(quantize_input_hook(self._range(name), option.act_bits))
+                return mean_loss(self.model, self.batches, self.references, self.loss) - self.base
+            finally:
+                layer.weight.copy_(original)
                 if handle is not None:
                     handle.remove()
-                advance(1)
-            layer.weight.copy_(original)
-    return measured
+
+    def _range(self, name: str) -> float:
+        if name not in self._ranges:
+            with torch.no_grad():
+                self._ranges.update(input_ranges(self.model, self.batches, [name]))
+        return self._ranges[name]
