@@ -1,0 +1,163 @@
+"""Fake-quantized Conv2d / Linear that replace the float layers in place (same module and
+parameter names: ``stem.0.weight`` stays ``stem.0.weight``), and the activation quantizer.
+
+A quantized layer computes  y = layer(Q_in(x); Q_w(W), Q_b(b))  then  Q_out(y), where
+- Q_w: per-output-channel symmetric, codes in [−q_max, q_max], s_c = max|W_c|/q_max, or learnable
+  (LSQ, Esser et al. 2020) initialised there;
+- Q_in / Q_out: per-tensor activation quantizers (``ActQuantizer``), present as placed by
+  ``compress.quant.placement``;
+- Q_b: the bias on the int32 grid of step s_in·s_w,c (what ONNX Runtime's QLinearConv/QGemm
+  consume), when both the input and the weight are quantized.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from compress.quant.calibrate import RangeObserver, calibrated_range, code_range, grid
+from compress.quant.fake import channel_shape, fake_quantize, lsq_gradient_scale, round_ste, scale_gradient
+from compress.quant.records import ActRecord, LayerRecord, QuantSettings
+from compress.quant.weights import per_channel_scales
+
+
+class ActQuantizer(nn.Module):
+    """Per-tensor activation fake-quantizer. While calibrating it passes x through unchanged and
+    feeds an observer (with relu(x) when ``observe_relu``); afterwards it fake-quantizes."""
+
+    def __init__(self, bits: int, signed: bool, calibrator: str, percentile: float, observe_relu: bool):
+        super().__init__()
+        self.bits, self.signed, self.calibrator = bits, signed, calibrator
+        self.percentile, self.observe_relu = percentile, observe_relu
+        self.register_buffer("scale", torch.tensor(1.0))
+        self.register_buffer("zero_point", torch.tensor(0, dtype=torch.int32))
+        self.observer: RangeObserver | None = None
+
+    @classmethod
+    def from_record(cls, record: ActRecord) -> "ActQuantizer":
+        quantizer = cls(record.bits, record.signed, record.calibrator, record.percentile, record.observe_relu)
+        quantizer.scale.fill_(record.scale)
+        quantizer.zero_point.fill_(record.zero_point)
+        return quantizer
+
+    def record(self) -> ActRecord:
+        return ActRecord(
+            self.bits, self.signed, float(self.scale), int(self.zero_point),
+            self.calibrator, self.percentile, self.observe_relu,
+        )  # fmt: skip
+
+    def start_calibration(self) -> None:
+        self.observer = RangeObserver()
+
+    def finish_calibration(self) -> None:
+        """Fix scale and zero point from the observed range (see ``calibrate.grid``)."""
+        low, high = calibrated_range(self.observer, self.calibrator, self.signed, self.percentile, self.bits)
+        scale, zero_point, _, _ = grid(low, high, self.bits, self.signed)
+        self.scale.fill_(scale)
+        self.zero_point.fill_(zero_point)
+        self.observer = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.observer is not None:
+            self.observer.observe(torch.relu(x) if self.observe_relu else x)
+            return x
+        return fake_quantize(x, self.scale, self.zero_point, *code_range(self.bits, self.signed))
+
+
+class QuantLayer:
+    """Shared quantization state and maths of ``QuantConv2d`` and ``QuantLinear``."""
+
+    weight: nn.Parameter
+    bias: nn.Parameter | None
+
+    def setup_quantization(self, settings: QuantSettings, input_from: str | None) -> None:
+        self.settings, self.input_from = settings, input_from
+        self.input_quantizer: ActQuantizer | None = None
+        self.output_quantizer: ActQuantizer | None = None
+        if settings.learnable_scales:
+            self.weight_scale = nn.Parameter(per_channel_scales(self.weight, settings.weight_bits))
+        if settings.act_bits is not None:  # the scale of the grid the input lies on (set by calibration)
+            self.register_buffer("input_scale", torch.tensor(1.0))
+
+    def weight_scales(self) -> torch.Tensor:
+        """s_c per output channel: learnable (LSQ) or max|W_c|/q_max."""
+        if self.settings.learnable_scales:
+            return self.weight_scale
+        return per_channel_scales(self.weight, self.settings.weight_bits)
+
+    def quantized_weight(self) -> torch.Tensor:
+        bits = self.settings.weight_bits
+        if bits is None:
+            return self.weight
+        q_max = 2 ** (bits - 1) - 1
+        scales = self.weight_scales()
+        if self.settings.learnable_scales:
+            scales = scale_gradient(scales, lsq_gradient_scale(self.weight, bits))
+        return fake_quantize(self.weight, scales.reshape(channel_shape(self.weight)), 0, -q_max, q_max)
+
+    def bias_scales(self) -> torch.Tensor | None:
+        """s_in · s_w,c: the int32 bias grid, when input and weight are both quantized."""
+        if self.bias is None or self.settings.weight_bits is None or self.settings.act_bits is None:
+            return None
+        return self.input_scale * self.weight_scales().detach()
+
+    def quantized_bias(self) -> torch.Tensor | None:
+        scales = self.bias_scales()
+        if scales is None or self.calibrating():
+            return self.bias
+        return round_ste(self.bias / scales) * scales
+
+    def calibrating(self) -> bool:
+        return any(q is not None and q.observer is not None for q in (self.input_quantizer, self.output_quantizer))
+
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.input_quantizer is None else self.input_quantizer(x)
+
+    def quantize_output(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.output_quantizer is None else self.output_quantizer(y)
+
+    def record(self, kind: str) -> LayerRecord:
+        weight_bits = self.settings.weight_bits
+        scales = None if weight_bits is None else tuple(self.weight_scales().detach().tolist())
+        has_input_grid = self.settings.act_bits is not None
+        return LayerRecord(
+            kind=kind,
+            settings=self.settings,
+            weight_scales=scales,
+            input=None if self.input_quantizer is None else self.input_quantizer.record(),
+            input_from=self.input_from,
+            input_scale=float(self.input_scale) if has_input_grid else None,
+            output=None if self.output_quantizer is None else self.output_quantizer.record(),
+        )
+
+
+class QuantConv2d(QuantLayer, nn.Conv2d):
+    """``nn.Conv2d`` with fake-quantized weight, bias, input and output."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._conv_forward(self.quantize_input(x), self.quantized_weight(), self.quantized_bias())
+        return self.quantize_output(y)
+
+
+class QuantLinear(QuantLayer, nn.Linear):
+    """``nn.Linear`` with fake-quantized weight, bias, input and output."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = nn.functional.linear(self.quantize_input(x), self.quantized_weight(), self.quantized_bias())
+        return self.quantize_output(y)
+
+
+def quant_layer_like(module: nn.Module, settings: QuantSettings, input_from: str | None) -> QuantLayer:
+    """A quantized twin of a float Conv2d/Linear sharing its Parameter objects (so optimisers and
+    names carry over)."""
+    factory = {"device": module.weight.device, "dtype": module.weight.dtype}
+    if isinstance(module, nn.Conv2d):
+        layer = QuantConv2d(
+            module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
+            module.dilation, module.groups, module.bias is not None, module.padding_mode, **factory,
+        )  # fmt: skip
+    else:
+        layer = QuantLinear(module.in_features, module.out_features, module.bias is not None, **factory)
+    layer.weight, layer.bias = module.weight, module.bias
+    layer.setup_quantization(settings, input_from)
+    return layer.train(module.training)

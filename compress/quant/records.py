@@ -1,0 +1,121 @@
+"""Per-layer quantization settings (input) and records (output: what the exporter writes).
+
+Settings are validated on construction: anything a user wrote wrong raises ``UserError``.
+Records serialise with ``to_dict`` / ``from_dict`` (plain JSON/YAML types) and round-trip exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from compress.errors import UserError
+from compress.quant.calibrate import CALIBRATORS, code_range
+
+RECORDS_VERSION = 1
+ACT_BITS = (8,)
+
+
+@dataclass(frozen=True)
+class QuantSettings:
+    """How one Conv/Linear layer is quantized.
+
+    ``weight_bits``: 2..8 per-channel symmetric, or None (float weights). ``act_bits``: 8 or None
+    (float activations). ``act_signed``: symmetric int8 with zero point 0 (TensorRT and ORT) or,
+    if False, asymmetric uint8 (ORT only). ``calibrator``: minmax | percentile | mse, with
+    ``percentile`` for the percentile calibrator. ``learnable_scales``: LSQ weight scales.
+    """
+
+    weight_bits: int | None = 8
+    act_bits: int | None = 8
+    act_signed: bool = True
+    calibrator: str = "minmax"
+    percentile: float = 99.99
+    learnable_scales: bool = False
+
+    def __post_init__(self) -> None:
+        if self.weight_bits is not None and not 2 <= self.weight_bits <= 8:
+            raise UserError(f"weight_bits {self.weight_bits} is not allowed (allowed: 2..8 or None)")
+        if self.act_bits is not None and self.act_bits not in ACT_BITS:
+            raise UserError(f"act_bits {self.act_bits} is not allowed (allowed: 8 or None)")
+        if self.calibrator not in CALIBRATORS:
+            raise UserError(f"calibrator {self.calibrator!r} is not allowed (allowed: {', '.join(CALIBRATORS)})")
+        if not 50 < self.percentile <= 100:
+            raise UserError(f"percentile {self.percentile} is not allowed (allowed: 50 < p <= 100)")
+        if self.learnable_scales and self.weight_bits is None:
+            raise UserError("learnable_scales needs weight_bits (float weights have no scale to learn)")
+
+
+@dataclass(frozen=True)
+class ActRecord:
+    """A calibrated per-tensor activation quantizer: x̂ = (clamp(round(x/s) + z, q_min, q_max) − z)·s.
+
+    ``observe_relu``: the quantizer sits on a pre-ReLU output and was calibrated on relu(x)."""
+
+    bits: int
+    signed: bool
+    scale: float
+    zero_point: int
+    calibrator: str
+    percentile: float
+    observe_relu: bool = False
+
+    def code_range(self) -> tuple[int, int]:
+        return code_range(self.bits, self.signed)
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """One quantized layer. ``input`` is its own input quantizer; ``input_from`` names the layer whose
+    output quantizer already puts this layer's input on a grid (then ``input`` is None);
+    ``input_scale`` is the scale of that grid (the bias grid is ``input_scale · weight_scales``)."""
+
+    kind: str
+    settings: QuantSettings
+    weight_scales: tuple[float, ...] | None
+    input: ActRecord | None
+    input_from: str | None
+    input_scale: float | None
+    output: ActRecord | None
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"weight_scales": None if self.weight_scales is None else list(self.weight_scales)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LayerRecord":
+        scales = data["weight_scales"]
+        return cls(
+            kind=data["kind"],
+            settings=QuantSettings(**data["settings"]),
+            weight_scales=None if scales is None else tuple(float(s) for s in scales),
+            input=None if data["input"] is None else ActRecord(**data["input"]),
+            input_from=data["input_from"],
+            input_scale=data["input_scale"],
+            output=None if data["output"] is None else ActRecord(**data["output"]),
+        )
+
+
+@dataclass(frozen=True)
+class QuantRecords:
+    """Everything needed to rebuild and export a quantized model: the BatchNorms folded (conv, bn)
+    and, per layer name, its record."""
+
+    layers: dict[str, LayerRecord]
+    folded: tuple[tuple[str, str], ...] = ()
+    version: int = field(default=RECORDS_VERSION)
+
+    def to_dict(self) -> dict:
+        return {
+            "version": self.version,
+            "folded": [list(pair) for pair in self.folded],
+            "layers": {name: record.to_dict() for name, record in self.layers.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "QuantRecords":
+        if data.get("version") != RECORDS_VERSION:
+            raise UserError(f"quantization records version {data.get('version')!r} is not supported (expected 1)")
+        return cls(
+            layers={name: LayerRecord.from_dict(record) for name, record in data["layers"].items()},
+            folded=tuple((conv, bn) for conv, bn in data["folded"]),
+            version=data["version"],
+        )
