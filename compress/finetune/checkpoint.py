@@ -11,6 +11,7 @@ data order, the learning rate and the sharpness/loss history.
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import re
 from pathlib import Path
@@ -58,7 +59,7 @@ def load_latest(directory: Path) -> dict | None:
     for path in reversed(checkpoints(directory)):
         try:
             payload = torch.load(path, weights_only=True)
-        except (RuntimeError, EOFError, OSError):
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError):
             continue  # damaged outside our atomic writes: fall back to the previous one
         if payload.get("format") != FORMAT:
             raise UserError(f"{path} has checkpoint format {payload.get('format')}, expected {FORMAT}")
