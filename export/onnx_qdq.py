@@ -1,0 +1,217 @@
+"""Export a fake-quantized model (``compress.quant.quantize_model_``) as Q/DQ ONNX (opset 17).
+
+The float twin of the model (quantized layers swapped back to plain Conv2d/Linear sharing their
+weights) is exported with its parameter names; then, per quantized layer (found by its weight
+initializer ``<layer>.weight``):
+
+- weight: the initializer becomes int8 codes round(W/s_c) ∈ [−q_max, q_max] (same name) feeding
+  DequantizeLinear, per channel, axis 0 (Conv [O, I, kh, kw]; Gemm with transB=1 [O, I]);
+- bias (target ``ort``): int32 codes on the grid s_in·s_w,c + DequantizeLinear (QLinearConv/QGemm
+  need it); target ``tensorrt``: the float value of the fake-quantized bias;
+- its input quantizer: Q→DQ on the input, moved back through single-consumer grid-preserving ops
+  (MaxPool, Flatten, Reshape; ReLU only when the ReLU cannot be absorbed, see below);
+- its output quantizer: Q→DQ after the layer, or after its ReLU: for uint8 with zero point 0 ONNX
+  Runtime deletes a ReLU that feeds Q (ReluQuantFusion), and TensorRT fuses Conv+ReLU+Q; for
+  signed int8 on ``ort`` the Q goes before the ReLU, because x86 ORT fuses int8 Conv only when Q
+  follows it directly;
+- finally Q→DQ pairs with the same parameters are repeated after every grid-preserving op fed by
+  a DequantizeLinear, so MaxPool/Flatten run on integers and consumers (Add) see DQ inputs.
+
+Every insertion computes exactly what the PyTorch fake-quant model computes, because Q commutes
+with the ops it is moved across (see ``compress.quant.placement``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from compress.errors import UserError
+from compress.quant.modules import QuantLayer
+from compress.quant.quantize import records_of
+from compress.quant.records import ActRecord, LayerRecord
+from compress.quant.weights import quantize_per_channel
+
+from .qdq_graph import GRID_PRESERVING, GraphEditor
+
+if TYPE_CHECKING:
+    import onnx
+
+TARGETS = ("ort", "tensorrt")
+OPSET = 17
+
+
+def export_onnx(
+    model: nn.Module, example_inputs: tuple[torch.Tensor, ...], path: str | Path, target: str = "ort"
+) -> Path:
+    """Write ``model`` (fake-quantized in place by ``quantize_model_``) as Q/DQ ONNX to ``path``."""
+    import onnx
+
+    if target not in TARGETS:
+        raise UserError(f"unknown export target {target!r}; choose one of {', '.join(TARGETS)}")
+    layers = records_of(model, ()).layers
+    if not layers:
+        raise UserError("the model has no quantized layers; run quantize_model_ (compress apply) first")
+    if target == "tensorrt":
+        _check_tensorrt_compatible(layers)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    proto = float_onnx(model, example_inputs)
+    editor = GraphEditor(proto.graph)
+    for name, record in layers.items():
+        _quantize_layer(editor, name, record, model.get_submodule(name), target)
+    _propagate_grids(editor)
+    editor.sort()
+    onnx.checker.check_model(proto)
+    onnx.save(proto, path)
+    return path
+
+
+def float_onnx(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> "onnx.ModelProto":
+    """The float twin of ``model`` as ONNX; initializers keep the parameter names."""
+    import io
+
+    import onnx
+
+    twin = _float_twin(model)
+    names = [f"input{i}" if i else "input" for i in range(len(example_inputs))]
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            twin, tuple(example_inputs), buffer, dynamo=False, opset_version=OPSET,
+            do_constant_folding=False, input_names=names, output_names=["output"],
+            dynamic_axes={name: {0: "batch"} for name in names + ["output"]},
+        )  # fmt: skip
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _float_twin(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose quantized layers are plain Conv2d/Linear with the same weights."""
+    import copy
+
+    twin = copy.deepcopy(model).eval()
+    for name, module in list(twin.named_modules()):
+        if isinstance(module, nn.Conv2d) and isinstance(module, QuantLayer):
+            plain = nn.Conv2d(
+                module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
+                module.dilation, module.groups, module.bias is not None, module.padding_mode,
+            )  # fmt: skip
+        elif isinstance(module, QuantLayer):
+            plain = nn.Linear(module.in_features, module.out_features, module.bias is not None)
+        else:
+            continue
+        plain.weight, plain.bias = module.weight, module.bias
+        twin.set_submodule(name, plain)
+    return twin
+
+
+def _check_tensorrt_compatible(layers: dict[str, LayerRecord]) -> None:
+    for name, record in layers.items():
+        if record.settings.act_bits is not None and not record.settings.act_signed:
+            raise UserError(f"{name} has asymmetric uint8 activations; TensorRT needs act_signed (zero point 0)")
+
+
+def _layer_node(editor: GraphEditor, name: str):
+    weight = f"{name}.weight"
+    for node in editor.consumers.get(weight, []):
+        if node.op_type in ("Conv", "Gemm") and node.input[1] == weight:
+            if node.op_type == "Gemm" and not _attribute(node, "transB", 0):
+                raise UserError(f"{name}: Gemm without transB is not supported by the Q/DQ exporter")
+            return node
+    raise UserError(f"{name}: no Conv/Gemm node reads {weight} in the exported graph (MatMul layers are not supported yet)")
+
+
+def _attribute(node, key: str, default: int) -> int:
+    return next((int(a.i) for a in node.attribute if a.name == key), default)
+
+
+def _quantize_layer(editor: GraphEditor, name: str, record: LayerRecord, layer: QuantLayer, target: str) -> None:
+    node = _layer_node(editor, name)
+    relu_transparent = target == "ort" and record.settings.act_signed
+    if record.input is not None:
+        scale, zero_point = _act_initializers(editor, f"{name}.input_quantizer", record.input)
+        origin = _walk_back(editor, node.input[0], relu_transparent)
+        only = [node] if origin == node.input[0] else None
+        editor.insert_qdq(origin, scale, zero_point, f"{name}.input_quantizer", only=only)
+    if record.weight_scales is not None:
+        _quantize_weight(editor, name, node, record, layer)
+    if layer.bias is not None:
+        _write_bias(editor, name, node, layer, target)
+    if record.output is not None:
+        scale, zero_point = _act_initializers(editor, f"{name}.output_quantizer", record.output)
+        tensor = node.output[0]
+        consumers = editor.consumers.get(tensor, [])
+        if record.output.observe_relu and not relu_transparent and len(consumers) == 1 and consumers[0].op_type == "Relu":
+            tensor = consumers[0].output[0]
+        editor.insert_qdq(tensor, scale, zero_point, f"{name}.output_quantizer")
+
+
+def _act_initializers(editor: GraphEditor, prefix: str, record: ActRecord) -> tuple[str, str]:
+    """Scale (float32) and zero point (int8 or uint8) initializers named like the state dict."""
+    dtype = np.int8 if record.signed else np.uint8
+    scale = editor.set_initializer(f"{prefix}.scale", np.array(record.scale, dtype=np.float32))
+    zero_point = editor.set_initializer(f"{prefix}.zero_point", np.array(record.zero_point, dtype=dtype))
+    return scale, zero_point
+
+
+def _walk_back(editor: GraphEditor, tensor: str, relu_transparent: bool) -> str:
+    """Move back through grid-preserving producers while each tensor has a single consumer."""
+    movable = set(GRID_PRESERVING) - (set() if relu_transparent else {"Relu"})
+    while len(editor.consumers.get(tensor, [])) == 1:
+        producer = editor.producer.get(tensor)
+        if producer is None or producer.op_type not in movable:
+            break
+        tensor = producer.input[0]
+    return tensor
+
+
+def _quantize_weight(editor: GraphEditor, name: str, node, record: LayerRecord, layer: QuantLayer) -> None:
+    """int8 codes under the weight's own name + per-channel DequantizeLinear (axis 0)."""
+    bits = record.settings.weight_bits
+    scales = layer.weight_scales().detach().float()
+    codes = quantize_per_channel(layer.weight.detach().float(), scales, bits)
+    weight = editor.set_initializer(f"{name}.weight", codes.numpy().astype(np.int8))
+    scale = editor.set_initializer(f"{name}.weight_scale", scales.numpy())
+    zero_point = editor.set_initializer(f"{name}.weight_zero_point", np.zeros(len(scales), dtype=np.int8))
+    dequantized = f"{name}.weight/dq"
+    editor.rewire(weight, dequantized, [node])
+    editor.add_node("DequantizeLinear", [weight, scale, zero_point], [dequantized], f"{name}.weight/DequantizeLinear", axis=0)
+
+
+def _write_bias(editor: GraphEditor, name: str, node, layer: QuantLayer, target: str) -> None:
+    """ort: int32 codes round(b / (s_in·s_w,c)) + DequantizeLinear; tensorrt: the float fake-quantized bias."""
+    with torch.no_grad():
+        scales = layer.bias_scales()
+        if scales is None or target == "tensorrt":
+            editor.set_initializer(f"{name}.bias", layer.quantized_bias().detach().float().numpy())
+            return
+        codes = torch.round(layer.bias.detach() / scales)
+    if codes.abs().max() >= 2**31:
+        raise UserError(f"{name}: bias does not fit int32 on the grid s_in*s_w; the input or weight scale is too small")
+    bias = editor.set_initializer(f"{name}.bias", codes.numpy().astype(np.int32))
+    scale = editor.set_initializer(f"{name}.bias_scale", scales.float().numpy())
+    zero_point = editor.set_initializer(f"{name}.bias_zero_point", np.zeros(len(scales), dtype=np.int32))
+    dequantized = f"{name}.bias/dq"
+    editor.rewire(bias, dequantized, [node])
+    editor.add_node("DequantizeLinear", [bias, scale, zero_point], [dequantized], f"{name}.bias/DequantizeLinear", axis=0)
+
+
+def _propagate_grids(editor: GraphEditor) -> None:
+    """After every grid-preserving op fed by a DequantizeLinear, repeat that Q→DQ (same params)."""
+    for node in list(editor.graph.node):
+        if node.op_type not in GRID_PRESERVING:
+            continue
+        source = editor.producer.get(node.input[0])
+        if source is None or source.op_type != "DequantizeLinear":
+            continue
+        consumers = editor.consumers.get(node.output[0], [])
+        if consumers and all(c.op_type == "QuantizeLinear" for c in consumers):
+            continue
+        label = source.name.split("/")[0]
+        editor.insert_qdq(node.output[0], source.input[1], source.input[2], label)

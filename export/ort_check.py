@@ -1,0 +1,61 @@
+"""What ONNX Runtime made of a Q/DQ model: fused integer kernels and the Q/DQ left unfused.
+
+ORT (CPU, level ALL) rewrites DQ→Conv→Q into QLinearConv, DQ→Gemm[→Q] into QGemm, DQ→MatMul→Q into
+QLinearMatMul, DQ,DQ→Add→Q into QLinearAdd, and drops Q/DQ around MaxPool/Reshape/Flatten. Every
+QuantizeLinear / DequantizeLinear still present in the optimised graph runs as a separate float
+kernel — DESIGN §4: unfused Q/DQ is slower than float.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .ort_session import ort_session
+
+FUSED_OPS = (
+    "QLinearConv", "QLinearMatMul", "QGemm", "MatMulInteger", "MatMulIntegerToFloat", "ConvInteger",
+    "MatMulNBits", "QLinearAdd", "QLinearMul", "QLinearAveragePool", "QLinearGlobalAveragePool",
+    "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax", "DynamicQuantizeMatMul",
+)  # fmt: skip
+FLOAT_LAYER_OPS = ("Conv", "FusedConv", "Gemm", "MatMul", "FusedMatMul", "NchwcConv", "FusedGemm")
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+@dataclass(frozen=True)
+class FusionReport:
+    """Counts of fused integer kernels by op type, the names of the Q/DQ nodes left unfused and of
+    the Conv/Gemm/MatMul nodes still running in float, in the optimised graph saved at ``optimized``."""
+
+    fused: dict[str, int]
+    unfused_qdq: tuple[str, ...]
+    float_layers: tuple[str, ...]
+    optimized: str
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"unfused_qdq": list(self.unfused_qdq), "float_layers": list(self.float_layers)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FusionReport":
+        return cls(dict(data["fused"]), tuple(data["unfused_qdq"]), tuple(data["float_layers"]), data["optimized"])
+
+
+def check_fusion(path: str | Path, optimized_path: str | Path | None = None, threads: int = 1) -> FusionReport:
+    """Build an ORT session for ``path``, save its optimised graph (default ``<stem>.ort.onnx``
+    beside it) and report what was fused."""
+    import onnx
+
+    path = Path(path)
+    optimized = Path(optimized_path) if optimized_path else path.with_suffix(".ort.onnx")
+    ort_session(path, threads, optimized)
+    nodes = onnx.load(str(optimized)).graph.node
+    fused: dict[str, int] = {}
+    for node in nodes:
+        if node.op_type in FUSED_OPS:
+            fused[node.op_type] = fused.get(node.op_type, 0) + 1
+    return FusionReport(
+        fused=fused,
+        unfused_qdq=tuple(node.name for node in nodes if node.op_type in QDQ_OPS),
+        float_layers=tuple(node.name for node in nodes if node.op_type in FLOAT_LAYER_OPS),
+        optimized=str(optimized),
+    )

@@ -1,0 +1,95 @@
+"""Edits of an ONNX graph: initializers, Q/DQ insertion on tensors, producer/consumer lookup,
+and a final topological sort (insertions append nodes; the sort restores a valid order)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
+
+# Ops through which a quantized tensor stays on its grid: Q commutes with them (monotone, Q(0) = 0,
+# or pure data movement), so a Q/DQ pair with the same parameters may follow them exactly.
+GRID_PRESERVING = ("Relu", "MaxPool", "Reshape", "Flatten", "Identity", "Squeeze", "Unsqueeze", "Transpose")
+
+
+class GraphEditor:
+    """A mutable view of ``graph`` with tensor → producer / consumers maps kept up to date."""
+
+    def __init__(self, graph: "onnx.GraphProto"):
+        self.graph = graph
+        self.initializers = {init.name: init for init in graph.initializer}
+        self.producer = {out: node for node in graph.node for out in node.output}
+        self.consumers: dict[str, list] = {}
+        for node in graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+
+    def set_initializer(self, name: str, array: np.ndarray) -> str:
+        """Add or replace the initializer ``name`` with ``array``."""
+        from onnx import numpy_helper
+
+        tensor = numpy_helper.from_array(array, name)
+        if name in self.initializers:
+            self.initializers[name].CopyFrom(tensor)
+        else:
+            self.graph.initializer.append(tensor)
+            self.initializers[name] = self.graph.initializer[-1]
+        return name
+
+    def array(self, name: str) -> np.ndarray:
+        from onnx import numpy_helper
+
+        return numpy_helper.to_array(self.initializers[name])
+
+    def add_node(self, op_type: str, inputs: list[str], outputs: list[str], name: str, **attributes) -> None:
+        from onnx import helper
+
+        node = helper.make_node(op_type, inputs, outputs, name=name, **attributes)
+        self.graph.node.append(node)
+        node = self.graph.node[-1]
+        for out in outputs:
+            self.producer[out] = node
+        for tensor in inputs:
+            self.consumers.setdefault(tensor, []).append(node)
+
+    def rewire(self, tensor: str, replacement: str, only: list | None = None) -> None:
+        """Make the consumers of ``tensor`` (or just those in ``only``) read ``replacement``."""
+        targets = self.consumers.get(tensor, []) if only is None else only
+        for node in list(targets):
+            for index, name in enumerate(node.input):
+                if name == tensor:
+                    node.input[index] = replacement
+            self.consumers[tensor].remove(node)
+            self.consumers.setdefault(replacement, []).append(node)
+
+    def insert_qdq(self, tensor: str, scale: str, zero_point: str, label: str, only: list | None = None, axis: int | None = None) -> str:
+        """tensor → QuantizeLinear → DequantizeLinear → (its consumers, or ``only`` those); returns
+        the dequantized tensor's name."""
+        consumers = list(self.consumers.get(tensor, [])) if only is None else only
+        quantized, dequantized = f"{tensor}/{label}/q", f"{tensor}/{label}/dq"
+        extra = {} if axis is None else {"axis": axis}
+        self.add_node("QuantizeLinear", [tensor, scale, zero_point], [quantized], f"{label}/QuantizeLinear/{tensor}", **extra)
+        self.rewire(tensor, dequantized, consumers)
+        self.add_node("DequantizeLinear", [quantized, scale, zero_point], [dequantized], f"{label}/DequantizeLinear/{tensor}", **extra)
+        return dequantized
+
+    def sort(self) -> None:
+        """Reorder the nodes topologically (Kahn's algorithm, stable in the current order)."""
+        available = {i.name for i in self.graph.input} | set(self.initializers) | {""}
+        pending, ordered = list(self.graph.node), []
+        while pending:
+            ready = [n for n in pending if all(name in available for name in n.input)]
+            if not ready:
+                raise RuntimeError("ONNX graph has a cycle or a dangling input after Q/DQ insertion")
+            for node in ready:
+                available.update(node.output)
+            ordered.extend(ready)
+            pending = [n for n in pending if all(name not in available for name in n.output)]
+        copies = [type(node)() for node in ordered]
+        for copy, node in zip(copies, ordered):
+            copy.CopyFrom(node)
+        del self.graph.node[:]
+        self.graph.node.extend(copies)
