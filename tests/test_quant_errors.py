@@ -1,0 +1,44 @@
+"""User mistakes in quantization and export are one-line UserErrors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from compress.errors import UserError
+from compress.export.onnx_qdq import export_onnx
+from compress.quant.quantize import quantize_model_
+from compress.quant.records import QuantSettings
+from compress.testing.tiny import tiny_convnet, tiny_data
+
+
+def test_unknown_layer_and_wrong_kind() -> None:
+    with pytest.raises(UserError, match="'nope', which is not a module"):
+        quantize_model_(tiny_convnet(), {"nope": QuantSettings()}, [])
+    with pytest.raises(UserError, match="bn is a Identity; only Conv2d and Linear"):  # folded into conv
+        quantize_model_(tiny_convnet(), {"bn": QuantSettings()}, [])
+
+
+def test_empty_calibration_is_refused() -> None:
+    with pytest.raises(UserError, match="calibration data is empty"):
+        quantize_model_(tiny_convnet(), {"conv": QuantSettings()}, [])
+
+
+def test_asymmetric_activations_are_refused_for_tensorrt(tmp_path) -> None:
+    model = tiny_convnet()
+    inputs = tiny_data("conv").inputs
+    quantize_model_(model, {"mix": QuantSettings(act_signed=False)}, [inputs])
+    with pytest.raises(UserError, match="mix has asymmetric uint8 activations"):
+        export_onnx(model, inputs, tmp_path / "m.onnx", target="tensorrt")
+    with pytest.raises(UserError, match="unknown export target"):
+        export_onnx(model, inputs, tmp_path / "m.onnx", target="tflite")
+
+
+def test_weight_only_layer_keeps_float_activations() -> None:
+    model = tiny_convnet()
+    inputs = tiny_data("conv").inputs
+    records = quantize_model_(model, {"head": QuantSettings(weight_bits=3, act_bits=None)}, [inputs])
+    head = model.head
+    assert records.layers["head"].input is None and head.input_quantizer is None
+    codes = head.quantized_weight().detach() / torch.tensor(records.layers["head"].weight_scales).reshape(-1, 1)
+    assert torch.equal(codes, codes.round()) and codes.abs().max() <= 3
