@@ -1,0 +1,59 @@
+"""``build_report(inputs, out_dir) -> ReportPaths``: report.json, report.md and one
+self-contained report.html in ``out_dir``; an existing report is replaced only with ``force``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from compress.errors import UserError
+from compress.jsonio import write_json
+from compress.report.inputs import ReportInputs
+from compress.report.plots import report_figures
+from compress.report.render import html_page, markdown
+from compress.report.summary import spearman, summary
+from compress.report.tables import report_tables
+
+FILES = ("report.json", "report.md", "report.html")
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    json: Path
+    markdown: Path
+    html: Path
+
+
+def build_report(inputs: ReportInputs, out_dir: str | Path, force: bool = False) -> ReportPaths:
+    out = Path(out_dir)
+    existing = [name for name in FILES if (out / name).exists()]
+    if existing and not force:
+        raise UserError(f"{out} already holds {', '.join(existing)}; pass --force to overwrite or choose another -o")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; -o needs a directory")
+    paths = ReportPaths(*(out / name for name in FILES))
+    tables = report_tables(inputs)
+    notes = _notes(inputs)
+    write_json(paths.json, {"version": inputs.version, "summary": summary(inputs), "inputs": inputs.to_dict()})
+    _write_text(paths.markdown, markdown(inputs, tables, notes))
+    _write_text(paths.html, html_page(inputs, tables, notes, report_figures(inputs)))
+    return paths
+
+
+def _notes(inputs: ReportInputs) -> list[str]:
+    notes = [f"{len(inputs.variants)} variant(s), {len(inputs.layers)} layer(s)."]
+    rho = spearman(inputs)
+    if rho is not None:
+        notes.append(f"Spearman rank correlation of predicted vs measured per-layer loss change: {rho:.3f}.")
+    return notes
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write through a temporary file and rename, so a crash never leaves half a report."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}") from exc

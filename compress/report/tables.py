@@ -1,0 +1,79 @@
+"""The report's tables as strings, rendered alike to Markdown and HTML."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compress.report.inputs import ReportInputs, Variant
+from compress.report.summary import baseline, latency_keys, size_reduction, speedup
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+def report_tables(inputs: ReportInputs) -> list[Table]:
+    tables = [variants_table(inputs)]
+    if inputs.parity:
+        tables.append(Table("Export parity", ("target", "max error (steps)", "mean error (steps)", "top-1 agreement"),
+                            tuple((p.target, _num(p.max_error_steps), _num(p.mean_error_steps), _pct(p.top1_agreement))
+                                  for p in inputs.parity)))
+    if inputs.layers:
+        tables.append(layers_table(inputs))
+    if inputs.spectrum and inputs.spectrum.top_eigenvalues:
+        tables.append(Table("Top Hessian eigenvalues", ("rank", "λ"),
+                            tuple((str(i + 1), _num(x)) for i, x in enumerate(inputs.spectrum.top_eigenvalues))))
+    if inputs.sharpness:
+        tables.append(Table("Sharpness during fine-tuning", ("step", "λ_max"),
+                            tuple((str(p.step), _num(p.lambda_max)) for p in inputs.sharpness)))
+    return tables
+
+
+def variants_table(inputs: ReportInputs) -> Table:
+    base = baseline(inputs)
+    keys = latency_keys(inputs)
+    headers = ("variant", "quality", "size (MB)", *(f"{b} batch {n}: median / p90 ms" for b, n in keys))
+    rows = []
+    for variant in inputs.variants:
+        reduction = size_reduction(variant, base)
+        size = _num(variant.size_mb) + (f" ({reduction:.2f}× smaller)" if reduction and variant is not base else "")
+        rows.append((variant.name, _quality(variant), size, *(_latency(variant, base, b, n) for b, n in keys)))
+    return Table(f"Variants (baseline: {base.name if base else '—'})", headers, tuple(rows))
+
+
+def layers_table(inputs: ReportInputs) -> Table:
+    headers = ("layer", "trace ± stderr", "weight bits", "act bits", "sparsity", "predicted Δloss", "measured Δloss")
+    rows = tuple((r.name, f"{_num(r.trace)} ± {_num(r.trace_stderr)}", _bits(r.weight_bits), _bits(r.act_bits),
+                  _pct(r.sparsity), _num(r.predicted_delta_loss), _num(r.measured_delta_loss)) for r in inputs.layers)
+    return Table("Per-layer plan", headers, rows)
+
+
+def _quality(variant: Variant) -> str:
+    if variant.value is None:
+        return "—"
+    return f"{variant.metric} {_pct(variant.value)}" if variant.metric == "accuracy" else \
+        f"{variant.metric} {variant.value:.5f}"
+
+
+def _latency(variant: Variant, base: Variant | None, backend: str, batch: int) -> str:
+    timing = next((t for t in variant.latency if (t.backend, t.batch_size) == (backend, batch)), None)
+    if timing is None:
+        return "—"
+    ratio = speedup(variant, base, backend, batch)
+    faster = f" ({ratio:.2f}×)" if ratio is not None and variant is not base else ""
+    return f"{timing.median_ms:.4g} / {timing.p90_ms:.4g}{faster}"
+
+
+def _bits(bits: int | None) -> str:
+    return "float" if bits is None else str(bits)
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.2f}%"
+
+
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4g}"

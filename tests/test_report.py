@@ -1,0 +1,167 @@
+"""The report: inputs assembled from the files the other stages write (their own dataclasses'
+to_dict), round trips, derived figures against hand-computed values, and the three files."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compress.curvature.result import Curvature, LayerCurvature
+from compress.errors import UserError
+from compress.evaluation import EvalResult
+from compress.export.latency import LatencyMeasurement, LatencyResult, LatencySpec
+from compress.finetune.spec import FinetuneResult, SharpnessPoint
+from compress.plan.make import LayerPlan, Plan
+from compress.plan.recipe import plan_recipe, write_recipe
+from compress.report.build import build_report
+from compress.report.inputs import LayerRow, ReportInputs, Variant
+from compress.report.load import load_report_inputs
+from compress.report.summary import spearman, summary
+
+LAYERS = ("stem", "conv", "block.dw", "head")
+TRACES = (40.0, 12.0, 3.0, 1.5)
+PREDICTED = (0.004, 0.012, 0.001, 0.02)
+MEASURED = (0.005, 0.008, 0.002, 0.03)  # same ranks as PREDICTED: Spearman ρ = 1
+
+
+def write_stage_files(folder: Path) -> dict[str, Path]:
+    """One file per stage, each written from that stage's own result type."""
+    curvature = Curvature({n: LayerCurvature(t, 0.05 * t, 100, 64) for n, t in zip(LAYERS, TRACES)}, sum(TRACES),
+                          1.0, [55.0, 21.0], 500, 3.0, "cross_entropy", 0.1, "xtrace", True,
+                          density_nodes=[0.0, 0.5, 21.0, 55.0], density_weights=[0.7, 0.2, 0.06, 0.04])
+    layers = {n: LayerPlan(b, s, "unstructured", t, 0.05 * t, 100, p, 100.0 * (b or 32))
+              for n, t, p, b, s in zip(LAYERS, TRACES, PREDICTED, (8, 4, None, 2), (0.0, 0.5, 0.0, 0.0))}
+    plan = Plan(layers, {"avg_bits": 4.0}, {"avg_bits": 3.9}, sum(PREDICTED))
+    evals = {"fp32": EvalResult("builtin:mnist-cnn", "builtin:mnist5k", 1000, "accuracy", 0.982, 25000, 0.100, 1.0),
+             "plan": EvalResult("plan", "builtin:mnist5k", 1000, "accuracy", 0.975, 25000, 0.025, 1.0)}
+    latency = LatencyResult(tuple(LatencyMeasurement(m, "ort-cpu", b, 30, med, 1.2 * med, 0.9 * med)
+                                  for m, b, med in [("fp32", 1, 0.5), ("plan", 1, 0.4), ("fp32", 8, 2.0),
+                                                    ("plan", 8, 1.0), ("uniform int8", 1, 0.45)]),
+                            LatencySpec(batch_sizes=(1, 8)), "1.32", 1.0)
+    finetune = FinetuneResult(100, 1.0, 0.01, "auto", 30.0, (SharpnessPoint(0, 30.0, 0.01, 0.06),
+                                                              SharpnessPoint(50, 25.0, 0.01, 0.08)),
+                              (0.3, 0.2), None, 1, 5.0)
+    paths = {name: folder / f"{name}.json" for name in ("curvature", "fp32", "plan_eval", "latency", "finetune",
+                                                         "parity", "measured")}
+    for name, payload in [("curvature", curvature.to_dict()), ("fp32", evals["fp32"].to_dict()),
+                          ("plan_eval", evals["plan"].to_dict()), ("latency", latency.to_dict()),
+                          ("finetune", finetune.to_dict()), ("measured", dict(zip(LAYERS, MEASURED))),
+                          ("parity", {"max_error_steps": 1.0, "mean_error_steps": 0.1, "output_step": 0.05,
+                                      "step_source": "out_scale", "top1_agreement": 0.999, "num_examples": 1000})]:
+        paths[name].write_text(json.dumps(payload))
+    paths["plan_yaml"] = folder / "plan.yaml"
+    write_recipe(plan_recipe(plan, "builtin:mnist-cnn", "builtin:mnist5k", None), paths["plan_yaml"], "plan", False)
+    return paths
+
+
+def load(paths: dict[str, Path]) -> ReportInputs:
+    return load_report_inputs(None, paths["curvature"], paths["plan_yaml"],
+                              {"fp32": paths["fp32"], "plan": paths["plan_eval"]}, paths["latency"],
+                              paths["finetune"], {"ort": paths["parity"]}, paths["measured"])
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> ReportInputs:
+    return load(write_stage_files(tmp_path))
+
+
+def test_loads_every_stage_file(inputs: ReportInputs) -> None:
+    assert inputs.model == "builtin:mnist-cnn"
+    assert [v.name for v in inputs.variants] == ["fp32", "plan", "uniform int8"]
+    fp32, plan, uniform = inputs.variants
+    assert (fp32.metric, fp32.value, fp32.size_mb) == ("accuracy", 0.982, 0.1)
+    assert [(t.batch_size, t.median_ms, t.p90_ms) for t in plan.latency] == [(1, 0.4, 0.48), (8, 1.0, 1.2)]
+    assert uniform.value is None and len(uniform.latency) == 1  # timed only
+    stem, conv, dw, head = inputs.layers
+    assert (stem.name, stem.trace, stem.trace_stderr, stem.weight_bits, stem.sparsity) == ("stem", 40.0, 2.0, 8, 0.0)
+    assert (conv.weight_bits, conv.sparsity, conv.predicted_delta_loss, conv.measured_delta_loss) == (4, 0.5, 0.012,
+                                                                                                      0.008)
+    assert dw.weight_bits is None and head.weight_bits == 2
+    assert [(p.step, p.lambda_max) for p in inputs.sharpness] == [(0, 30.0), (50, 25.0)]
+    assert inputs.parity[0].target == "ort" and inputs.parity[0].max_error_steps == 1.0
+    assert inputs.spectrum.top_eigenvalues == (55.0, 21.0)
+
+
+def test_spectrum_is_a_density_with_the_slq_mass(inputs: ReportInputs) -> None:
+    """The quadrature weights sum to 1, so the smoothed density integrates to 1 (up to the tails
+    cut at 5% beyond the extreme nodes: σ = 1% of the span leaves < 1e-6 outside)."""
+    grid, density = np.array(inputs.spectrum.grid), np.array(inputs.spectrum.density)
+    assert np.trapezoid(density, grid) == pytest.approx(1.0, abs=2e-3)
+    assert grid[np.argmax(density)] == pytest.approx(0.0, abs=0.2)  # the 70% mass at zero
+
+
+def test_spearman_matches_hand_computed_ranks(inputs: ReportInputs) -> None:
+    # predicted ranks (stem, conv, dw, head) = 2,3,1,4; measured ranks = 2,3,1,4 -> ρ = 1
+    assert spearman(inputs) == pytest.approx(1.0)
+    swapped = [LayerRow(n, 1.0, 0.1, 8, None, 0.0, p, m) for n, p, m in
+               zip("abcd", (1, 2, 3, 4), (10, 30, 20, 40))]  # d² = 0,1,1,0: ρ = 1 − 6·2/(4·15) = 0.8
+    assert spearman(ReportInputs("m", (), tuple(swapped))) == pytest.approx(0.8)
+    assert spearman(ReportInputs("m", (), tuple(swapped[:2]))) is None
+
+
+def test_summary_ratios(inputs: ReportInputs) -> None:
+    figures = summary(inputs)
+    assert figures["baseline"] == "fp32"
+    assert figures["size_reduction"]["plan"] == pytest.approx(4.0)
+    assert figures["speedup"]["plan"] == {"ort-cpu@1": pytest.approx(1.25), "ort-cpu@8": pytest.approx(2.0)}
+    assert figures["speedup"]["uniform int8"]["ort-cpu@8"] is None
+
+
+def test_inputs_round_trip(inputs: ReportInputs) -> None:
+    assert ReportInputs.from_dict(json.loads(json.dumps(inputs.to_dict()))) == inputs
+
+
+def test_builds_three_self_contained_files(inputs: ReportInputs, tmp_path: Path) -> None:
+    paths = build_report(inputs, tmp_path / "report")
+    page = paths.html.read_text()
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(images) == 6  # size, latency, layers, spectrum, predicted vs measured, sharpness
+    assert all(base64.b64decode(image)[:8] == b"\x89PNG\r\n\x1a\n" for image in images)
+    assert not re.search(r"(src|href)=['\"]?(https?:)?//", page) and "http" not in page
+    text = paths.markdown.read_text()
+    assert "| plan | accuracy 97.50% | 0.025 (4.00× smaller) | 0.4 / 0.48 (1.25×) | 1 / 1.2 (2.00×) |" in text
+    assert "| conv | 12 ± 0.6 | 4 | float | 50.00% | 0.012 | 0.008 |" in text
+    report = json.loads(paths.json.read_text())
+    assert ReportInputs.from_dict(report["inputs"]) == inputs
+    assert report["summary"]["spearman_predicted_vs_measured"] == pytest.approx(1.0)
+
+
+def test_figures_without_data_are_left_out(tmp_path: Path) -> None:
+    inputs = ReportInputs("m", (Variant("fp32", "accuracy", 0.9, 1.0), Variant("int8", "accuracy", 0.89, 0.25)))
+    page = build_report(inputs, tmp_path).html.read_text()
+    assert page.count("data:image/png;base64,") == 1  # quality vs size only
+
+
+def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    inputs = ReportInputs("m", (Variant("fp32", "mean_cosine", 1.0, None),))
+    build_report(inputs, tmp_path)
+    with pytest.raises(UserError, match="--force"):
+        build_report(inputs, tmp_path)
+    assert build_report(inputs, tmp_path, force=True).html.exists()
+
+
+@pytest.mark.parametrize("payload, message", [
+    ({"model": "m", "variants": [{"name": "a", "metric": "accuracy", "value": 1, "size_mb": 1, "colour": 1}]},
+     "unknown key"),
+    ({"model": "m"}, "missing key 'variants'"),
+    ({"model": "m", "variants": [{"name": "a", "metric": "accuracy", "value": 1, "size_mb": 1}] * 2}, "unique"),
+])
+def test_bad_inputs_are_user_errors(payload: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        ReportInputs.from_dict(payload)
+
+
+def test_bad_files_are_user_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="cannot read"):
+        load_report_inputs(evals={"fp32": tmp_path / "missing.json"})
+    (tmp_path / "recipe.yaml").write_text("version: 1\nmodel: {spec: x}\n")
+    with pytest.raises(UserError, match="no plan: section"):
+        load_report_inputs(plan=tmp_path / "recipe.yaml")
+    (tmp_path / "curv.json").write_text("{\"trace\": 1}")
+    with pytest.raises(UserError, match="no 'layers'"):
+        load_report_inputs(curvature=tmp_path / "curv.json")
