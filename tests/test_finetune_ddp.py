@@ -47,7 +47,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path: Path) -> None:
                               env=env, stderr=subprocess.PIPE, text=True)
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
               str(tmp_path / "double"), str(tmp_path / "ck2")]
-    double = subprocess.run(launch, capture_output=True, text=True, env=env, timeout=300)
+    double = subprocess.run(launch, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert double.returncode == 0, double.stderr[-3000:]
     assert single.wait(timeout=300) == 0, single.stderr.read()[-3000:]
 

@@ -12,6 +12,9 @@ from compress.data.source import TensorData
 from compress.finetune.sharpness import LR_FRACTION
 from compress.finetune.spec import FinetuneSpec
 from compress.finetune.train import finetune_
+from tests.test_finetune_ste import single_thread  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 N, D, K = 32, 8, 2
 
@@ -33,7 +36,7 @@ def _closed_form(student: nn.Linear, teacher: nn.Linear, inputs: torch.Tensor) -
 
 
 def _spec(**changes) -> FinetuneSpec:
-    base = dict(mode="kd", kd_loss="mse", batch_size=N, max_steps=1, momentum=0.0, sharpness_every=0)
+    base = {"mode": "kd", "kd_loss": "mse", "batch_size": N, "max_steps": 1, "momentum": 0.0, "sharpness_every": 0}
     return FinetuneSpec(**{**base, **changes})
 
 

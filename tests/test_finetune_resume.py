@@ -46,12 +46,12 @@ directory, weights, delay = sys.argv[1], sys.argv[2], float(sys.argv[3])
 data = tiny_data("mlp", 96)
 teacher = trained(tiny_mlp(), data, steps=50)
 student = Slowed(delay)
-spec = FinetuneSpec(mode="qat+kd", epochs=20, batch_size=16, checkpoint_every=%d, sharpness_every=25,
+spec = FinetuneSpec(mode="qat+kd", epochs=20, batch_size=16, checkpoint_every={every}, sharpness_every=25,
                     momentum=0.5, seed=3)
 result = finetune_(student, teacher, data, spec, None if directory == "-" else Path(directory))
 torch.save(student.state_dict(), weights)
 print(json.dumps(result.to_dict()))
-""" % CHECKPOINT_EVERY
+""".replace("{every}", str(CHECKPOINT_EVERY))
 
 
 def _run(script: Path, directory: str, weights: Path, delay: float) -> subprocess.Popen:

@@ -3,12 +3,24 @@ and benchmark (the real fake-quant modules live in compress.quant), and its own 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from compress.prune.masks import magnitude_mask
 from compress.quant.weights import fake_quantize_per_channel
+
+
+@pytest.fixture
+def single_thread() -> Iterator[None]:
+    """One intra-op thread for tiny models: threads only add spin-waiting on a shared 2-core box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 class FakeQuantSTE(nn.Module):

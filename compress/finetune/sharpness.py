@@ -19,9 +19,9 @@ project's curvature operator, with the model in eval mode (one fixed matrix: no 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -49,7 +49,7 @@ class ProbeData:
     references: list[Reference]
     global_sizes: list[int]
 
-    def first(self) -> "ProbeData":
+    def first(self) -> ProbeData:
         return ProbeData(self.shards[:1], self.references[:1], self.global_sizes[:1])
 
 

@@ -70,7 +70,7 @@ class FinetuneSpec:
         return asdict(self)
 
     @staticmethod
-    def from_dict(payload: dict) -> "FinetuneSpec":
+    def from_dict(payload: dict) -> FinetuneSpec:
         unknown = sorted(set(payload) - {f.name for f in fields(FinetuneSpec)})
         if unknown:
             raise UserError(f"invalid finetune spec: unknown keys {', '.join(unknown)}")
@@ -108,7 +108,7 @@ class FinetuneResult:
         return asdict(self)
 
     @staticmethod
-    def from_dict(payload: dict) -> "FinetuneResult":
+    def from_dict(payload: dict) -> FinetuneResult:
         history = tuple(SharpnessPoint(**point) for point in payload["sharpness_history"])
         return FinetuneResult(**{**payload, "sharpness_history": history, "losses": tuple(payload["losses"])})
 

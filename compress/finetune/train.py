@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,16 +34,31 @@ from compress.finetune.distributed import barrier, process_group, wrap
 from compress.finetune.losses import Reference, TrainingLoss, training_loss
 from compress.finetune.order import epoch_order, global_batch, load_batch, rank_slice
 from compress.finetune.sharpness import (
-    INITIAL_LANCZOS_STEPS, TRACKING_LANCZOS_STEPS, ProbeData, adam_scaling, auto_lr, stability_limit,
+    INITIAL_LANCZOS_STEPS,
+    TRACKING_LANCZOS_STEPS,
+    ProbeData,
+    adam_scaling,
+    auto_lr,
+    stability_limit,
     top_eigenvalue,
 )
 from compress.finetune.spec import FinetuneResult, FinetuneSpec, SharpnessPoint
+from compress.progress import progress_bar
 
 SHARPNESS_BATCHES = 4  # global batches for the initial λ_max; tracking uses the first of them
 
 
 @dataclass
-class _Log:
+class _Run:
+    """The state of a run that checkpoints carry (besides the model and the RNGs)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    lr: float
+    initial_sharpness: float | None
+    total: int
+    step: int = 0
+    resumed_from: int | None = None
     history: list[SharpnessPoint] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
 
@@ -68,40 +83,56 @@ def finetune_(student: nn.Module, teacher: nn.Module | None, train: DataSource, 
     begin = time.perf_counter()
     _check_inputs(teacher, train, spec)
     with process_group() as (rank, world):
-        context = _Context(None if teacher is None else teacher.eval(), train, spec, training_loss(spec, train.has_targets),
-                           _steps_per_epoch(train, spec, world), rank, world)
-        total = context.steps_per_epoch * spec.epochs if spec.max_steps is None else spec.max_steps
+        context = _Context(None if teacher is None else teacher.eval(), train, spec,
+                           training_loss(spec, train.has_targets), _steps_per_epoch(train, spec, world), rank, world)
         torch.manual_seed(spec.seed)
         random.seed(spec.seed)
         freeze_batchnorm_(student)
-        probe = _probe_data(context)
-        state = _resume_state(checkpoint_dir, spec)
-        lr, initial = (state["lr"], state["initial_sharpness"]) if state else _initial_lr(student, probe, context)
-        optimizer = _optimizer(student, spec, lr)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-        log = _restore(state, student, optimizer, scheduler)
+        probe = _probe_data(context) if spec.lr == "auto" or spec.sharpness_every else None
+        run = _start(student, probe, context, checkpoint_dir)
         barrier(world)
-        model = wrap(student, world)
-        step = state["step"] if state else 0
-        from compress.progress import progress_bar
-
-        with progress_bar(f"finetune {spec.mode} (lr {lr:.3g})", total - step) as advance:
-            while step < total:
-                if spec.sharpness_every and step % spec.sharpness_every == 0:
-                    log.history.append(_track(student, optimizer, probe, context, step))
-                log.losses.append(_train_step(model, optimizer, context, step))
-                scheduler.step()
-                step += 1
-                advance(1)
-                if checkpoint_dir is not None and rank == 0 and step % spec.checkpoint_every == 0:
-                    save_checkpoint(checkpoint_dir, step, _state(student, optimizer, scheduler, context, lr,
-                                                                 initial, log, step))
+        _loop(wrap(student, world), student, run, probe, context, checkpoint_dir)
     student.eval()
     return FinetuneResult(
-        steps=total, epochs_run=total / context.steps_per_epoch, lr=lr,
-        lr_source="auto" if spec.lr == "auto" else "given",
-        initial_sharpness=initial, sharpness_history=tuple(log.history), losses=tuple(log.losses),
-        resumed_from_step=state["step"] if state else None, world_size=world, seconds=time.perf_counter() - begin)
+        steps=run.total, epochs_run=run.total / context.steps_per_epoch, lr=run.lr,
+        lr_source="auto" if spec.lr == "auto" else "given", initial_sharpness=run.initial_sharpness,
+        sharpness_history=tuple(run.history), losses=tuple(run.losses), resumed_from_step=run.resumed_from,
+        world_size=world, seconds=time.perf_counter() - begin)
+
+
+def _start(student: nn.Module, probe: ProbeData | None, context: _Context, checkpoint_dir: Path | None) -> _Run:
+    """A fresh run (lr given or from the sharpness) or one restored from the newest checkpoint."""
+    spec = context.spec
+    total = context.steps_per_epoch * spec.epochs if spec.max_steps is None else spec.max_steps
+    state = _resume_state(checkpoint_dir, spec)
+    lr, initial = (state["lr"], state["initial_sharpness"]) if state else _initial_lr(student, probe, context)
+    optimizer = _optimizer(student, spec, lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    run = _Run(optimizer, scheduler, lr, initial, total)
+    if state is not None:
+        student.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        run.history = [SharpnessPoint(**point) for point in state["history"]]
+        run.losses = list(state["losses"])
+        run.step = run.resumed_from = state["step"]
+    return run
+
+
+def _loop(model: nn.Module, student: nn.Module, run: _Run, probe: ProbeData | None, context: _Context,
+          checkpoint_dir: Path | None) -> None:
+    """Steps until ``run.total``: track the sharpness, step, checkpoint (rank 0)."""
+    spec = context.spec
+    with progress_bar(f"finetune {spec.mode} (lr {run.lr:.3g})", run.total - run.step) as advance:
+        while run.step < run.total:
+            if spec.sharpness_every and run.step % spec.sharpness_every == 0:
+                run.history.append(_track(student, run.optimizer, probe, context, run.step))
+            run.losses.append(_train_step(model, run.optimizer, context, run.step))
+            run.scheduler.step()
+            run.step += 1
+            advance(1)
+            if checkpoint_dir is not None and context.rank == 0 and run.step % spec.checkpoint_every == 0:
+                save_checkpoint(checkpoint_dir, run.step, _state(student, run, context))
 
 
 def freeze_batchnorm_(model: nn.Module) -> nn.Module:
@@ -160,7 +191,7 @@ def _probe_data(context: _Context) -> ProbeData:
     return ProbeData(list(shards), list(references), [len(indices) for indices in batches])
 
 
-def _initial_lr(student: nn.Module, probe: ProbeData, context: _Context) -> tuple[float, float | None]:
+def _initial_lr(student: nn.Module, probe: ProbeData | None, context: _Context) -> tuple[float, float | None]:
     """(lr, λ_max used for it): the given lr, or LR_FRACTION of the stability limit."""
     spec = context.spec
     if spec.lr != "auto":
@@ -196,19 +227,9 @@ def _resume_state(checkpoint_dir: Path | None, spec: FinetuneSpec) -> dict | Non
     return state
 
 
-def _state(student: nn.Module, optimizer: torch.optim.Optimizer, scheduler, context: _Context, lr: float,
-           initial: float | None, log: _Log, step: int) -> dict:
-    epoch, position = divmod(step, context.steps_per_epoch)
-    return {"model": student.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "spec": context.spec.to_dict(), "lr": lr, "initial_sharpness": initial,
-            "data": {"epoch": epoch, "position": position},
-            "history": [point.__dict__ for point in log.history], "losses": list(log.losses)}
-
-
-def _restore(state: dict | None, student: nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> _Log:
-    if state is None:
-        return _Log()
-    student.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    return _Log([SharpnessPoint(**point) for point in state["history"]], list(state["losses"]))
+def _state(student: nn.Module, run: _Run, context: _Context) -> dict:
+    epoch, position = divmod(run.step, context.steps_per_epoch)
+    return {"model": student.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(), "spec": context.spec.to_dict(), "lr": run.lr,
+            "initial_sharpness": run.initial_sharpness, "data": {"epoch": epoch, "position": position},
+            "history": [asdict(point) for point in run.history], "losses": list(run.losses)}
