@@ -37,6 +37,10 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
     parser.add_argument("--sensitivity", choices=("hybrid", "trace"), default="hybrid",
                         help="trace: ½·(Tr/n)·‖ΔW‖² only; hybrid (default): the larger of that and the measured "
                         "loss change of compressing the layer alone (one forward pass per option)")
+    parser.add_argument("--backend", choices=("ort-cpu",),
+                        help="measure a per-layer latency table on this backend (cached) for latency_ms budgets")
+    parser.add_argument("--latency-batch", type=int, default=1, help="batch size the latency table times (default 1)")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads of the latency table (default 1)")
     parser.add_argument("--curvature", metavar="JSON", help="reuse a `compress curvature --json` result")
     parser.add_argument("-o", "--output", required=True, metavar="YAML", help="where to write the plan recipe")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
@@ -64,9 +68,27 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"bad --act-bits {args.act_bits!r}; activations are 8-bit or fp32 (what the backends run)")
     model, data, curvature = _model_data_curvature(args)
     evidence = gather_evidence(model, data, curvature, args.sensitivity == "hybrid", args.batch_size)
+    if args.backend:
+        evidence = _with_latency(evidence, model, data, spec, args)
     if args.sweep:
         return _run_sweep(args, model, curvature, spec, evidence, output)
     return _write_plan(args, model, curvature, spec, evidence, output)
+
+
+def _with_latency(evidence, model, data, spec, args):
+    from dataclasses import replace
+
+    from compress.errors import UserError
+    from compress.plan.latency_table import latency_table
+    from compress.plan.make import layer_options
+
+    if args.latency_batch < 1 or args.threads < 1:
+        raise UserError("--latency-batch and --threads must be at least 1")
+    first = next(iter(data.batches(1)))
+    table = latency_table(model, first.inputs, layer_options(model, spec), args.latency_batch, args.threads)
+    print(f"latency table: {sum(map(len, table.median_ms.values()))} entries on {table.backend}, batch "
+          f"{table.batch_size}, {table.threads} thread(s); median entry noise (p90/median − 1) {table.noise():.1%}")
+    return replace(evidence, latency=table)
 
 
 def _write_plan(args, model, curvature, spec, evidence, output) -> int:

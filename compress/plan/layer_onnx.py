@@ -28,6 +28,8 @@ def layer_graph(module: nn.Module, input_shape: tuple[int, ...], int8: bool, spa
     keep = kept_channels(weight.shape[0], sparsity)
     weight = weight[:keep]
     bias = None if module.bias is None else module.bias.detach().float().numpy()[:keep]
+    if _depthwise(module):  # its pruned outputs remove the same input channels
+        input_shape = (input_shape[0], keep, *input_shape[2:])
     nodes, inits = [], []
     source = "x"
     if int8:
@@ -54,6 +56,10 @@ def layer_graph(module: nn.Module, input_shape: tuple[int, ...], int8: bool, spa
     return model
 
 
+def _depthwise(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
+
+
 def _scalar(name: str, value: float, dtype=np.float32):
     from onnx import numpy_helper
 
@@ -78,7 +84,7 @@ def _conv(module: nn.Conv2d, weight, bias, source: str, output: str, int8: bool)
 
     attributes = dict(kernel_shape=list(module.kernel_size), strides=list(module.stride),
                       pads=list(module.padding) * 2, dilations=list(module.dilation), group=module.groups)
-    if module.groups > 1 and module.groups == module.in_channels:  # depthwise: pruned outputs drop inputs too
+    if _depthwise(module):
         attributes["group"] = weight.shape[0]
     nodes, inits, inputs = [], [], [source, "w"]
     if int8:

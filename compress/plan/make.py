@@ -16,13 +16,14 @@ from torch import nn
 from compress.curvature.result import Curvature
 from compress.errors import UserError
 from compress.plan.allocation import allocate
+from compress.plan.latency_table import LatencyTable
 from compress.plan.measured import SingleLayerLoss
 from compress.plan.costs import FLOAT_BITS, bops, effective_bits, storage_bits
 from compress.plan.overrides import Override, restrict_options
 from compress.plan.sensitivity import LayerOption, sensitivity
 from compress.plan.ties import tie_tables
 
-BUDGETS = ("avg_bits", "size_mb", "gbops")
+BUDGETS = ("avg_bits", "size_mb", "gbops", "latency_ms")
 SPARSITY_LIMIT_MODES = ("exclude", "penalise", "off")
 
 
@@ -47,6 +48,7 @@ class PlanEvidence:
     model_sparsity_limit: float | None = None
     macs: dict[str, float] | None = None  # per-sample MACs (macs.py), needed for gbops
     ties: list[tuple[str, ...]] | None = None  # residual groups (ties.py); None: not traced
+    latency: LatencyTable | None = None  # per-layer latency on the backend, needed for latency_ms
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class LayerPlan:
     storage_bits: float
     act_bits: int | None = None
     sparsity_limit: float | None = None
+    latency_ms: float | None = None  # isolated-layer median on the plan's backend
     considered: dict[str, float] = field(default_factory=dict)  # label -> max(Ω, measured if measured); inf: excluded
 
     def option(self) -> LayerOption:
@@ -184,6 +187,8 @@ def cost_tables(model: nn.Module, layers: dict[str, nn.Module], options: dict[st
                                     * weights[n].numel() / planned),
         "size_mb": (storage + fixed_bits / len(names)) / 8e6,
     }
+    if evidence.latency is not None:
+        tables["latency_ms"] = _table_by_layer(options, names, width, evidence.latency.latency)
     if evidence.macs is not None:
         tables["gbops"] = _table_by_layer(options, names, width, lambda n, o: bops(evidence.macs[n], o) / 1e9)
     return tables
@@ -201,6 +206,8 @@ def _table_by_layer(options: dict[str, list[LayerOption]], names: list[str], wid
 def _require_costs(spec: PlanSpec, evidence: PlanEvidence) -> None:
     if "gbops" in spec.budgets and evidence.macs is None:
         raise UserError("a gbops budget needs the layers' MACs; they are measured on the calibration data")
+    if "latency_ms" in spec.budgets and evidence.latency is None:
+        raise UserError("a latency_ms budget needs a per-layer latency table; give --backend ort-cpu")
 
 
 def _plan(names, layers, options, curvature, spec, evidence, omega, costs, allocation) -> Plan:
@@ -215,6 +222,7 @@ def _plan(names, layers, options, curvature, spec, evidence, omega, costs, alloc
             num_weights=layers[name].weight.numel(), predicted_delta_loss=float(omega[row, column]),
             storage_bits=float(costs["storage_bits"][row, column]),
             sparsity_limit=None if evidence.sparsity_limits is None else evidence.sparsity_limits[name],
+            latency_ms=float(costs["latency_ms"][row, column]) if "latency_ms" in costs else None,
             considered={o.label(): float(omega[row, i]) for i, o in enumerate(options[name])},
         )
     totals = {key: float(table[rows, columns].sum()) for key, table in costs.items() if key != "storage_bits"}
