@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
     parser.add_argument("--bits", type=int, default=3)
     parser.add_argument("--sparsity", type=float, default=0.5)
+    parser.add_argument("--sharpness-every", type=int, default=25, metavar="STEPS",
+                        help="track λ_max every STEPS steps (0: only the initial measurement for the lr)")
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args()
 
@@ -43,14 +45,15 @@ def main() -> None:
     heldout = load_data("builtin:mnist5k", "heldout", "heldout")
     student = quantize_and_prune_(copy.deepcopy(teacher), args.bits, args.sparsity)
     before = {"fp32": accuracy(teacher, heldout), "compressed": accuracy(student, heldout)}
-    spec = FinetuneSpec(mode="qat+kd", epochs=args.epochs, optimizer=args.optimizer, sharpness_every=25)
+    spec = FinetuneSpec(mode="qat+kd", epochs=args.epochs, optimizer=args.optimizer,
+                        sharpness_every=args.sharpness_every)
     start = time.perf_counter()
     result = finetune_(student, teacher, train, spec)
     seconds = time.perf_counter() - start
     after = accuracy(student, heldout)
     print(f"held-out accuracy: fp32 {before['fp32']:.2%}, {args.bits}-bit + {args.sparsity:.0%} sparse "
           f"{before['compressed']:.2%} -> {after:.2%} after {result.steps} steps ({result.epochs_run:.2f} epochs) "
-          f"of QAT+KD in {seconds:.1f} s")
+          f"of QAT+KD in {seconds:.1f} s ({result.sharpness_seconds:.1f} s of it measuring sharpness)")
     print(f"lr {result.lr:.4g} from λ_max {result.initial_sharpness:.4g} ({args.optimizer})")
     for point in result.sharpness_history:
         print(f"  step {point.step:4d}: λ_max {point.sharpness:9.4g}  lr {point.lr:.4g}  stable lr < {point.stable_lr:.4g}")

@@ -29,7 +29,7 @@ def test_spec_round_trip_and_every_problem_reported_at_once() -> None:
 def test_result_round_trip() -> None:
     result = FinetuneResult(steps=3, epochs_run=1.5, lr=0.1, lr_source="auto", initial_sharpness=4.0,
                             sharpness_history=(SharpnessPoint(0, 4.0, 0.1, 0.95),), losses=(1.0, 0.5, 0.25),
-                            resumed_from_step=2, world_size=2, seconds=0.1)
+                            resumed_from_step=2, world_size=2, seconds=0.1, sharpness_seconds=0.05)
     assert FinetuneResult.from_dict(result.to_dict()) == result
 
 

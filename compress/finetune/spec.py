@@ -102,7 +102,8 @@ class FinetuneResult:
     losses: tuple[float, ...]
     resumed_from_step: int | None
     world_size: int
-    seconds: float
+    seconds: float  # this process's wall time, sharpness measurements included
+    sharpness_seconds: float  # of which measuring λ_max (initial and tracking)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

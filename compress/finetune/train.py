@@ -59,6 +59,7 @@ class _Run:
     total: int
     step: int = 0
     resumed_from: int | None = None
+    sharpness_seconds: float = 0.0
     history: list[SharpnessPoint] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
 
@@ -97,7 +98,7 @@ def finetune_(student: nn.Module, teacher: nn.Module | None, train: DataSource, 
         steps=run.total, epochs_run=run.total / context.steps_per_epoch, lr=run.lr,
         lr_source="auto" if spec.lr == "auto" else "given", initial_sharpness=run.initial_sharpness,
         sharpness_history=tuple(run.history), losses=tuple(run.losses), resumed_from_step=run.resumed_from,
-        world_size=world, seconds=time.perf_counter() - begin)
+        world_size=world, seconds=time.perf_counter() - begin, sharpness_seconds=run.sharpness_seconds)
 
 
 def _start(student: nn.Module, probe: ProbeData | None, context: _Context, checkpoint_dir: Path | None) -> _Run:
@@ -105,10 +106,11 @@ def _start(student: nn.Module, probe: ProbeData | None, context: _Context, check
     spec = context.spec
     total = context.steps_per_epoch * spec.epochs if spec.max_steps is None else spec.max_steps
     state = _resume_state(checkpoint_dir, spec)
+    begin = time.perf_counter()
     lr, initial = (state["lr"], state["initial_sharpness"]) if state else _initial_lr(student, probe, context)
     optimizer = _optimizer(student, spec, lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    run = _Run(optimizer, scheduler, lr, initial, total)
+    run = _Run(optimizer, scheduler, lr, initial, total, sharpness_seconds=time.perf_counter() - begin)
     if state is not None:
         student.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -126,7 +128,9 @@ def _loop(model: nn.Module, student: nn.Module, run: _Run, probe: ProbeData | No
     with progress_bar(f"finetune {spec.mode} (lr {run.lr:.3g})", run.total - run.step) as advance:
         while run.step < run.total:
             if spec.sharpness_every and run.step % spec.sharpness_every == 0:
+                begin = time.perf_counter()
                 run.history.append(_track(student, run.optimizer, probe, context, run.step))
+                run.sharpness_seconds += time.perf_counter() - begin
             run.losses.append(_train_step(model, run.optimizer, context, run.step))
             run.scheduler.step()
             run.step += 1
