@@ -74,7 +74,8 @@ def test_auto_lr_is_the_stability_formula_and_the_limit_is_sharp(momentum: float
 
 def test_auto_lr_with_plain_gd_decreases_the_loss_every_step() -> None:
     student, teacher, data = _problem()
-    result = finetune_(student, teacher, data, _spec(max_steps=40, sharpness_every=10))
+    result = finetune_(student, teacher, data, _spec(epochs=50, max_steps=40, sharpness_every=10))
+    assert result.steps == len(result.losses) == 40  # max_steps cuts the 50 epochs short
     assert all(b < a for a, b in zip(result.losses, result.losses[1:]))
     assert [point.step for point in result.sharpness_history] == [0, 10, 20, 30]
     for point in result.sharpness_history:  # a quadratic: the sharpness never changes

@@ -23,7 +23,7 @@ class FinetuneSpec:
 
     mode: str = "qat+kd"
     epochs: int = 1
-    max_steps: int | None = None
+    max_steps: int | None = None  # stop after this many steps if the epochs take more
     lr: float | str = "auto"
     optimizer: str = "sgd"
     momentum: float = 0.9  # heavy-ball β for sgd, β₁ for adamw

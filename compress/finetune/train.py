@@ -104,7 +104,7 @@ def finetune_(student: nn.Module, teacher: nn.Module | None, train: DataSource, 
 def _start(student: nn.Module, probe: ProbeData | None, context: _Context, checkpoint_dir: Path | None) -> _Run:
     """A fresh run (lr given or from the sharpness) or one restored from the newest checkpoint."""
     spec = context.spec
-    total = context.steps_per_epoch * spec.epochs if spec.max_steps is None else spec.max_steps
+    total = min(context.steps_per_epoch * spec.epochs, spec.max_steps or context.steps_per_epoch * spec.epochs)
     state = _resume_state(checkpoint_dir, spec)
     begin = time.perf_counter()
     lr, initial = (state["lr"], state["initial_sharpness"]) if state else _initial_lr(student, probe, context)
