@@ -43,9 +43,11 @@ def write_stage_files(folder: Path) -> dict[str, Path]:
                                   for m, b, med in [("fp32", 1, 0.5), ("plan", 1, 0.4), ("fp32", 8, 2.0),
                                                     ("plan", 8, 1.0), ("uniform int8", 1, 0.45)]),
                             LatencySpec(batch_sizes=(1, 8)), "1.32", 1.0)
-    finetune = FinetuneResult(100, 1.0, 0.01, "auto", 30.0, (SharpnessPoint(0, 30.0, 0.01, 0.06),
-                                                              SharpnessPoint(50, 25.0, 0.01, 0.08)),
-                              (0.3, 0.2), None, 1, 5.0)
+    finetune = FinetuneResult(steps=100, epochs_run=1.0, lr=0.01, lr_source="auto", initial_sharpness=30.0,
+                              sharpness_history=(SharpnessPoint(0, 30.0, 0.01, 0.06),
+                                                 SharpnessPoint(50, 25.0, 0.01, 0.08)),
+                              losses=(0.3, 0.2), resumed_from_step=None, world_size=1, seconds=5.0,
+                              sharpness_seconds=1.0)
     paths = {name: folder / f"{name}.json" for name in ("curvature", "fp32", "plan_eval", "latency", "finetune",
                                                          "parity", "measured")}
     for name, payload in [("curvature", curvature.to_dict()), ("fp32", evals["fp32"].to_dict()),
