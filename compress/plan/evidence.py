@@ -17,10 +17,7 @@ from compress.plan.ties import residual_groups
 def gather_evidence(model: nn.Module, data: DataSource, curvature: Curvature, measure_layers: bool,
                     batch_size: int) -> PlanEvidence:
     names = list(plannable_layers(model))
-    try:
-        epsilon = loss_tolerance(model, data, curvature.loss, batch_size)
-    except ValueError:  # one batch only: no batch-to-batch spread, so no limits
-        epsilon = None
+    epsilon = _defined_tolerance(model, data, curvature.loss, batch_size)
     first = next(iter(data.batches(batch_size)))
     return PlanEvidence(
         measure=SingleLayerLoss(model, data, curvature.loss, batch_size) if measure_layers else None,
@@ -30,3 +27,12 @@ def gather_evidence(model: nn.Module, data: DataSource, curvature: Curvature, me
         macs=layer_macs(model, first.inputs, names),
         ties=residual_groups(model, names),
     )
+
+
+def _defined_tolerance(model: nn.Module, data: DataSource, loss: str, batch_size: int) -> float | None:
+    """ε, or None where the limits are undefined: one batch only (no batch-to-batch spread), or
+    ε = 0 (self-distillation starts at zero loss on every batch)."""
+    try:
+        return loss_tolerance(model, data, loss, batch_size) or None
+    except ValueError:
+        return None
