@@ -16,4 +16,11 @@ if [ ! -f "$env_dir/.complete" ]; then
   fi
   touch "$env_dir/.complete"
 fi
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  # Headless Chromium renders the HTML report in its test (Debian package; skipped if unavailable).
+  echo "compress: installing chromium for the report's browser test (once)" >&2
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >"$env_dir/apt.log" 2>&1; then
+    echo "compress: chromium could not be installed (see $env_dir/apt.log); the browser test will be skipped" >&2
+  fi
+fi
 "$env_dir/bin/pip" install --quiet --no-deps --no-build-isolation -e "$root" >/dev/null
