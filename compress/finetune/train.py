@@ -134,7 +134,7 @@ def _loop(model: nn.Module, student: nn.Module, run: _Run, probe: ProbeData | No
             run.losses.append(_train_step(model, run.optimizer, context, run.step))
             run.scheduler.step()
             run.step += 1
-            advance(1)
+            advance(1, f"loss {run.losses[-1]:.4g} lr {run.scheduler.get_last_lr()[0]:.3g}")
             if checkpoint_dir is not None and context.rank == 0 and run.step % spec.checkpoint_every == 0:
                 save_checkpoint(checkpoint_dir, run.step, _state(student, run, context))
 
