@@ -35,7 +35,7 @@ def add_curvature_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-products", type=int, default=400, metavar="N",
                         help="budget of Hessian-vector products for the traces (default 400)")
     parser.add_argument("--max-seconds", type=float, default=400, metavar="S",
-                        help="wall-clock budget; stops with the error bars reached (default 400)")
+                        help="wall-clock budget; stops with the error bars reached (default %(default)g)")
     parser.add_argument("--deflation-steps", type=int, default=40, metavar="K",
                         help="Lanczos steps whose subspace is traced exactly (default 40)")
     parser.add_argument("--top-k", type=int, default=5, metavar="K")
