@@ -11,7 +11,8 @@ from compress.pyfile import call_factory, split_file_spec
 if TYPE_CHECKING:
     from torch import nn
 
-MODEL_SPEC_FORMS = "builtin:NAME, torchvision:NAME, FILE.py:FACTORY or a saved FILE.pt/.pt2"
+MODEL_SPEC_FORMS = ("builtin:NAME, torchvision:NAME, FILE.py:FACTORY, a saved FILE.pt/.pt2 "
+                    "or a compressed checkpoint directory")
 SAVED_SUFFIXES = (".pt", ".pt2", ".pth", ".ts")
 
 
@@ -48,6 +49,12 @@ def _in_eval_mode(model: "nn.Module") -> "nn.Module":
 
 
 def _build(spec: str) -> "nn.Module":
+    from compress.apply.checkpoint import is_checkpoint
+
+    if is_checkpoint(Path(spec)):
+        from compress.apply.checkpoint import load_checkpoint
+
+        return load_checkpoint(Path(spec))[0]
     kind, sep, name = spec.partition(":")
     if sep and kind == "builtin":
         builtins = _builtin_models()
