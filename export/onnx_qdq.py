@@ -8,8 +8,8 @@ initializer ``<layer>.weight``):
   DequantizeLinear, per channel, axis 0 (Conv [O, I, kh, kw]; Gemm with transB=1 [O, I]);
 - bias (target ``ort``): int32 codes on the grid s_in·s_w,c + DequantizeLinear (QLinearConv/QGemm
   need it); target ``tensorrt``: the float value of the fake-quantized bias;
-- its input quantizer: Q→DQ on the input, moved back through single-consumer grid-preserving ops
-  (MaxPool, Flatten, Reshape; ReLU only when the ReLU cannot be absorbed, see below);
+- its input quantizer: Q→DQ on the input, moved back through single-consumer layout ops
+  (Flatten, Reshape; ReLU only when the ReLU cannot be absorbed, see below; never MaxPool);
 - its output quantizer: Q→DQ after the layer, or after its ReLU: for uint8 with zero point 0 ONNX
   Runtime deletes a ReLU that feeds Q (ReluQuantFusion), and TensorRT fuses Conv+ReLU+Q; for
   signed int8 on ``ort`` the Q goes before the ReLU, because x86 ORT fuses int8 Conv only when Q
@@ -137,6 +137,8 @@ def _quantize_layer(editor: GraphEditor, name: str, record: LayerRecord, layer: 
     if record.input is not None:
         scale, zero_point = _act_initializers(editor, f"{name}.input_quantizer", record.input)
         origin = _walk_back(editor, node.input[0], relu_transparent)
+        if target == "ort":
+            origin = _pool_before_relu(editor, origin)
         only = [node] if origin == node.input[0] else None
         editor.insert_qdq(origin, scale, zero_point, f"{name}.input_quantizer", only=only)
     if record.weight_scales is not None:
@@ -161,13 +163,36 @@ def _act_initializers(editor: GraphEditor, prefix: str, record: ActRecord) -> tu
 
 
 def _walk_back(editor: GraphEditor, tensor: str, relu_transparent: bool) -> str:
-    """Move back through grid-preserving producers while each tensor has a single consumer."""
-    movable = set(GRID_PRESERVING) - (set() if relu_transparent else {"Relu"})
+    """Move back through grid-preserving producers while each tensor has a single consumer, but
+    never across a MaxPool: a float MaxPool runs in ORT's fast NCHWc layout and quantizing after it
+    touches 1/4 of the values, while a uint8 MaxPool fed by a float producer runs in NCHW (measured
+    on mnist-cnn with a float stem: 1.2 ms vs 0.03 ms at batch 32)."""
+    movable = set(GRID_PRESERVING) - {"MaxPool"} - (set() if relu_transparent else {"Relu"})
     while len(editor.consumers.get(tensor, [])) == 1:
         producer = editor.producer.get(tensor)
         if producer is None or producer.op_type not in movable:
             break
         tensor = producer.input[0]
+    return tensor
+
+
+def _pool_before_relu(editor: GraphEditor, tensor: str) -> str:
+    """Relu → MaxPool → ``tensor`` becomes MaxPool → Relu → ``tensor`` (exact: max-pooling commutes
+    with any non-decreasing elementwise map, and its padding is −∞). Then the input Q reads the
+    Relu, which ORT folds into it (uint8, zero point 0) and cannot propagate back across
+    (QDQPropagationTransformer would otherwise move Q before the MaxPool and run a slow NCHW
+    uint8 MaxPool on 4× more values: 1.2 ms vs 0.03 ms at batch 32 on mnist-cnn's float stem)."""
+    pool = editor.producer.get(tensor)
+    if pool is None or pool.op_type != "MaxPool" or len(editor.consumers.get(pool.input[0], [])) != 1:
+        return tensor
+    relu = editor.producer.get(pool.input[0])
+    if relu is None or relu.op_type != "Relu":
+        return tensor
+    source, middle = relu.input[0], relu.output[0]
+    editor.consumers[source] = [pool if n is relu else n for n in editor.consumers[source]]
+    pool.input[0], pool.output[0], relu.input[0], relu.output[0] = source, middle, middle, tensor
+    editor.producer[middle], editor.producer[tensor] = pool, relu
+    editor.consumers[middle] = [relu]
     return tensor
 
 

@@ -105,3 +105,20 @@ def test_records_rebuild_a_model_that_loads_the_state_dict(heldout) -> None:
         assert torch.equal(rebuilt(images), model(images))
     assert "stem.0.weight" in model.state_dict() and "stem.0.output_quantizer.scale" in model.state_dict()
     assert records.layers["conv.0"].input_from == "stem.0" and records.layers["head"].output is None
+
+
+def test_float_stem_keeps_max_pool_in_float_and_fuses_the_rest(tmp_path, heldout) -> None:
+    """A float stem (1 input channel, slow as QLinearConv) feeding quantized layers through
+    Relu → MaxPool: the pool must run in float (ORT's NCHWc kernel), not as NCHW uint8."""
+    model = build_model("builtin:mnist-cnn")
+    train = load_data("builtin:mnist5k", "train", "train")
+    settings = {name: QuantSettings(act_signed=False) for name in LAYERS if name != "stem.0"}
+    quantize_model_(model, settings, [batch.inputs for batch in train.batches(500)][:2])
+    path = export_onnx(model, (heldout.inputs[0][:1],), tmp_path / "model.onnx", "ort")
+    parity = measure_parity(model, path, [batch.inputs for batch in heldout.batches(500)])
+    assert parity.max_error_steps <= 1.0, f"max error {parity.max_error_steps:.3f} output steps"
+    assert parity.top1_agreement >= 0.999, f"top-1 agreement {parity.top1_agreement:.4f}"
+    report = check_fusion(path)
+    assert report.fused == {"QLinearConv": 3, "QLinearAdd": 1, "QGemm": 1}
+    optimized = onnx.load(report.optimized).graph.node
+    assert [n.domain for n in optimized if n.op_type == "MaxPool"] == ["com.microsoft.nchwc"]
