@@ -1,1 +1,3 @@
-"""Pruning masks: unstructured magnitude, 2:4 semi-structured, output channels."""
+"""Pruning: masks (``masks.py``) that persist through fine-tuning (``persist.py``), second-order
+saliency (``saliency.py``), and channel removal over coupled channel groups (``dependencies.py``,
+``channels.py``); the verb is ``apply.prune_model_``."""
