@@ -17,6 +17,9 @@ initializer ``<layer>.weight``):
 - finally Q→DQ pairs with the same parameters are repeated after every grid-preserving op fed by
   a DequantizeLinear, so MaxPool/Flatten run on integers and consumers (Add) see DQ inputs.
 
+Layers with ``act_dynamic`` or ``weight_block`` (Linear, any input rank) become integer MatMuls
+instead (``export.matmul_qdq``).
+
 Every insertion computes exactly what the PyTorch fake-quant model computes, because Q commutes
 with the ops it is moved across (see ``compress.quant.placement``).
 """
@@ -37,6 +40,7 @@ from compress.quant.quantize import records_of
 from compress.quant.records import ActRecord, LayerRecord
 from compress.quant.weights import quantize_per_channel
 
+from .matmul_qdq import quantize_matmul_layer
 from .qdq_graph import GRID_PRESERVING, GraphEditor
 
 if TYPE_CHECKING:
@@ -64,9 +68,13 @@ def export_onnx(
     proto = float_onnx(model, example_inputs)
     editor = GraphEditor(proto.graph)
     for name, record in layers.items():
-        _quantize_layer(editor, name, record, model.get_submodule(name), target)
+        if record.settings.act_dynamic or record.settings.weight_block is not None:
+            quantize_matmul_layer(editor, name, model.get_submodule(name))
+        else:
+            _quantize_layer(editor, name, record, model.get_submodule(name), target)
     _propagate_grids(editor)
     editor.sort()
+    proto.opset_import.extend(onnx.helper.make_opsetid(domain, 1) for domain in sorted(editor.domains))
     onnx.checker.check_model(proto)
     onnx.save(proto, path)
     return path
@@ -80,15 +88,23 @@ def float_onnx(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> "o
 
     twin = _float_twin(model)
     names = [f"input{i}" if i else "input" for i in range(len(example_inputs))]
+    axes = {name: _dynamic_axes(x) for name, x in zip(names, example_inputs)} | {"output": {0: "batch"}}
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             twin, tuple(example_inputs), buffer, dynamo=False, opset_version=OPSET,
             do_constant_folding=False, input_names=names, output_names=["output"],
-            dynamic_axes={name: {0: "batch"} for name in names + ["output"]},
+            dynamic_axes=axes,
         )  # fmt: skip
     return onnx.load_from_string(buffer.getvalue())
+
+
+def _dynamic_axes(example: torch.Tensor) -> dict[int, str]:
+    """Batch is dynamic; so is the sequence axis (1) of integer inputs (token ids, masks)."""
+    if example.ndim >= 2 and not example.is_floating_point():
+        return {0: "batch", 1: "sequence"}
+    return {0: "batch"}
 
 
 def _float_twin(model: nn.Module) -> nn.Module:
@@ -113,6 +129,8 @@ def _float_twin(model: nn.Module) -> nn.Module:
 
 def _check_tensorrt_compatible(layers: dict[str, LayerRecord]) -> None:
     for name, record in layers.items():
+        if record.settings.act_dynamic or record.settings.weight_block is not None:
+            raise UserError(f"{name} uses act_dynamic or weight_block, which export for ONNX Runtime only (target ort)")
         if record.settings.act_bits is not None and not record.settings.act_signed:
             raise UserError(f"{name} has asymmetric uint8 activations; TensorRT needs act_signed (zero point 0)")
 
@@ -124,7 +142,7 @@ def _layer_node(editor: GraphEditor, name: str):
             if node.op_type == "Gemm" and not _attribute(node, "transB", 0):
                 raise UserError(f"{name}: Gemm without transB is not supported by the Q/DQ exporter")
             return node
-    raise UserError(f"{name}: no Conv/Gemm node reads {weight} in the exported graph (MatMul layers are not supported yet)")
+    raise UserError(f"{name}: no Conv/Gemm node reads {weight} in the exported graph (a Linear on N-D inputs exports as MatMul: give it act_dynamic or weight_block)")
 
 
 def _attribute(node, key: str, default: int) -> int:

@@ -20,6 +20,7 @@ class GraphEditor:
 
     def __init__(self, graph: "onnx.GraphProto"):
         self.graph = graph
+        self.domains: set[str] = set()  # contrib op domains the edits use (the model must import them)
         self.initializers = {init.name: init for init in graph.initializer}
         self.producer = {out: node for node in graph.node for out in node.output}
         self.consumers: dict[str, list] = {}
@@ -54,6 +55,15 @@ class GraphEditor:
             self.producer[out] = node
         for tensor in inputs:
             self.consumers.setdefault(tensor, []).append(node)
+
+    def remove_node(self, node) -> None:
+        """Delete ``node``; its output tensors must no longer be read (rewire first)."""
+        for tensor in node.input:
+            self.consumers[tensor] = [n for n in self.consumers.get(tensor, []) if n != node]
+        for tensor in node.output:
+            self.producer.pop(tensor, None)
+        index = next(i for i, n in enumerate(self.graph.node) if n == node)
+        del self.graph.node[index]
 
     def rewire(self, tensor: str, replacement: str, only: list | None = None) -> None:
         """Make the consumers of ``tensor`` (or just those in ``only``) read ``replacement``."""

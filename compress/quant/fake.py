@@ -40,3 +40,20 @@ def lsq_gradient_scale(weight: torch.Tensor, bits: int) -> float:
     """g = 1/√(N·q_max) with N the number of weights per output channel (Esser et al. 2020, §2.2)."""
     q_max = 2 ** (bits - 1) - 1
     return 1.0 / (weight[0].numel() * q_max) ** 0.5
+
+
+def dynamic_grid(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, zero point) of ONNX DynamicQuantizeLinear for the whole tensor ``x`` (no gradient):
+    s = (max(0, max x) − min(0, min x)) / 255, z = clamp(round(−min(0, min x) / s), 0, 255)."""
+    x = x.detach()
+    low, high = torch.clamp(x.min(), max=0), torch.clamp(x.max(), min=0)
+    scale = (high - low) / 255
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return scale, torch.clamp(torch.round(-low / scale), 0, 255)
+
+
+def dynamic_fake_quantize(x: torch.Tensor) -> torch.Tensor:
+    """x quantized to uint8 on its own per-tensor grid (``dynamic_grid``) and dequantized, with
+    the straight-through gradient: what DynamicQuantizeLinear feeds MatMulInteger."""
+    scale, zero_point = dynamic_grid(x)
+    return fake_quantize(x, scale, zero_point, 0, 255)

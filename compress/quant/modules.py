@@ -3,9 +3,11 @@ parameter names: ``stem.0.weight`` stays ``stem.0.weight``), and the activation 
 
 A quantized layer computes  y = layer(Q_in(x); Q_w(W), Q_b(b))  then  Q_out(y), where
 - Q_w: per-output-channel symmetric, codes in [−q_max, q_max], s_c = max|W_c|/q_max, or learnable
-  (LSQ, Esser et al. 2020) initialised there;
+  (LSQ, Esser et al. 2020) initialised there; or per block of input features (``weight_block``,
+  ``compress.quant.blocks``);
 - Q_in / Q_out: per-tensor activation quantizers (``ActQuantizer``), present as placed by
-  ``compress.quant.placement``;
+  ``compress.quant.placement``; or, with ``act_dynamic``, Q_in computed from each input tensor's
+  own range at run time (``compress.quant.fake.dynamic_fake_quantize``) and no Q_out;
 - Q_b: the bias on the int32 grid of step s_in·s_w,c (what ONNX Runtime's QLinearConv/QGemm
   consume), when both the input and the weight are quantized.
 """
@@ -15,8 +17,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from compress.quant.blocks import block_scales, expand_block_scales
 from compress.quant.calibrate import RangeObserver, calibrated_range, code_range, grid
-from compress.quant.fake import channel_shape, fake_quantize, lsq_gradient_scale, round_ste, scale_gradient
+from compress.quant.fake import (
+    channel_shape, dynamic_fake_quantize, fake_quantize, lsq_gradient_scale, round_ste, scale_gradient,
+)  # fmt: skip
 from compress.quant.records import ActRecord, LayerRecord, QuantSettings
 from compress.quant.weights import per_channel_scales
 
@@ -76,13 +81,20 @@ class QuantLayer:
         self.output_quantizer: ActQuantizer | None = None
         if settings.learnable_scales:
             self.weight_scale = nn.Parameter(per_channel_scales(self.weight, settings.weight_bits))
-        if settings.act_bits is not None:  # the scale of the grid the input lies on (set by calibration)
+        if self.static_input():  # the scale of the grid the input lies on (set by calibration)
             self.register_buffer("input_scale", torch.tensor(1.0))
 
+    def static_input(self) -> bool:
+        """Whether the input lies on a calibrated (static) grid."""
+        return self.settings.act_bits is not None and not self.settings.act_dynamic
+
     def weight_scales(self) -> torch.Tensor:
-        """s_c per output channel: learnable (LSQ) or max|W_c|/q_max."""
+        """s_c per output channel: learnable (LSQ) or max|W_c|/q_max; [N, K/B] block scales with
+        ``weight_block``."""
         if self.settings.learnable_scales:
             return self.weight_scale
+        if self.settings.weight_block is not None:
+            return block_scales(self.weight, self.settings.weight_bits, self.settings.weight_block)
         return per_channel_scales(self.weight, self.settings.weight_bits)
 
     def quantized_weight(self) -> torch.Tensor:
@@ -93,11 +105,13 @@ class QuantLayer:
         scales = self.weight_scales()
         if self.settings.learnable_scales:
             scales = scale_gradient(scales, lsq_gradient_scale(self.weight, bits))
+        if self.settings.weight_block is not None:
+            return fake_quantize(self.weight, expand_block_scales(scales, self.weight.shape[1]), 0, -q_max, q_max)
         return fake_quantize(self.weight, scales.reshape(channel_shape(self.weight)), 0, -q_max, q_max)
 
     def bias_scales(self) -> torch.Tensor | None:
         """s_in · s_w,c: the int32 bias grid, when input and weight are both quantized."""
-        if self.bias is None or self.settings.weight_bits is None or self.settings.act_bits is None:
+        if self.bias is None or self.settings.weight_bits is None or not self.static_input():
             return None
         return self.input_scale * self.weight_scales().detach()
 
@@ -111,6 +125,8 @@ class QuantLayer:
         return any(q is not None and q.observer is not None for q in (self.input_quantizer, self.output_quantizer))
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.settings.act_dynamic:
+            return dynamic_fake_quantize(x)
         return x if self.input_quantizer is None else self.input_quantizer(x)
 
     def quantize_output(self, y: torch.Tensor) -> torch.Tensor:
@@ -118,8 +134,8 @@ class QuantLayer:
 
     def record(self, kind: str) -> LayerRecord:
         weight_bits = self.settings.weight_bits
-        scales = None if weight_bits is None else tuple(self.weight_scales().detach().tolist())
-        has_input_grid = self.settings.act_bits is not None
+        scales = None if weight_bits is None else tuple(self.weight_scales().detach().flatten().tolist())
+        has_input_grid = self.static_input()
         return LayerRecord(
             kind=kind,
             settings=self.settings,

@@ -31,7 +31,7 @@ def quantize_model_(
     model.eval()
     folded = fold_batchnorm_(model)
     _check_layers(model, settings)
-    act_layers = {name for name, s in settings.items() if s.act_bits is not None}
+    act_layers = {name for name, s in settings.items() if s.act_bits is not None and not s.act_dynamic}
     placements = place_quantizers(model, act_layers)
     for name, layer_settings in settings.items():
         placement = placements.get(name, Placement(None, False, False))
@@ -82,11 +82,16 @@ def _check_layers(model: nn.Module, settings: dict[str, QuantSettings]) -> None:
             raise UserError(f"{name} is a {type(modules[name]).__name__}; only Conv2d and Linear can be quantized")
         if layer_settings.act_bits is None and layer_settings.weight_bits is None:
             raise UserError(f"{name}: weight_bits and act_bits are both None; leave the layer out instead")
+        linear_only = layer_settings.act_dynamic or layer_settings.weight_block is not None
+        if linear_only and not isinstance(modules[name], nn.Linear):
+            raise UserError(f"{name} is a {type(modules[name]).__name__}; act_dynamic and weight_block apply to Linear only")
+        if layer_settings.weight_block is not None and modules[name].in_features % layer_settings.weight_block:
+            raise UserError(f"{name}: input features {modules[name].in_features} are not a multiple of weight_block {layer_settings.weight_block}")
 
 
 def _attach_quantizers(layer: QuantLayer, placement: Placement) -> None:
     settings = layer.settings
-    if settings.act_bits is None:
+    if settings.act_bits is None or settings.act_dynamic:
         return
     options = (settings.act_bits, settings.act_signed, settings.calibrator, settings.percentile)
     if placement.input_from is None:
@@ -111,7 +116,7 @@ def _calibrate(model: nn.Module, calibration: Iterable[torch.Tensor | tuple[torc
     for quantizer in quantizers:
         quantizer.finish_calibration()
     for layer in (m for m in model.modules() if isinstance(m, QuantLayer)):
-        if layer.settings.act_bits is None:
+        if not layer.static_input():
             continue
         source = layer.input_quantizer or model.get_submodule(layer.input_from).output_quantizer
         layer.input_scale.copy_(source.scale)

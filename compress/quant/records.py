@@ -23,6 +23,11 @@ class QuantSettings:
     (float activations). ``act_signed``: symmetric int8 with zero point 0 (TensorRT and ORT) or,
     if False, asymmetric uint8 (ORT only). ``calibrator``: minmax | percentile | mse, with
     ``percentile`` for the percentile calibrator. ``learnable_scales``: LSQ weight scales.
+    ``act_dynamic``: the input is quantized at run time, per tensor, as ONNX DynamicQuantizeLinear
+    does (asymmetric uint8 over the whole tensor; no calibration, no output quantizer; Linear only,
+    exported for ORT's DynamicQuantizeMatMul). ``weight_block``: symmetric weight scales per block
+    of ``weight_block`` consecutive input features instead of per output channel (Linear only,
+    float activations; 4-bit blocks export as ORT's MatMulNBits).
     """
 
     weight_bits: int | None = 8
@@ -31,6 +36,8 @@ class QuantSettings:
     calibrator: str = "minmax"
     percentile: float = 99.99
     learnable_scales: bool = False
+    act_dynamic: bool = False
+    weight_block: int | None = None
 
     def __post_init__(self) -> None:
         if self.weight_bits is not None and not 2 <= self.weight_bits <= 8:
@@ -43,6 +50,17 @@ class QuantSettings:
             raise UserError(f"percentile {self.percentile} is not allowed (allowed: 50 < p <= 100)")
         if self.learnable_scales and self.weight_bits is None:
             raise UserError("learnable_scales needs weight_bits (float weights have no scale to learn)")
+        if self.act_dynamic and (self.act_bits is None or self.act_signed):
+            raise UserError("act_dynamic quantizes inputs like ONNX DynamicQuantizeLinear (uint8): set act_bits 8 and act_signed false")
+        if self.weight_block is not None:
+            self._check_weight_block()
+
+    def _check_weight_block(self) -> None:
+        block = self.weight_block
+        if block < 16 or block & (block - 1):
+            raise UserError(f"weight_block {block} is not allowed (allowed: a power of two >= 16)")
+        if self.weight_bits is None or self.act_bits is not None or self.learnable_scales:
+            raise UserError("weight_block needs weight_bits, act_bits None (float activations) and fixed scales")
 
 
 @dataclass(frozen=True)
