@@ -33,39 +33,49 @@ def prune_model_(model: nn.Module, settings: dict[str, PruneSettings],
     return PruneRecords(masks, groups)
 
 
+def choose_channels(model: nn.Module, settings: dict[str, PruneSettings],
+                    saliency: dict[str, torch.Tensor] | None = None) -> dict[str, tuple[ChannelGroup, torch.Tensor | None]]:
+    """For every group produced by a named layer, the channels to keep (None: left alone, see the
+    group's reason), all scored on the unpruned model so the choice does not depend on order."""
+    chosen, claimed = {}, set()
+    for group in channel_groups(model):
+        requested = {name: settings[name] for name in group.producers if name in settings}
+        claimed |= requested.keys()
+        if requested:
+            chosen[group.name] = (group, _kept(model, group, _one_setting(group, requested), saliency or {}))
+    unused = sorted(settings.keys() - claimed)
+    if unused:
+        raise UserError(f"layers {', '.join(unused)} never run in the model's forward pass: nothing to prune")
+    return chosen
+
+
 def prune_channels_(model: nn.Module, settings: dict[str, PruneSettings],
                     saliency: dict[str, torch.Tensor]) -> dict[str, GroupRecord]:
     """Remove channels from every group produced by a named layer; ``saliency`` entries are sliced
     along. Groups that cannot be pruned are left alone, with the reason in their record."""
-    records, claimed = {}, set()
-    for group in channel_groups(model):
-        chosen = {name: settings[name] for name in group.producers if name in settings}
-        claimed |= chosen.keys()
-        if chosen:
-            records[group.name] = _prune_group_(model, group, _one_setting(group, chosen), saliency)
-    unused = sorted(settings.keys() - claimed)
-    if unused:
-        raise UserError(f"layers {', '.join(unused)} never run in the model's forward pass: nothing to prune")
+    records = {}
+    for name, (group, kept) in choose_channels(model, settings, saliency).items():
+        if kept is not None:
+            remove_channels_(model, group, kept, saliency)
+        width = group.channels if kept is None else len(kept)
+        records[name] = GroupRecord(tuple(str(m) for m in group.members), group.channels, width, group.reason)
     return records
 
 
-def _one_setting(group: ChannelGroup, chosen: dict[str, PruneSettings]) -> PruneSettings:
-    if len(set(chosen.values())) > 1:
-        listed = "; ".join(f"{name}: {s}" for name, s in chosen.items())
+def _one_setting(group: ChannelGroup, requested: dict[str, PruneSettings]) -> PruneSettings:
+    if len(set(requested.values())) > 1:
+        listed = "; ".join(f"{name}: {s}" for name, s in requested.items())
         raise UserError(f"layers of channel group {group.name} ask for different pruning ({listed}); "
                         "their channels are coupled, so give them the same settings")
-    return next(iter(chosen.values()))
+    return next(iter(requested.values()))
 
 
-def _prune_group_(model: nn.Module, group: ChannelGroup, setting: PruneSettings,
-                  saliency: dict[str, torch.Tensor]) -> GroupRecord:
-    members = tuple(str(m) for m in group.members)
+def _kept(model: nn.Module, group: ChannelGroup, setting: PruneSettings,
+          saliency: dict[str, torch.Tensor]) -> torch.Tensor | None:
     if group.reason is not None:
-        return GroupRecord(members, group.channels, group.channels, group.reason)
+        return None
     scores = channel_scores(model, group, saliency if setting.criterion == "obs" else None)
-    kept = kept_channels(scores, kept_width(group.channels, setting.ratio, setting.round_to))
-    remove_channels_(model, group, kept, saliency)
-    return GroupRecord(members, group.channels, len(kept))
+    return kept_channels(scores, kept_width(group.channels, setting.ratio, setting.round_to))
 
 
 def _mask_layer_(layer: nn.Module, setting: PruneSettings, saliency: torch.Tensor | None) -> MaskRecord:

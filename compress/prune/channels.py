@@ -4,8 +4,8 @@ For a group of C coupled channels (``dependencies.py``) each channel c gets a sc
 the group's Conv2d/Linear members of the ℓ2 norm of c's weight slice (producer rows, depthwise
 filters, consumer input columns; Li et al. 2017, "Pruning Filters for Efficient ConvNets", and
 the group norm of Fang et al. 2023, "DepGraph"), or the sum of the second-order saliency
-½ w_q² H_qq of those weights (``saliency.py``). The top k = round((1 − ratio)·C) channels are kept,
-k rounded to a multiple of ``round_to`` (at least ``round_to``, at most C), in their original order.
+½ w_q² H_qq of those weights (``saliency.py``). The top k channels are kept, k = (1 − ratio)·C
+rounded to the nearest multiple of ``round_to`` (at least ``round_to``, at most C), in their original order.
 
 Exactness: the pruned model equals the unpruned model with the removed channels' activations
 zeroed where they are produced (producer rows and bias, depthwise filters and bias, BatchNorm γ
@@ -46,12 +46,11 @@ def channel_scores(model: nn.Module, group: ChannelGroup,
 
 
 def kept_width(channels: int, ratio: float, round_to: int | None) -> int:
-    """round((1 − ratio)·C), rounded to the nearest multiple of ``round_to`` within [round_to, C]
-    (C itself when C < round_to); at least 1."""
-    keep = max(1, int((1 - ratio) * channels + 0.5))
-    if round_to is None:
-        return keep
-    return min(channels, max(round_to, round_to * int(keep / round_to + 0.5)))
+    """(1 − ratio)·C rounded to the nearest multiple of ``round_to`` (1 if None) within
+    [round_to, C] (C itself when C < round_to); at least 1."""
+    step = round_to or 1
+    keep = step * int((1 - ratio) * channels / step + 0.5)
+    return min(channels, max(step, keep))
 
 
 def kept_channels(scores: torch.Tensor, keep: int) -> torch.Tensor:
