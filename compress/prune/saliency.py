@@ -54,9 +54,10 @@ def obd_saliency(weight: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor:
 
 def layer_saliency(model: nn.Module, diagonal: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """OBD saliency of every Conv2d/Linear weight, keyed by module name (what ``prune_model_`` takes)."""
-    return {name: obd_saliency(module.weight, diagonal[f"{name}.weight"]).to(module.weight.dtype)
-            for name, module in model.named_modules()
-            if isinstance(module, (nn.Conv2d, nn.Linear)) and f"{name}.weight" in diagonal}
+    layers = {name: module for name, module in model.named_modules() if isinstance(module, (nn.Conv2d, nn.Linear))}
+    weights = {name: f"{name}.weight" if name else "weight" for name in layers}
+    return {name: obd_saliency(layer.weight, diagonal[weights[name]]).to(layer.weight.dtype)
+            for name, layer in layers.items() if weights[name] in diagonal}
 
 
 def fisher_diagonal(model: nn.Module, data: DataSource, loss: str = "ce", kind: str = "fisher",
