@@ -35,10 +35,25 @@ class EvalResult:
 
 
 def model_size(model: "nn.Module") -> tuple[int, float]:
-    """(number of parameters, megabytes (1e6 bytes) of parameters and buffers as stored)."""
+    """(number of parameters, megabytes (1e6 bytes) of parameters and buffers as stored). A
+    quantized layer's weight counts at its bit width with its scales, and with its zeros as
+    unstructured sparsity (a 1-bit keep-mask), as the planner counts it (``plan/costs.py``)."""
     num_params = sum(p.numel() for p in model.parameters())
+    compressed = {id(m.weight): m for m in model.modules() if getattr(getattr(m, "settings", None), "weight_bits", None)}
     tensors = [*model.parameters(), *model.buffers()]
-    return num_params, sum(t.numel() * t.element_size() for t in tensors) / 1e6
+    size_bits = sum(_stored_bits(compressed[id(t)]) if id(t) in compressed else t.numel() * t.element_size() * 8
+                    for t in tensors)
+    return num_params, size_bits / 8e6
+
+
+def _stored_bits(layer: "nn.Module") -> float:
+    from compress.plan.costs import storage_bits
+    from compress.plan.sensitivity import LayerOption
+
+    weight = layer.weight
+    zeros = float((weight == 0).float().mean())
+    option = LayerOption(layer.settings.weight_bits, zeros if zeros >= 0.05 else 0.0)
+    return storage_bits(weight.numel(), weight.shape[0], option)
 
 
 def forward(model: "nn.Module", batch: Batch, model_name: str, data_name: str) -> "torch.Tensor":

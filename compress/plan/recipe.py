@@ -9,27 +9,33 @@ from pathlib import Path
 from compress.errors import UserError
 from compress.plan.make import Plan
 
-RECIPE_VERSION = 1
-
 
 def plan_recipe(plan: Plan, model: str, data: str, weights: str | None) -> dict[str, object]:
-    quantization = {name: {"weight_bits": layer.weight_bits} for name, layer in plan.layers.items()
-                    if layer.weight_bits is not None}
+    """The plan as a recipe (validated against the schema): per-layer quantization and pruning by
+    exact module name, no fine-tuning (add a ``finetune:`` section to recover), and the why."""
+    from compress.recipe.schema import parse_recipe
+
+    quantization = {name: ({"weight_bits": layer.weight_bits, "act_bits": layer.act_bits}
+                           if layer.weight_bits is not None or layer.act_bits is not None else None)
+                    for name, layer in plan.layers.items()}
     pruning = {name: {"ratio": layer.sparsity, "pattern": layer.pattern} for name, layer in plan.layers.items()
                if layer.sparsity > 0}
     why = {name: {"trace": layer.trace, "trace_stderr": layer.trace_stderr, "num_weights": layer.num_weights,
                   "predicted_delta_loss": layer.predicted_delta_loss, "storage_bits": layer.storage_bits,
+                  "sparsity_limit": layer.sparsity_limit, "latency_ms": layer.latency_ms,
                   "considered": layer.considered} for name, layer in plan.layers.items()}
-    model_section = {"spec": model, **({"weights": weights} if weights else {})}
-    return {
-        "version": RECIPE_VERSION,
-        "model": model_section,
+    payload = {
+        "version": 1,
+        "model": {"spec": model, "weights": weights},
         "data": {"calibration": data},
         "quantization": {"layers": quantization},
         "pruning": {"layers": pruning},
         "plan": {"budgets": plan.budgets, "totals": plan.totals, "predicted_delta_loss": plan.predicted_delta_loss,
-                 "solver": plan.solver, "layers": why},
+                 "solver": plan.solver, "tied_groups": plan.tied_groups, "loss_tolerance": plan.loss_tolerance,
+                 "model_sparsity_limit": plan.model_sparsity_limit, "measured_options": plan.measured_options,
+                 "layers": why},
     }
+    return parse_recipe(payload, "the plan").to_dict()
 
 
 def refuse_overwrite(path: Path, force: bool) -> None:
