@@ -157,6 +157,14 @@ class Concat(nn.Module):
         return self.out(self.shared(h))
 
 
+def test_groups_with_masked_layers_are_refused() -> None:
+    model = MnistCNN().eval()
+    prune_model_(model, {"block.pw.0": PruneSettings(0.5)})
+    records = prune_model_(model, {"conv.0": PruneSettings(0.5, "channel"), "stem.0": PruneSettings(0.5, "channel")})
+    assert "block.pw.0 has a persistent weight mask" in records.groups["conv.0"].reason
+    assert records.groups["conv.0"].kept == 32 and records.groups["stem.0"].kept == 8
+
+
 def test_concatenation_and_shared_layers_are_refused() -> None:
     groups = {g.name: g for g in channel_groups(Concat())}
     assert "cat is not a channel-wise op" in groups["a"].reason and "cat" in groups["b"].reason

@@ -145,3 +145,25 @@ def test_bad_settings_are_user_errors(kwargs: dict, message: str) -> None:
 def test_bad_requests_are_user_errors(settings_: dict, saliency: dict | None, message: str) -> None:
     with pytest.raises(UserError, match=message):
         prune_model_(MnistCNN().eval(), settings_, saliency)
+
+
+class Doubled(nn.Module):
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return 2 * weight
+
+
+def test_masking_a_weight_with_another_parametrization_is_a_user_error() -> None:
+    model = small_net(0, 5)
+    torch.nn.utils.parametrize.register_parametrization(model.get_submodule("3"), "weight", Doubled())
+    with pytest.raises(UserError, match="Doubled"):
+        prune_model_(model, {"3": PruneSettings(0.5)})
+
+
+def test_masking_twice_keeps_the_union_of_pruned_weights() -> None:
+    model = small_net(0, 5)
+    prune_model_(model, {"3": PruneSettings(0.5)})
+    first = model.get_submodule("3").weight == 0
+    prune_model_(model, {"3": PruneSettings(0.5, "2:4")})
+    weight = model.get_submodule("3").weight
+    assert bool((weight[first] == 0).all()) and masked_layers(model) == ["3"]
+    assert bool(((weight.detach().reshape(5, -1, 4) != 0).sum(dim=-1) <= 2).all())

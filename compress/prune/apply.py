@@ -79,13 +79,13 @@ def _kept(model: nn.Module, group: ChannelGroup, setting: PruneSettings,
 
 
 def _mask_layer_(layer: nn.Module, setting: PruneSettings, saliency: torch.Tensor | None) -> MaskRecord:
-    scores = layer.weight.detach() if setting.criterion == "magnitude" else saliency.sqrt()
+    scores = layer.weight.detach() if setting.criterion == "magnitude" else saliency.clamp(min=0).sqrt()
     try:
         mask = pruning_mask(scores, setting.ratio, setting.pattern)
     except ValueError as exc:
         raise UserError(f"cannot prune {type(layer).__name__} {tuple(layer.weight.shape)} as 2:4: {exc}") from exc
     apply_mask_(layer, mask)
-    return MaskRecord(setting, 1 - float(mask.float().mean()))
+    return MaskRecord(setting, 1 - int(mask.sum()) / mask.numel())
 
 
 def _check(model: nn.Module, settings: dict[str, PruneSettings], saliency: dict[str, torch.Tensor]) -> None:

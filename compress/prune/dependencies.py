@@ -14,7 +14,7 @@ so one group holds everything tied by the add. Members of a group, by role:
 Removing channel c is exact (the pruned net equals the net with c's activations zeroed where they
 are produced) only if everything between producer and consumer is channel-wise and maps 0 to 0:
 ReLU-like activations, tanh, GELU, SiLU, max/avg pooling, dropout, identity, flatten, add. Any other
-op touching a group (softplus, concatenation, reshapes, ...) leaves the group alone with the reason
+op touching a group (softplus, concatenation, view/reshape, multiplication, ...) leaves the group alone with the reason
 recorded, as do model inputs and outputs (never pruned), grouped convs and shared layers.
 """
 
@@ -31,9 +31,9 @@ from torch.nn.utils import parametrize
 from compress.errors import UserError
 
 ADDS = (operator.add, operator.iadd, torch.add)
-ZERO_MODULES = (nn.ReLU, nn.LeakyReLU, nn.Hardtanh, nn.ELU, nn.Tanh, nn.GELU, nn.SiLU, nn.Hardswish,
+ZERO_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.Tanh, nn.GELU, nn.SiLU, nn.Hardswish,
                 nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Identity)
-ZERO_FUNCTIONS = (torch.relu, torch.relu_, F.relu, F.relu6, F.leaky_relu, F.hardtanh, F.elu, torch.tanh,
+ZERO_FUNCTIONS = (torch.relu, torch.relu_, F.relu, F.relu6, F.leaky_relu, F.elu, torch.tanh,
                   F.gelu, F.silu, F.hardswish, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.dropout)
 ZERO_METHODS = ("relu", "relu_", "tanh")
 SHAPE_METHODS = ("size", "dim")

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from compress.errors import UserError
+
 
 class WeightMask(nn.Module):
     """W ↦ W ⊙ M for a fixed 0/1 mask M (a buffer in the weight's dtype, so ``.double()`` and
@@ -30,8 +32,12 @@ class WeightMask(nn.Module):
 
 
 def apply_mask_(module: nn.Module, mask: torch.Tensor) -> None:
-    """Zero the masked-out weights of ``module`` and keep them zero (replaces an earlier mask)."""
+    """Zero the masked-out weights of ``module`` and keep them zero (an earlier mask is baked in
+    first, so the weights it zeroed stay zero only if ``mask`` also drops them)."""
     if parametrize.is_parametrized(module, "weight"):
+        others = [type(p).__name__ for p in module.parametrizations.weight if not isinstance(p, WeightMask)]
+        if others:
+            raise UserError(f"cannot mask a weight already parametrized by {', '.join(others)}; prune before that")
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     mask = mask.to(module.weight)
     with torch.no_grad():

@@ -31,7 +31,7 @@ from torch.func import functional_call, grad, jacrev, vmap
 
 from compress.curvature.losses import loss_function
 from compress.curvature.operator import CurvatureOperator
-from compress.curvature.prepare import prepare_operator, reference_outputs
+from compress.curvature.prepare import check_deterministic, prepare_operator, reference_outputs
 from compress.data.source import Batch, DataSource
 from compress.errors import UserError
 
@@ -69,6 +69,7 @@ def fisher_diagonal(model: nn.Module, data: DataSource, loss: str = "ce", kind: 
                         "use the fisher or hutchinson curvature")
     if loss == "ce" and not data.has_targets:
         raise UserError(f"data {data.name} has no targets; use loss distill (self-distillation)")
+    check_deterministic(model, next(data.batches(batch_size)))
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     constants = {**{n: p.detach() for n, p in model.named_parameters() if not p.requires_grad},
                  **dict(model.named_buffers())}
@@ -82,6 +83,7 @@ def fisher_diagonal(model: nn.Module, data: DataSource, loss: str = "ce", kind: 
 
 
 def _per_sample_forward(model: nn.Module, constants: dict[str, torch.Tensor]):
+    """f(θ, x) for one sample (no batch dimension in or out), for ``vmap``."""
     def forward(params: dict[str, torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
         return functional_call(model, {**params, **constants}, tuple(x.unsqueeze(0) for x in inputs)).squeeze(0)
     return forward
