@@ -132,12 +132,11 @@ def _visit(node: torch.fx.Node, model: nn.Module, spaces: _Spaces, values: dict,
         module = model.get_submodule(str(node.target))
         if any(True for _ in module.parameters(recurse=False)):
             calls[str(node.target)] = calls.get(str(node.target), 0) + 1
-        return _visit_module(str(node.target), module, inputs, node, spaces)
+        return _visit_module(str(node.target), module, inputs, spaces)
     return _visit_function(node, inputs, spaces)
 
 
-def _visit_module(name: str, module: nn.Module, inputs: list[_Value], node: torch.fx.Node,
-                  spaces: _Spaces) -> _Value | None:
+def _visit_module(name: str, module: nn.Module, inputs: list[_Value], spaces: _Spaces) -> _Value | None:
     if isinstance(module, (nn.Conv2d, nn.Linear)) and len(inputs) == 1:
         return _visit_layer(name, module, inputs[0], spaces)
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)) and len(inputs) == 1:
