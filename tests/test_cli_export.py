@@ -21,6 +21,11 @@ def shortened(path: Path, tmp_path: Path) -> Path:
     return short
 
 
+def signed_activations(path: Path) -> bool:
+    rules = yaml.safe_load(path.read_text())["quantization"]["layers"].values()
+    return any((rule or {}).get("act_bits", 8) is not None and (rule or {}).get("act_signed", True) for rule in rules)
+
+
 @pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if "minilm" in p.name else p
                                   for p in RECIPES], ids=[p.stem for p in RECIPES])
 def test_every_recipe_exports_with_parity(cli, path: Path, tmp_path: Path) -> None:
@@ -36,7 +41,9 @@ def test_every_recipe_exports_with_parity(cli, path: Path, tmp_path: Path) -> No
         parity = summary["parity"]
         assert parity["top1_agreement"] >= 0.999 and parity["max_error_steps"] <= 1.0, parity
         if target == "ort":
-            assert sum(summary["fusion"]["fused"].values()) >= 1 and not summary["fusion"]["float_layers"]
+            assert sum(summary["fusion"]["fused"].values()) >= 1
+            if not signed_activations(path):  # uint8: ORT fuses every layer (signed int8 leaves the
+                assert not summary["fusion"]["float_layers"]  # depthwise conv float on x86, and says so)
         if target == "tensorrt":
             assert summary["tensorrt"]["rules"] == "passed"
             assert summary["tensorrt"]["engine"]["status"] in ("built", "skipped")
