@@ -1,8 +1,10 @@
 """Collecting every problem of a recipe before reporting any: each names its key path, the bad
-value and what is allowed."""
+value and what is allowed (``quantization.layers.head.weight_bits: 9 is not allowed (allowed: 2..8
+or null)``); one ``UserError`` lists them all, its first line a count."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from compress.errors import UserError
@@ -21,6 +23,16 @@ class Problems:
                 self.add(f"{path}.{key}" if path else str(key), f"unknown key (allowed: {', '.join(allowed)})")
 
     def raise_if_any(self, source: str) -> None:
-        if self.items:
-            count = len(self.items)
-            raise UserError(f"{source}: {count} problem{'s' if count > 1 else ''}\n  " + "\n  ".join(self.items))
+        raise_problems(source, self.items)
+
+
+def raise_problems(heading: str, problems: list[str]) -> None:
+    """One UserError: ``HEADING: N problem(s)``, then one problem per line."""
+    if problems:
+        count = len(problems)
+        raise UserError(f"{heading}: {count} problem{'s' if count > 1 else ''}\n  " + "\n  ".join(problems))
+
+
+def yaml_words(text: str) -> str:
+    """Python's None/True/False as a YAML user writes them."""
+    return re.sub(r"\b(None|True|False)\b", lambda m: {"None": "null", "True": "true", "False": "false"}[m[1]], text)

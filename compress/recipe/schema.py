@@ -2,38 +2,44 @@
 
     version: 1
     model:        {spec: MODEL, weights: PATH | null}
-    data:         {calibration: DATA, train: DATA | null, eval: DATA | null, calibration_samples: N}
+    data:         {calibration: DATA, train: DATA | null, eval: DATA | null, calibration_samples: N = 512}
     quantization: {layers: RULES of QuantSettings keys}     (rules.py: default / name / re:REGEX)
     pruning:      {layers: RULES of PruneSettings keys, saliency: fisher | empirical-fisher | hutchinson}
-    finetune:     FinetuneSpec keys, or null for none
-    export:       {targets: [onnx | ort | tensorrt], batch_sizes: [N, ...]}
+    finetune:     FinetuneSpec keys (mode: qat | kd | qat+kd), or null / {mode: none} for none
+    export:       {targets: [onnx | ort | tensorrt] = [ort], batch_sizes: [N, ...] = [1]}
     plan:         what ``compress plan`` recorded (free-form mapping)
 
 Allowed values come from the stage configs themselves (``QuantSettings``, ``PruneSettings``,
-``FinetuneSpec`` validate their fields), so the schema never disagrees with what apply accepts.
-Training and evaluation data default to the calibration data; builtin data sets use their train
-split for calibration and training and their held-out split for evaluation.
+``FinetuneSpec`` validate their fields; ``fields.py``), so the schema never disagrees with what
+apply accepts. Training and evaluation data default to the calibration data; builtin data sets use
+their train split for calibration and training and their held-out split for evaluation.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import copy
+from dataclasses import dataclass, field
 
 from compress.errors import UserError
-from compress.finetune.spec import FinetuneSpec
+from compress.finetune.spec import MODES, FinetuneSpec
 from compress.prune.records import PruneSettings
 from compress.quant.records import QuantSettings
-from compress.recipe.problems import Problems
-from compress.recipe.rules import PATTERN, resolve_all
+from compress.recipe.fields import check_field, check_rule, field_names
+from compress.recipe.problems import Problems, yaml_words
+from compress.recipe.rules import DEFAULT, PATTERN, resolve_all
 
 VERSION = 1
 TARGETS = ("onnx", "ort", "tensorrt")
 SALIENCY = ("fisher", "empirical-fisher", "hutchinson")
 SECTIONS = ("version", "model", "data", "quantization", "pruning", "finetune", "export", "plan")
+CALIBRATION_SAMPLES = 512
+NO_FINETUNE = "none"
 
 
 @dataclass(frozen=True)
 class Recipe:
+    """A validated recipe; build it with ``parse_recipe`` / ``from_dict`` / ``load_recipe``."""
+
     model: dict  # spec, weights
     data: dict  # calibration, train, eval, calibration_samples
     quantization: dict[str, dict | None] = field(default_factory=dict)  # rules
@@ -54,43 +60,48 @@ class Recipe:
         return None if self.finetune is None else FinetuneSpec(**self.finetune)
 
     def to_dict(self) -> dict[str, object]:
-        payload = asdict(self)
-        result = {"version": payload["version"], "model": payload["model"], "data": payload["data"],
-                  "quantization": {"layers": payload["quantization"]},
-                  "pruning": {"layers": payload["pruning"], "saliency": payload["saliency"]},
-                  "finetune": payload["finetune"], "export": payload["export"]}
-        return result if self.plan is None else {**result, "plan": payload["plan"]}
+        """The recipe as plain YAML types (a deep copy); ``from_dict`` reads it back equal."""
+        result = {"version": self.version, "model": self.model, "data": self.data,
+                  "quantization": {"layers": self.quantization},
+                  "pruning": {"layers": self.pruning, "saliency": self.saliency},
+                  "finetune": self.finetune, "export": self.export}
+        return copy.deepcopy(result if self.plan is None else {**result, "plan": self.plan})
+
+    @staticmethod
+    def from_dict(payload: object, source: str = "recipe") -> Recipe:
+        return parse_recipe(payload, source)
 
 
 def parse_recipe(payload: object, source: str) -> Recipe:
     """The recipe in ``payload`` (parsed YAML), or one UserError listing every problem."""
     problems = Problems()
     if not isinstance(payload, dict):
-        raise UserError(f"{source}: a recipe is a mapping with keys {', '.join(SECTIONS)}; got {type(payload).__name__}")
+        raise UserError(f"{source}: a recipe is a mapping with keys {', '.join(SECTIONS)}; "
+                        f"got {yaml_words(repr(payload))}")
     problems.unknown_keys("", payload, SECTIONS)
     if payload.get("version") != VERSION:
-        problems.add("version", f"{payload.get('version')!r} is not supported (allowed: {VERSION})")
+        problems.add("version", f"{yaml_words(repr(payload.get('version')))} is not supported (allowed: {VERSION})")
     model = _section(payload, "model", ("spec", "weights"), problems, required=("spec",))
     data = _section(payload, "data", ("calibration", "train", "eval", "calibration_samples"), problems,
                     required=("calibration",))
     _check_strings(model, "model", ("spec", "weights"), problems)
     _check_strings(data, "data", ("calibration", "train", "eval"), problems)
-    samples = data.setdefault("calibration_samples", 512)
+    samples = data.setdefault("calibration_samples", CALIBRATION_SAMPLES)
     if not (isinstance(samples, int) and not isinstance(samples, bool) and samples >= 1):
-        problems.add("data.calibration_samples", f"{samples!r} is not allowed (allowed: an integer >= 1)")
+        problems.add("data.calibration_samples", f"{yaml_words(repr(samples))} is not allowed (allowed: an integer >= 1)")
     quant = _section(payload, "quantization", ("layers",), problems)
     prune = _section(payload, "pruning", ("layers", "saliency"), problems)
     quant_rules = _rules(quant.get("layers", {}), "quantization.layers", QuantSettings, problems)
     prune_rules = _rules(prune.get("layers", {}), "pruning.layers", PruneSettings, problems)
     saliency = prune.get("saliency", "fisher")
     if saliency not in SALIENCY:
-        problems.add("pruning.saliency", f"{saliency!r} is not allowed (allowed: {', '.join(SALIENCY)})")
+        problems.add("pruning.saliency", f"{yaml_words(repr(saliency))} is not allowed (allowed: {', '.join(SALIENCY)})")
     finetune = _finetune(payload.get("finetune"), problems)
     export = _export(payload.get("export"), problems)
     _check_targets(quant_rules, export, problems)
     plan = payload.get("plan")
     if plan is not None and not isinstance(plan, dict):
-        problems.add("plan", f"{type(plan).__name__} is not allowed (allowed: a mapping)")
+        problems.add("plan", f"{yaml_words(repr(plan))} is not allowed (allowed: a mapping)")
     problems.raise_if_any(source)
     return Recipe(model, data, quant_rules, prune_rules, saliency, finetune, export, plan)
 
@@ -103,7 +114,7 @@ def _section(payload: dict, name: str, keys: tuple[str, ...], problems: Problems
             problems.add(f"{name}.{key}", "missing (required)")
         return {}
     if not isinstance(value, dict):
-        problems.add(name, f"{type(value).__name__} is not allowed (allowed: a mapping with keys {', '.join(keys)})")
+        problems.add(name, f"{yaml_words(repr(value))} is not allowed (allowed: a mapping with keys {', '.join(keys)})")
         return {}
     problems.unknown_keys(name, value, keys)
     for key in required:
@@ -115,18 +126,19 @@ def _section(payload: dict, name: str, keys: tuple[str, ...], problems: Problems
 def _check_strings(section: dict, name: str, keys: tuple[str, ...], problems: Problems) -> None:
     for key in keys:
         if section.get(key) is not None and not isinstance(section[key], str):
-            problems.add(f"{name}.{key}", f"{section[key]!r} is not allowed (allowed: a spec string)")
+            problems.add(f"{name}.{key}", f"{yaml_words(repr(section[key]))} is not allowed (allowed: a spec string)")
 
 
 def _rules(rules: object, path: str, config: type, problems: Problems) -> dict[str, dict | None]:
     """Validated rule table: every key a name, ``default`` or a valid ``re:`` pattern; every value
-    null or a mapping of the config's fields, each value one the config accepts."""
+    null or a mapping of the config's fields, each value one the config accepts (``fields.py``)."""
     import re
 
     if not isinstance(rules, dict):
-        problems.add(path, f"{type(rules).__name__} is not allowed (allowed: a mapping of layer rules)")
+        problems.add(path, f"{yaml_words(repr(rules))} is not allowed (allowed: a mapping of layer rules)")
         return {}
-    allowed = tuple(f.name for f in fields(config))
+    allowed = field_names(config)
+    default = rules.get(DEFAULT) if isinstance(rules.get(DEFAULT), dict) else None
     result = {}
     for key, rule in rules.items():
         where = f"{path}.{key}"
@@ -137,92 +149,54 @@ def _rules(rules: object, path: str, config: type, problems: Problems) -> dict[s
             except re.error as exc:
                 problems.add(where, f"invalid regular expression ({exc})")
         if rule is not None and not isinstance(rule, dict):
-            problems.add(where, f"{rule!r} is not allowed (allowed: null or a mapping of {', '.join(allowed)})")
+            problems.add(where, f"{yaml_words(repr(rule))} is not allowed (allowed: null or a mapping of "
+                         f"{', '.join(allowed)})")
             continue
         result[str(key)] = rule
+        problems.unknown_keys(where, rule or {}, allowed)
         for name, value in (rule or {}).items():
-            if name not in allowed:
-                problems.add(f"{where}.{name}", f"unknown key (allowed: {', '.join(allowed)})")
-            else:
-                _check_value(config, name, value, f"{where}.{name}", problems)
+            if name in allowed:
+                check_field(config, name, value, f"{where}.{name}", problems)
         if rule and len(problems.items) == before:
-            default = rules.get("default") if key != "default" and isinstance(rules.get("default"), dict) else None
-            _check_rule(config, rule, default, where, problems)
+            check_rule(config, rule, None if key == DEFAULT else default, where, problems)
     return result
 
 
-def _check_value(config: type, name: str, value: object, where: str, problems: Problems) -> None:
-    """Ask the config itself: build it with only this field set, the others at their defaults or
-    at the context the field needs (``_companions``). Combinations: ``_check_rule`` and, per layer
-    of the model, ``check.py``."""
-    try:
-        config(**{**_companions(config, name), name: value})
-    except UserError as exc:
-        problems.add(where, _without_spec_prefix(str(exc)))
-    except (TypeError, ValueError):
-        problems.add(where, f"{value!r} has the wrong type")
-
-
-def _companions(config: type, name: str) -> dict:
-    """The other fields a field needs to be judged alone (its legal context)."""
-    if config is PruneSettings:
-        return {"ratio": 0.5, **({"pattern": "channel"} if name == "round_to" else {})}
-    if config is QuantSettings:
-        return {"weight_block": {"act_bits": None}, "act_dynamic": {"act_signed": False}}.get(name, {})
-    return {}
-
-
-def _check_rule(config: type, rule: dict, default: dict | None, where: str, problems: Problems) -> None:
-    """The rule's fields together (over the default's): combinations the config refuses."""
-    base = {"ratio": 0.5} if config is PruneSettings else {}
-    try:
-        config(**{**base, **(default or {}), **rule})
-    except UserError as exc:
-        if default and not _builds(config, {**base, **default}):
-            return  # the default's own problem, reported at the default
-        problems.add(where, f"this combination is not allowed: {exc}")
-
-
-def _builds(config: type, values: dict) -> bool:
-    try:
-        config(**values)
-    except (UserError, TypeError, ValueError):
-        return False
-    return True
-
-
-def _without_spec_prefix(message: str) -> str:
-    return message.split(": ", 1)[1] if message.startswith("invalid finetune spec: ") else message
-
-
 def _finetune(section: object, problems: Problems) -> dict | None:
+    """FinetuneSpec keys; ``null`` or ``mode: none`` (other keys still checked) means no fine-tuning."""
     if section is None:
         return None
     if not isinstance(section, dict):
-        problems.add("finetune", f"{section!r} is not allowed (allowed: null or a mapping)")
+        problems.add("finetune", f"{yaml_words(repr(section))} is not allowed (allowed: null or a mapping)")
         return None
-    allowed = tuple(f.name for f in fields(FinetuneSpec))
+    allowed = field_names(FinetuneSpec)
+    problems.unknown_keys("finetune", section, allowed)
+    mode = section.get("mode", FinetuneSpec.mode)
+    if mode not in (NO_FINETUNE, *MODES):
+        problems.add("finetune.mode", f"{yaml_words(repr(mode))} is not allowed (allowed: {NO_FINETUNE}, {', '.join(MODES)})")
     for name, value in section.items():
-        if name not in allowed:
-            problems.add(f"finetune.{name}", f"unknown key (allowed: {', '.join(allowed)})")
-        else:
-            _check_value(FinetuneSpec, name, value, f"finetune.{name}", problems)
-    return dict(section)
+        if name in allowed and name != "mode":
+            check_field(FinetuneSpec, name, value, f"finetune.{name}", problems)
+    return None if mode == NO_FINETUNE else dict(section)
 
 
 def _export(section: object, problems: Problems) -> dict:
-    section = {"targets": ["ort"], "batch_sizes": [1]} if section is None else section
+    section = {} if section is None else section
     if not isinstance(section, dict):
-        problems.add("export", f"{section!r} is not allowed (allowed: a mapping with targets, batch_sizes)")
+        problems.add("export", f"{yaml_words(repr(section))} is not allowed (allowed: a mapping with targets, batch_sizes)")
         return {"targets": [], "batch_sizes": [1]}
     problems.unknown_keys("export", section, ("targets", "batch_sizes"))
     targets = section.get("targets", ["ort"])
     if not isinstance(targets, list) or not all(t in TARGETS for t in targets):
-        problems.add("export.targets", f"{targets!r} is not allowed (allowed: a list of {', '.join(TARGETS)})")
+        problems.add("export.targets", f"{yaml_words(repr(targets))} is not allowed (allowed: a list of {', '.join(TARGETS)})")
     sizes = section.get("batch_sizes", [1])
-    if not isinstance(sizes, list) or not sizes or not all(isinstance(b, int) and b >= 1 for b in sizes):
-        problems.add("export.batch_sizes", f"{sizes!r} is not allowed (allowed: a list of integers >= 1)")
+    if not isinstance(sizes, list) or not sizes or not all(_positive_int(b) for b in sizes):
+        problems.add("export.batch_sizes", f"{yaml_words(repr(sizes))} is not allowed (allowed: a list of integers >= 1)")
     return {"targets": targets, "batch_sizes": sizes}
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _check_targets(quant_rules: dict[str, dict | None], export: dict, problems: Problems) -> None:
@@ -232,7 +206,8 @@ def _check_targets(quant_rules: dict[str, dict | None], export: dict, problems: 
     for key, rule in quant_rules.items():
         if rule and rule.get("act_signed") is False:
             problems.add(f"quantization.layers.{key}.act_signed",
-                         "false is not allowed with the tensorrt target (TensorRT needs symmetric int8)")
+                         "false is not allowed with the tensorrt target (allowed: true; TensorRT needs "
+                         "symmetric int8)")
 
 
 def load_recipe(path: str) -> Recipe:
