@@ -10,21 +10,25 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
         "validate", parents=[parent], help="check a recipe (schema, and against its model)",
         description="Check a recipe against the schema (every problem reported at once, with its key path, "
         "the bad value and what is allowed) and, unless --no-model, against the model it names; print "
-        "each layer's resolved settings.")
+        "each layer's resolved settings (--json: write them). Exit 0 when valid, 2 otherwise.")
     parser.add_argument("recipe", metavar="RECIPE", help="recipe YAML")
-    parser.add_argument("--no-model", action="store_true", help="check the schema only; do not build the model")
+    parser.add_argument("--no-model", action="store_true",
+                        help="check the schema only, without building the model (prints the rules instead of layers)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from compress.errors import UserError
     from compress.recipe.schema import load_recipe
 
     recipe = load_recipe(args.recipe)
     if args.no_model:
-        print(f"{args.recipe}: valid (schema only)")
+        if args.json:
+            raise UserError("--json writes each layer's resolved settings, which needs the model; drop --no-model")
+        _print(_rules_view(recipe), f"{args.recipe}: valid (schema only; rules, not layers)", "rule")
         return 0
     resolved = resolved_layers(recipe, args.recipe)
-    _print(resolved, args.recipe)
+    _print(resolved, f"{args.recipe}: valid for {recipe.model['spec']}", "layer")
     if args.json:
         from compress.jsonio import write_json
 
@@ -33,33 +37,62 @@ def run(args: argparse.Namespace) -> int:
 
 
 def resolved_layers(recipe, source: str) -> dict[str, dict]:
-    """Build the recipe's model, check the recipe against it, and return each layer's settings."""
-    from compress.errors import UserError
+    """Build the recipe's model, check the recipe against it (one UserError listing every
+    problem), and return each Conv2d/Linear layer's settings: ``{"quantization": QuantSettings
+    fields or None, "pruning": PruneSettings fields or None}``."""
+    from dataclasses import asdict
+
     from compress.models.spec import build_model
     from compress.recipe.check import check_against_model, compressible_layers
+    from compress.recipe.problems import raise_problems
 
     model = build_model(recipe.model["spec"], recipe.model.get("weights"))
-    problems = check_against_model(recipe, model)
-    if problems:
-        count = len(problems)
-        raise UserError(f"{source}: {count} problem{'s' if count > 1 else ''} with model "
-                        f"{recipe.model['spec']}\n  " + "\n  ".join(problems))
+    raise_problems(f"{source} with model {recipe.model['spec']}", check_against_model(recipe, model))
     layers = compressible_layers(model)
     quant, prune = recipe.quant_settings(layers), recipe.prune_settings(layers)
-    return {name: {"quantization": None if name not in quant else vars(quant[name]),
-                   "pruning": None if name not in prune else vars(prune[name])} for name in layers}
+    return {name: {"quantization": asdict(quant[name]) if name in quant else None,
+                   "pruning": asdict(prune[name]) if name in prune else None} for name in layers}
 
 
-def _print(resolved: dict[str, dict], source: str) -> None:
+def _rules_view(recipe) -> dict[str, dict]:
+    """Without a model: each rule key with its settings as resolved (merged over the default),
+    unset fields at the stage configs' defaults."""
+    from dataclasses import asdict
+
+    from compress.prune.records import PruneSettings
+    from compress.quant.records import QuantSettings
+    from compress.recipe.rules import resolve
+
+    quant_defaults = asdict(QuantSettings())
+    prune_defaults = {"ratio": 0.0, "pattern": PruneSettings.pattern, "criterion": PruneSettings.criterion}
+    rows = {}
+    for key in dict.fromkeys([*recipe.quantization, *recipe.pruning]):
+        quant, prune = resolve(recipe.quantization, key), resolve(recipe.pruning, key)
+        rows[key] = {"quantization": None if quant is None else {**quant_defaults, **quant},
+                     "pruning": None if prune is None else {**prune_defaults, **prune}}
+    return rows
+
+
+def _print(rows: dict[str, dict], title: str, kind: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{source}: valid")
-    for column in ("layer", "weight bits", "act bits", "pruning"):
-        table.add_column(column)
-    for name, layer in resolved.items():
-        quant, prune = layer["quantization"], layer["pruning"]
-        table.add_row(name, "fp32" if not quant or quant["weight_bits"] is None else str(quant["weight_bits"]),
-                      "fp32" if not quant or quant["act_bits"] is None else str(quant["act_bits"]),
-                      "-" if not prune else f"{prune['ratio']:g} {prune['pattern']} ({prune['criterion']})")
+    table = Table(title=title)
+    table.add_column(kind, overflow="fold")
+    for column in ("weight bits", "activations", "pruning"):
+        table.add_column(column, no_wrap=True)
+    for name, row in rows.items():
+        table.add_row(name, *_cells(row["quantization"], row["pruning"]))
     Console().print(table)
+
+
+def _cells(quant: dict | None, prune: dict | None) -> tuple[str, str, str]:
+    """Weight bits (with block size), activation bits (with scheme), and the pruning as
+    ``ratio pattern (criterion)``; ``-`` where a layer stays float or dense."""
+    quant = quant or {"weight_bits": None, "act_bits": None}
+    bits, act = quant["weight_bits"], quant["act_bits"]
+    weights = "-" if bits is None else f"int{bits}" + (f" /{quant['weight_block']}" if quant["weight_block"] else "")
+    scheme = "dynamic uint" if quant.get("act_dynamic") else "uint" if quant.get("act_signed") is False else "int"
+    acts = "-" if act is None else f"{scheme}{act}"
+    pruning = "-" if not prune or not prune["ratio"] else f"{prune['ratio']:g} {prune['pattern']} ({prune['criterion']})"
+    return weights, acts, pruning

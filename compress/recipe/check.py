@@ -3,18 +3,22 @@ setting must be valid for that layer (combinations included)."""
 
 from __future__ import annotations
 
+import re
+
 from torch import nn
 
 from compress.errors import UserError
 from compress.prune.records import PruneSettings
 from compress.quant.records import QuantSettings
+from compress.recipe.problems import yaml_words
 from compress.recipe.rules import DEFAULT, PATTERN, applicable_rule, resolve_all
-from compress.recipe.schema import Recipe
+from compress.recipe.schema import Recipe, is_float
 
 LAYER_KINDS = (nn.Conv2d, nn.Linear)
 
 
 def compressible_layers(model: nn.Module) -> list[str]:
+    """Names of the layers a recipe compresses (Conv2d and Linear), in module order."""
     return [name for name, module in model.named_modules() if isinstance(module, LAYER_KINDS)]
 
 
@@ -27,18 +31,23 @@ def check_against_model(recipe: Recipe, model: nn.Module) -> list[str]:
                                    ("pruning", recipe.pruning, PruneSettings)):
         problems += _unmatched(section, rules, layers, modules)
         for name, settings in resolve_all(rules, layers).items():
-            problems += _invalid(section, name, settings, config, modules[name])
+            problems += _invalid(section, rules, name, settings, config, model)
     return problems
 
 
 def _unmatched(section: str, rules: dict, layers: list[str], modules: dict) -> list[str]:
+    """Rules that decide no layer: unknown names, modules without a compressible weight, patterns
+    that match no Conv2d/Linear layer or only layers that have their own exact rule."""
     problems = []
     used = {applicable_rule(rules, name) for name in layers}
     for key in rules:
         if key == DEFAULT or key in used:
             continue
         if key.startswith(PATTERN):
-            problems.append(f"{section}.layers.{key}: matches no Conv2d/Linear layer")
+            shadowed = [name for name in layers if re.fullmatch(key[len(PATTERN):], name)]
+            why = f"every layer it matches has its own rule ({', '.join(shadowed)})" if shadowed else \
+                "matches no Conv2d/Linear layer"
+            problems.append(f"{section}.layers.{key}: {why}")
         elif key in modules:
             problems.append(f"{section}.layers.{key}: is a {type(modules[key]).__name__}, not a Conv2d/Linear layer")
         else:
@@ -46,14 +55,33 @@ def _unmatched(section: str, rules: dict, layers: list[str], modules: dict) -> l
     return problems
 
 
-def _invalid(section: str, name: str, settings: dict, config: type, module: nn.Module) -> list[str]:
-    where = f"{section}.layers (as resolved for {name})"
+def _invalid(section: str, rules: dict, name: str, settings: dict, config: type, model: nn.Module) -> list[str]:
+    """The layer's resolved settings, judged by the stage config and by the layer's shape; the
+    problem is placed at the rule that decided the layer."""
+    key = applicable_rule(rules, name) or DEFAULT
+    where = f"{section}.layers.{key}" + ("" if key == name else f" (for {name})")
     try:
         resolved = config(**settings)
     except UserError as exc:
-        return [f"{where}: {exc}"]
-    if isinstance(resolved, PruneSettings) and resolved.pattern == "2:4":
-        reduction = module.weight[0].numel()
-        if reduction % 4:
-            return [f"{where}: 2:4 needs a reduction size divisible by 4; this layer's is {reduction}"]
+        return [f"{where}: {yaml_words(str(exc))}"]
+    if isinstance(resolved, QuantSettings):
+        return _quantizable(where, name, resolved, model)
+    reduction = model.get_submodule(name).weight[0].numel()
+    if resolved.pattern == "2:4" and reduction % 4:
+        return [f"{where}: pattern '2:4' is not allowed here: the reduction size (inputs per output) is "
+                f"{reduction}, not a multiple of 4 (allowed: unstructured, channel)"]
+    return []
+
+
+def _quantizable(where: str, name: str, settings: QuantSettings, model: nn.Module) -> list[str]:
+    """The quantizer's own per-layer check (Linear-only options, weight_block dividing the input
+    features), asked for this one layer; a layer left float/float is simply not quantized."""
+    from compress.quant.quantize import _check_layers
+
+    if is_float(settings):
+        return []
+    try:
+        _check_layers(model, {name: settings})
+    except UserError as exc:
+        return [f"{where}: {yaml_words(str(exc))}"]
     return []

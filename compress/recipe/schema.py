@@ -51,7 +51,9 @@ class Recipe:
     version: int = VERSION
 
     def quant_settings(self, layers: list[str]) -> dict[str, QuantSettings]:
-        return {n: QuantSettings(**s) for n, s in resolve_all(self.quantization, layers).items()}
+        """Each layer's settings; layers left float (weights and activations) are left out."""
+        settings = {n: QuantSettings(**s) for n, s in resolve_all(self.quantization, layers).items()}
+        return {name: layer for name, layer in settings.items() if not is_float(layer)}
 
     def prune_settings(self, layers: list[str]) -> dict[str, PruneSettings]:
         return {n: PruneSettings(**s) for n, s in resolve_all(self.pruning, layers).items() if s.get("ratio", 0) > 0}
@@ -70,6 +72,11 @@ class Recipe:
     @staticmethod
     def from_dict(payload: object, source: str = "recipe") -> Recipe:
         return parse_recipe(payload, source)
+
+
+def is_float(settings: QuantSettings) -> bool:
+    """``weight_bits: null, act_bits: null``: nothing to quantize (the same as a null rule)."""
+    return settings.weight_bits is None and settings.act_bits is None
 
 
 def parse_recipe(payload: object, source: str) -> Recipe:
