@@ -10,7 +10,7 @@ env:
 	@bash scripts/ensure-env.sh "$(ENV_DIR)"
 
 demo: env
-	$(ENV_DIR)/bin/compress eval builtin:mnist-cnn --data builtin:mnist5k
+	$(ENV_DIR)/bin/compress demo -o compress-demo --force
 
 test: env
 	$(PY) -m pytest -q $(PYTEST_ARGS)

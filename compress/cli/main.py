@@ -11,6 +11,7 @@ from compress import __version__
 from compress.cli import apply as apply_cmd
 from compress.cli import curvature as curvature_cmd
 from compress.cli import env as env_cmd
+from compress.cli import demo as demo_cmd
 from compress.cli import eval as eval_cmd
 from compress.cli import export as export_cmd
 from compress.cli import plan as plan_cmd
@@ -18,7 +19,7 @@ from compress.cli import report as report_cmd
 from compress.cli import validate as validate_cmd
 from compress.errors import UserError
 
-SUBCOMMANDS = (eval_cmd, curvature_cmd, plan_cmd, validate_cmd, apply_cmd, export_cmd, report_cmd, env_cmd)
+SUBCOMMANDS = (eval_cmd, curvature_cmd, plan_cmd, validate_cmd, apply_cmd, export_cmd, report_cmd, demo_cmd, env_cmd)
 
 
 def common_options() -> argparse.ArgumentParser:
