@@ -42,11 +42,15 @@ def resolved_layers(recipe, source: str) -> dict[str, dict]:
     fields or None, "pruning": PruneSettings fields or None}``."""
     from dataclasses import asdict
 
+    from compress.errors import UserError
     from compress.models.spec import build_model
     from compress.recipe.check import check_against_model, compressible_layers
     from compress.recipe.problems import raise_problems
 
-    model = build_model(recipe.model["spec"], recipe.model.get("weights"))
+    try:
+        model = build_model(recipe.model["spec"], recipe.model.get("weights"))
+    except UserError as exc:
+        raise UserError(f"{source}: model: {exc}") from exc
     raise_problems(f"{source} with model {recipe.model['spec']}", check_against_model(recipe, model))
     layers = compressible_layers(model)
     quant, prune = recipe.quant_settings(layers), recipe.prune_settings(layers)
