@@ -36,12 +36,26 @@ def run(args: argparse.Namespace) -> int:
     data = load_data(args.data, args.split, default_builtin_split="heldout")
     reference = None
     if not data.has_targets:
-        reference = build_model(args.reference) if args.reference else model  # default: itself
+        reference = build_model(args.reference) if args.reference else _default_reference(args, model)
     result = evaluate(model, args.model, data, reference, args.batch_size)
     _print_result(result)
     if args.json:
         write_json(args.json, result.to_dict())
     return 0
+
+
+def _default_reference(args: argparse.Namespace, model):
+    """A compressed checkpoint is compared with the uncompressed model it came from; any other
+    model with itself (fidelity 1 by construction, so give --reference)."""
+    from pathlib import Path
+
+    from compress.apply.checkpoint import is_checkpoint, read_info
+    from compress.models.spec import build_model
+
+    if is_checkpoint(Path(args.model)):
+        info = read_info(Path(args.model))
+        return build_model(info.model_spec, info.model_weights)
+    return model
 
 
 def _print_result(result: "object") -> None:
