@@ -90,3 +90,15 @@ def test_a_plan_of_compress_plan_is_a_valid_recipe(cli, tmp_path: Path) -> None:
     assert set(recipe.quantization) == set(written["plan"]["layers"])  # every layer by exact name
     assert recipe.pruning and all(rule["ratio"] > 0 for rule in recipe.pruning.values())
     assert cli("validate", str(output)).code == 0
+
+
+def test_channel_pruning_is_checked_per_group_of_coupled_channels(mnist_cnn) -> None:
+    # conv.0, block.dw.0 and block.pw.0 feed one residual add: one group, named conv.0
+    assert problems(mnist_cnn, pruning={"default": {"ratio": 0.25, "pattern": "channel"}}) == [
+        "pruning.layers.default (for head): pattern 'channel' is not allowed here: channel group head must be "
+        "left alone (model output) (allowed: unstructured, 2:4, or a null rule)"]
+    assert problems(mnist_cnn, pruning={"default": {"ratio": 0.25, "pattern": "channel"}, "head": None}) == []
+    differ = {"conv.0": {"ratio": 0.5, "pattern": "channel"}, "re:block\\..*": {"ratio": 0.25, "pattern": "channel"}}
+    assert problems(mnist_cnn, pruning=differ) == [
+        "pruning.layers.conv.0, pruning.layers.re:block\\..*: layers conv.0, block.dw.0, block.pw.0 "
+        "share channel group conv.0 but ask for different pruning (allowed: the same settings for all of them)"]

@@ -32,7 +32,13 @@ def check_against_model(recipe: Recipe, model: nn.Module) -> list[str]:
         problems += _unmatched(section, rules, layers, modules)
         for name, settings in resolve_all(rules, layers).items():
             problems += _invalid(section, rules, name, settings, config, model)
-    return problems
+    return problems + _channel_groups(recipe.pruning, recipe.prune_settings(layers), model)
+
+
+def _where(section: str, rules: dict, name: str) -> str:
+    """The key path of the rule that decided layer ``name``."""
+    key = applicable_rule(rules, name) or DEFAULT
+    return f"{section}.layers.{key}" + ("" if key == name else f" (for {name})")
 
 
 def _unmatched(section: str, rules: dict, layers: list[str], modules: dict) -> list[str]:
@@ -58,8 +64,7 @@ def _unmatched(section: str, rules: dict, layers: list[str], modules: dict) -> l
 def _invalid(section: str, rules: dict, name: str, settings: dict, config: type, model: nn.Module) -> list[str]:
     """The layer's resolved settings, judged by the stage config and by the layer's shape; the
     problem is placed at the rule that decided the layer."""
-    key = applicable_rule(rules, name) or DEFAULT
-    where = f"{section}.layers.{key}" + ("" if key == name else f" (for {name})")
+    where = _where(section, rules, name)
     try:
         resolved = config(**settings)
     except UserError as exc:
@@ -85,3 +90,30 @@ def _quantizable(where: str, name: str, settings: QuantSettings, model: nn.Modul
     except UserError as exc:
         return [f"{where}: {yaml_words(str(exc))}"]
     return []
+
+
+def _channel_groups(rules: dict, settings: dict[str, PruneSettings], model: nn.Module) -> list[str]:
+    """Channels are removed per group of coupled channels (``compress.prune.dependencies``): a
+    group that must be left alone (model output, an op that is not channel-wise, ...) or whose
+    producing layers ask for different settings is a problem rather than a silent no-op."""
+    from compress.prune.dependencies import channel_groups
+
+    channel = {name: s for name, s in settings.items() if s.pattern == "channel"}
+    if not channel:
+        return []
+    try:
+        groups = channel_groups(model)
+    except UserError as exc:
+        return [f"pruning.layers: {exc}"]
+    problems = []
+    for group in groups:
+        asked = {name: channel[name] for name in group.producers if name in channel}
+        if asked and group.reason is not None:
+            where = ", ".join(_where("pruning", rules, name) for name in asked)
+            problems.append(f"{where}: pattern 'channel' is not allowed here: channel group {group.name} must be "
+                            f"left alone ({group.reason}) (allowed: unstructured, 2:4, or a null rule)")
+        elif len(set(asked.values())) > 1:
+            where = ", ".join(dict.fromkeys(f"pruning.layers.{applicable_rule(rules, name) or DEFAULT}" for name in asked))
+            problems.append(f"{where}: layers {', '.join(asked)} share channel group {group.name} but ask for "
+                            "different pruning (allowed: the same settings for all of them)")
+    return problems
