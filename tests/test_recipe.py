@@ -175,3 +175,19 @@ def test_a_recipe_is_a_mapping(tmp_path: Path) -> None:
         load_recipe(str(path))
     with pytest.raises(UserError, match="cannot read recipe .*missing.yaml: No such file"):
         load_recipe(str(tmp_path / "missing.yaml"))
+
+
+def test_yaml_is_loaded_safely_and_strictly(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(MINIMAL) + "quantization:\n  layers:\n    head: {weight_bits: 4}\n"
+                    "    head: {weight_bits: 8}\n")
+    lines = path.read_text().splitlines()
+    first, second = (i + 1 for i, line in enumerate(lines) if line.strip().startswith("head:"))
+    with pytest.raises(UserError, match=rf"not valid YAML at line {second}, column 5: duplicate key 'head' "
+                                        rf"\(first at line {first}\)"):
+        load_recipe(str(path))
+    path.write_text("version: !!python/object/apply:os.getcwd []\n")
+    with pytest.raises(UserError, match="could not determine a constructor for the tag"):
+        load_recipe(str(path))
+    path.write_text(yaml.safe_dump(MINIMAL) + "plan: {layers: {head: {trace: 1.5}}, budgets: {avg_bits: 4}}\n")
+    assert load_recipe(str(path)).plan == {"layers": {"head": {"trace": 1.5}}, "budgets": {"avg_bits": 4}}

@@ -218,18 +218,7 @@ def _check_targets(quant_rules: dict[str, dict | None], export: dict, problems: 
 
 
 def load_recipe(path: str) -> Recipe:
-    """Read and validate a recipe file (``yaml.safe_load`` only)."""
-    import yaml
+    """Read (``load.py``: safe, strict YAML) and validate a recipe file."""
+    from compress.recipe.load import read_yaml
 
-    try:
-        text = open(path, encoding="utf-8").read()
-    except OSError as exc:
-        raise UserError(f"cannot read recipe {path}: {exc.strerror}") from None
-    try:
-        payload = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UserError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    return parse_recipe(payload, path)
-
+    return parse_recipe(read_yaml(path), path)
