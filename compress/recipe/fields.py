@@ -36,7 +36,7 @@ def check_field(config: type, name: str, value: object, where: str, problems: Pr
     kinds = [kind.strip() for kind in _annotation(config, name).split("|")]
     if not any(TYPES[kind][0](value) for kind in kinds):
         allowed = " or ".join(TYPES[kind][1] for kind in kinds)
-        problems.add(where, f"{yaml_words(repr(value))} is not allowed (allowed: {allowed})")
+        problems.refuse(where, value, allowed)
         return
     try:
         config(**{**_companions(config, name), name: value})

@@ -17,6 +17,10 @@ class Problems:
     def add(self, path: str, message: str) -> None:
         self.items.append(f"{path}: {message}")
 
+    def refuse(self, path: str, value: object, allowed: str) -> None:
+        """``PATH: VALUE is not allowed (allowed: ALLOWED)``, the value as YAML spells it."""
+        self.add(path, f"{yaml_words(repr(value))} is not allowed (allowed: {allowed})")
+
     def unknown_keys(self, path: str, mapping: dict, allowed: tuple[str, ...]) -> None:
         for key in mapping:
             if key not in allowed:

@@ -94,21 +94,21 @@ def parse_recipe(payload: object, source: str) -> Recipe:
     _check_strings(model, "model", ("spec", "weights"), problems)
     _check_strings(data, "data", ("calibration", "train", "eval"), problems)
     samples = data.setdefault("calibration_samples", CALIBRATION_SAMPLES)
-    if not (isinstance(samples, int) and not isinstance(samples, bool) and samples >= 1):
-        problems.add("data.calibration_samples", f"{yaml_words(repr(samples))} is not allowed (allowed: an integer >= 1)")
+    if not _positive_int(samples):
+        problems.refuse("data.calibration_samples", samples, "an integer >= 1")
     quant = _section(payload, "quantization", ("layers",), problems)
     prune = _section(payload, "pruning", ("layers", "saliency"), problems)
     quant_rules = _rules(quant.get("layers", {}), "quantization.layers", QuantSettings, problems)
     prune_rules = _rules(prune.get("layers", {}), "pruning.layers", PruneSettings, problems)
     saliency = prune.get("saliency", "fisher")
     if saliency not in SALIENCY:
-        problems.add("pruning.saliency", f"{yaml_words(repr(saliency))} is not allowed (allowed: {', '.join(SALIENCY)})")
+        problems.refuse("pruning.saliency", saliency, ", ".join(SALIENCY))
     finetune = _finetune(payload.get("finetune"), problems)
     export = _export(payload.get("export"), problems)
     _check_targets(quant_rules, export, problems)
     plan = payload.get("plan")
     if plan is not None and not isinstance(plan, dict):
-        problems.add("plan", f"{yaml_words(repr(plan))} is not allowed (allowed: a mapping)")
+        problems.refuse("plan", plan, "a mapping")
     problems.raise_if_any(source)
     return Recipe(model, data, quant_rules, prune_rules, saliency, finetune, export, plan)
 
@@ -121,7 +121,7 @@ def _section(payload: dict, name: str, keys: tuple[str, ...], problems: Problems
             problems.add(f"{name}.{key}", "missing (required)")
         return {}
     if not isinstance(value, dict):
-        problems.add(name, f"{yaml_words(repr(value))} is not allowed (allowed: a mapping with keys {', '.join(keys)})")
+        problems.refuse(name, value, f"a mapping with keys {', '.join(keys)}")
         return {}
     problems.unknown_keys(name, value, keys)
     for key in required:
@@ -133,7 +133,7 @@ def _section(payload: dict, name: str, keys: tuple[str, ...], problems: Problems
 def _check_strings(section: dict, name: str, keys: tuple[str, ...], problems: Problems) -> None:
     for key in keys:
         if section.get(key) is not None and not isinstance(section[key], str):
-            problems.add(f"{name}.{key}", f"{yaml_words(repr(section[key]))} is not allowed (allowed: a spec string)")
+            problems.refuse(f"{name}.{key}", section[key], "a spec string")
 
 
 def _rules(rules: object, path: str, config: type, problems: Problems) -> dict[str, dict | None]:
@@ -142,7 +142,7 @@ def _rules(rules: object, path: str, config: type, problems: Problems) -> dict[s
     import re
 
     if not isinstance(rules, dict):
-        problems.add(path, f"{yaml_words(repr(rules))} is not allowed (allowed: a mapping of layer rules)")
+        problems.refuse(path, rules, "a mapping of layer rules")
         return {}
     allowed = field_names(config)
     default = rules.get(DEFAULT) if isinstance(rules.get(DEFAULT), dict) else None
@@ -156,8 +156,7 @@ def _rules(rules: object, path: str, config: type, problems: Problems) -> dict[s
             except re.error as exc:
                 problems.add(where, f"invalid regular expression ({exc})")
         if rule is not None and not isinstance(rule, dict):
-            problems.add(where, f"{yaml_words(repr(rule))} is not allowed (allowed: null or a mapping of "
-                         f"{', '.join(allowed)})")
+            problems.refuse(where, rule, f"null or a mapping of {', '.join(allowed)}")
             continue
         result[str(key)] = rule
         problems.unknown_keys(where, rule or {}, allowed)
@@ -174,13 +173,13 @@ def _finetune(section: object, problems: Problems) -> dict | None:
     if section is None:
         return None
     if not isinstance(section, dict):
-        problems.add("finetune", f"{yaml_words(repr(section))} is not allowed (allowed: null or a mapping)")
+        problems.refuse("finetune", section, "null or a mapping")
         return None
     allowed = field_names(FinetuneSpec)
     problems.unknown_keys("finetune", section, allowed)
     mode = section.get("mode", FinetuneSpec.mode)
     if mode not in (NO_FINETUNE, *MODES):
-        problems.add("finetune.mode", f"{yaml_words(repr(mode))} is not allowed (allowed: {NO_FINETUNE}, {', '.join(MODES)})")
+        problems.refuse("finetune.mode", mode, f"{NO_FINETUNE}, {', '.join(MODES)}")
     for name, value in section.items():
         if name in allowed and name != "mode":
             check_field(FinetuneSpec, name, value, f"finetune.{name}", problems)
@@ -190,15 +189,15 @@ def _finetune(section: object, problems: Problems) -> dict | None:
 def _export(section: object, problems: Problems) -> dict:
     section = {} if section is None else section
     if not isinstance(section, dict):
-        problems.add("export", f"{yaml_words(repr(section))} is not allowed (allowed: a mapping with targets, batch_sizes)")
+        problems.refuse("export", section, "a mapping with targets, batch_sizes")
         return {"targets": [], "batch_sizes": [1]}
     problems.unknown_keys("export", section, ("targets", "batch_sizes"))
     targets = section.get("targets", ["ort"])
     if not isinstance(targets, list) or not all(t in TARGETS for t in targets):
-        problems.add("export.targets", f"{yaml_words(repr(targets))} is not allowed (allowed: a list of {', '.join(TARGETS)})")
+        problems.refuse("export.targets", targets, f"a list of {', '.join(TARGETS)}")
     sizes = section.get("batch_sizes", [1])
     if not isinstance(sizes, list) or not sizes or not all(_positive_int(b) for b in sizes):
-        problems.add("export.batch_sizes", f"{yaml_words(repr(sizes))} is not allowed (allowed: a list of integers >= 1)")
+        problems.refuse("export.batch_sizes", sizes, "a list of integers >= 1")
     return {"targets": targets, "batch_sizes": sizes}
 
 
