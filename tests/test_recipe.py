@@ -89,6 +89,13 @@ def test_every_problem_is_reported_at_once_with_its_path_value_and_what_is_allow
      "pruning.layers.re:conv.*.pattern: '3:4' is not allowed (allowed: unstructured, 2:4, channel)"),
     (with_rules(pruning={"head": {"ratio": 0.5, "criterion": "random"}}),
      "pruning.layers.head.criterion: 'random' is not allowed (allowed: magnitude, obs)"),
+    (with_rules(pruning={"conv.0": {"pattern": "2:4"}}), "pruning.layers.conv.0.ratio: missing (required)"),
+    (with_rules(pruning={"default": {"pattern": "channel"}}), "pruning.layers.default.ratio: missing (required)"),
+    (with_rules(pruning={"stem": {}}), "pruning.layers.stem.ratio: missing (required)"),
+    (with_rules(pruning={"default": None, "head": {"criterion": "obs"}}),
+     "pruning.layers.head.ratio: missing (required)"),
+    (with_rules(pruning={"default": {"criterion": "obs"}, "head": {"pattern": "2:4", "ratio": 0.5}}),
+     "pruning.layers.default.ratio: missing (required)"),
     (with_rules({"re:(": {"weight_bits": 4}}),
      "quantization.layers.re:(: invalid regular expression (missing ), unterminated subpattern at position 0)"),
 ], ids=lambda value: value if isinstance(value, str) else "")

@@ -11,7 +11,7 @@ then its value by building the config with that field alone. Every message reads
 from __future__ import annotations
 
 import re
-from dataclasses import fields
+from dataclasses import MISSING, fields
 
 from compress.errors import UserError
 from compress.prune.records import PruneSettings
@@ -45,15 +45,25 @@ def check_field(config: type, name: str, value: object, where: str, problems: Pr
 
 
 def check_rule(config: type, rule: dict, default: dict | None, where: str, problems: Problems) -> None:
-    """A rule's fields together, merged over the default's: combinations the config refuses. A
-    combination the default refuses by itself is reported at the default only."""
-    base = _companions(config, "")
+    """A rule's fields together, merged over the default's: required fields (a pruning ``ratio``)
+    present, and no combination the config refuses. A combination the default refuses by itself
+    is reported at the default only."""
+    merged = {**(default or {}), **rule}
+    missing = [name for name in required_fields(config) if name not in merged]
+    for name in missing:
+        problems.add(f"{where}.{name}", "missing (required" + (", here or in default)" if default is not None else ")"))
+    if missing:
+        return
     try:
-        config(**{**base, **(default or {}), **rule})
+        config(**merged)
     except UserError as exc:
-        if default and not _builds(config, {**base, **default}):
+        if default and not _builds(config, default):
             return
         problems.add(where, f"this combination is not allowed: {yaml_words(str(exc))}")
+
+
+def required_fields(config: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(config) if f.default is MISSING and f.default_factory is MISSING)
 
 
 def allowed_form(name: str, message: str) -> str:

@@ -163,7 +163,7 @@ def _rules(rules: object, path: str, config: type, problems: Problems) -> dict[s
         for name, value in (rule or {}).items():
             if name in allowed:
                 check_field(config, name, value, f"{where}.{name}", problems)
-        if rule and len(problems.items) == before:
+        if rule is not None and len(problems.items) == before:
             check_rule(config, rule, None if key == DEFAULT else default, where, problems)
     return result
 
