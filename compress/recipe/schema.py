@@ -195,6 +195,7 @@ def _export(section: object, problems: Problems) -> dict:
     targets = section.get("targets", ["ort"])
     if not isinstance(targets, list) or not all(t in TARGETS for t in targets):
         problems.refuse("export.targets", targets, f"a list of {', '.join(TARGETS)}")
+        targets = []  # reported; nothing to check the quantization against
     sizes = section.get("batch_sizes", [1])
     if not isinstance(sizes, list) or not sizes or not all(_positive_int(b) for b in sizes):
         problems.refuse("export.batch_sizes", sizes, "a list of integers >= 1")
