@@ -5,7 +5,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from compress.errors import UserError
 from compress.models.spec import build_model
 from compress.recipe.check import check_against_model, compressible_layers
 from compress.recipe.schema import load_recipe, parse_recipe
@@ -102,3 +105,34 @@ def test_channel_pruning_is_checked_per_group_of_coupled_channels(mnist_cnn) -> 
     assert problems(mnist_cnn, pruning=differ) == [
         "pruning.layers.conv.0, pruning.layers.re:block\\..*: layers conv.0, block.dw.0, block.pw.0 "
         "share channel group conv.0 but ask for different pruning (allowed: the same settings for all of them)"]
+
+
+QUANT_VALUES = {"weight_bits": [2, 4, 8, None], "act_bits": [8, None], "act_signed": [True, False],
+                "calibrator": ["minmax", "mse"], "learnable_scales": [True, False], "act_dynamic": [True, False],
+                "weight_block": [None, 16, 32]}
+PRUNE_VALUES = {"ratio": [0.0, 0.25, 0.5], "pattern": ["unstructured", "2:4", "channel"],
+                "criterion": ["magnitude", "obs"], "round_to": [None, 4]}
+NAMES = st.sampled_from(["default", "stem.0", "conv.0", "block.dw.0", "block.pw.0", "head", "re:.*", "re:conv.*",
+                         "re:block.*", "block", "nope"])
+
+
+def rule_tables(values: dict) -> st.SearchStrategy:
+    fields = st.fixed_dictionaries({}, optional={key: st.sampled_from(pool) for key, pool in values.items()})
+    return st.dictionaries(NAMES, st.one_of(st.none(), fields), max_size=3)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(quantization=rule_tables(QUANT_VALUES), pruning=rule_tables(PRUNE_VALUES),
+       targets=st.one_of(st.lists(st.sampled_from(["ort", "tensorrt", "tpu"]), unique=True), st.just(1.5)))
+def test_any_rules_give_problems_never_a_crash(mnist_cnn, quantization, pruning, targets) -> None:
+    payload = {**MINIMAL, "quantization": {"layers": quantization}, "pruning": {"layers": pruning},
+               "export": {"targets": targets}}
+    try:
+        recipe = parse_recipe(payload, "r")
+    except UserError:
+        return
+    layers = compressible_layers(mnist_cnn)
+    problems = check_against_model(recipe, mnist_cnn)
+    assert all(problem.startswith(("quantization.layers.", "pruning.layers.")) for problem in problems), problems
+    if not problems:  # valid: the stage configs build for every layer
+        recipe.quant_settings(layers), recipe.prune_settings(layers)
