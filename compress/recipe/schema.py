@@ -18,6 +18,7 @@ their train split for calibration and training and their held-out split for eval
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 
 from compress.errors import UserError
@@ -139,8 +140,6 @@ def _check_strings(section: dict, name: str, keys: tuple[str, ...], problems: Pr
 def _rules(rules: object, path: str, config: type, problems: Problems) -> dict[str, dict | None]:
     """Validated rule table: every key a name, ``default`` or a valid ``re:`` pattern; every value
     null or a mapping of the config's fields, each value one the config accepts (``fields.py``)."""
-    import re
-
     if not isinstance(rules, dict):
         problems.refuse(path, rules, "a mapping of layer rules")
         return {}
