@@ -1,7 +1,9 @@
 """``compress demo``: the whole pipeline on builtin:mnist-cnn, each stage through its own command
 so every intermediate file is the one a user would get:
 
-curvature → plan (avg 4 weight bits, 8-bit activations, 50% sparsity allowed) → the plan plus a
+curvature → plan (avg 4 weight bits, and a latency budget a quarter of the way from the fastest
+mix of the measured per-layer ONNX Runtime table to all-float: int8 where ORT's integer kernels
+are faster, float where they are not) → the plan plus a
 ``finetune:`` section (QAT + KD, lr from the sharpness) applied → export to ONNX Runtime (fused
 int8, parity) → uniform INT8 and FP32 for comparison → latency side by side → report.
 """
@@ -12,6 +14,7 @@ from pathlib import Path
 
 MODEL, DATA = "builtin:mnist-cnn", "builtin:mnist5k"
 FINETUNE = {"mode": "qat+kd", "epochs": 2, "lr": "auto", "sharpness_every": 40, "checkpoint_every": 50}
+LATENCY_BATCH, LATENCY_SLACK, PLAN_BITS = 32, 0.25, (2, 3, 4, 8, None)
 INT8_RECIPE = {"version": 1, "model": {"spec": MODEL}, "data": {"calibration": DATA},
                "quantization": {"layers": {"default": {"weight_bits": 8, "act_bits": 8, "act_signed": False}}}}
 
@@ -20,9 +23,12 @@ def run_demo(work: Path, cli) -> Path:
     """Run every stage into ``work`` (``cli(*args)`` runs one compress command and raises on failure);
     returns the report's HTML path."""
     work.mkdir(parents=True, exist_ok=True)
-    cli("curvature", MODEL, "--data", DATA, "--max-samples", "512", "--json", str(work / "curvature.json"))
+    cli("curvature", MODEL, "--data", DATA, "--max-samples", "512", "--max-seconds", "120",
+        "--json", str(work / "curvature.json"))
     cli("plan", MODEL, "--data", DATA, "--max-samples", "512", "--curvature", str(work / "curvature.json"),
-        "--budget", "avg_bits=4", "--act-bits", "8", "--sparsities", "0,0.5", "-o", str(work / "plan.yaml"))
+        "--budget", "avg_bits=4", "--budget", f"latency_ms={_latency_budget_ms():.6f}",
+        "--backend", "ort-cpu", "--latency-batch", str(LATENCY_BATCH), "--act-bits", "8,fp32",
+        "--sparsities", "0,0.5", "-o", str(work / "plan.yaml"))
     _write_recipe(work / "plan.yaml", work / "recipe.yaml")
     _write_yaml(INT8_RECIPE, work / "int8.yaml")
     for name, recipe in (("plan", "recipe.yaml"), ("int8", "int8.yaml")):
@@ -38,6 +44,22 @@ def run_demo(work: Path, cli) -> Path:
         "--finetune", str(work / "finetune.json"), "--parity", f"ort={work / 'plan-ort' / 'model.parity.json'}",
         "--model", MODEL, "-o", str(work / "report"))
     return work / "report" / "report.html"
+
+
+def _latency_budget_ms() -> float:
+    """fastest + slack·(float − fastest), from Σ over layers of the per-layer table the plan command
+    will use (measured here once and cached, so the plan reads the same table): always reachable."""
+    from compress.data.spec import load_data
+    from compress.models.spec import build_model
+    from compress.plan.latency_table import latency_table
+    from compress.plan.make import PlanSpec, layer_options
+
+    model = build_model(MODEL)
+    spec = PlanSpec(budgets={}, bits=PLAN_BITS, sparsities=(0.0, 0.5), act_bits=(8, None))
+    first = next(iter(load_data(DATA, None, "train").batches(1)))
+    table = latency_table(model, first.inputs, layer_options(model, spec), LATENCY_BATCH)
+    fastest = sum(min(times.values()) for times in table.median_ms.values())
+    return fastest + LATENCY_SLACK * (sum(times["fp32"] for times in table.median_ms.values()) - fastest)
 
 
 def _write_recipe(plan: Path, recipe: Path) -> None:
