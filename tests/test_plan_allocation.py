@@ -62,3 +62,20 @@ def test_exact_budget_is_reachable() -> None:
     size = np.array([[8.0, 4.0], [8.0, 4.0]])
     result = allocate(omega, {"size": size}, {"size": 12.0})
     assert result.totals["size"] == 12.0 and result.choices == (1, 0) and result.objective == 1.0
+
+
+def test_best_allocations_are_the_least_objective_ones_in_order() -> None:
+    import itertools
+
+    from compress.plan.allocation import best_allocations
+
+    rng = np.random.default_rng(3)
+    omega, cost = rng.random((3, 3)), rng.random((3, 3))
+    budget = float(np.median(cost.sum(axis=0)))
+    found = best_allocations(omega, {"size": cost}, {"size": budget}, (), 5)
+    feasible = sorted((omega[range(3), c].sum(), c) for c in itertools.product(range(3), repeat=3)
+                      if cost[range(3), c].sum() <= budget)
+    assert [a.objective for a in found] == pytest.approx([v for v, _ in feasible[:5]])
+    assert len({a.choices for a in found}) == len(found)
+    everything = best_allocations(omega, {"size": cost}, {"size": budget}, (), 100)
+    assert len(everything) == len(feasible)

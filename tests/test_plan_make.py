@@ -98,3 +98,22 @@ def test_lazy_measurement_gives_the_fully_measured_optimum() -> None:
     assert plan.predicted_delta_loss == pytest.approx(reference.predicted_delta_loss, rel=1e-12)
     assert len(lazy.cache) < len(full.cache)
     assert plan.measured_options == len(lazy.cache)
+
+
+def test_verification_keeps_the_candidate_with_the_least_measured_whole_plan_loss() -> None:
+    from compress.data.source import TensorData
+    from compress.plan.measured import SingleLayerLoss
+
+    model, curvature = model_and_curvature({"0": 1.0, "2": 1.0, "4": 1.0})
+    generator = torch.Generator().manual_seed(2)
+    data = TensorData("x", (torch.randn(64, 32, generator=generator),), torch.randint(0, 8, (64,), generator=generator))
+    measure = SingleLayerLoss(model, data, "ce", batch_size=32)
+    spec = PlanSpec(budgets={"avg_bits": 3.0}, bits=(2, 3, 4, 8), verify=6)
+    plan = make_plan(model, curvature, spec, PlanEvidence(measure=measure))
+    assert len(plan.verified) == 6
+    measured = [row["measured_delta_loss"] for row in plan.verified]
+    best = plan.verified[measured.index(min(measured))]
+    assert {n: layer.option().label() for n, layer in plan.layers.items()} == best["choices"]
+    chosen = {n: layer.option() for n, layer in plan.layers.items()}
+    assert measure.joint(chosen) == pytest.approx(min(measured), rel=1e-9)
+    assert [row["predicted_delta_loss"] for row in plan.verified] == sorted(r["predicted_delta_loss"] for r in plan.verified)

@@ -41,6 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
                         help="measure a per-layer latency table on this backend (cached) for latency_ms budgets")
     parser.add_argument("--latency-batch", type=int, default=1, help="batch size the latency table times (default 1)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of the latency table (default 1)")
+    parser.add_argument("--verify", type=int, default=8, metavar="K",
+                        help="hybrid only: measure the whole-plan calibration loss of the K allocations with the "
+                        "least predicted loss and keep the best (default 8; 1 turns it off)")
     parser.add_argument("--curvature", metavar="JSON", help="reuse a `compress curvature --json` result")
     parser.add_argument("-o", "--output", required=True, metavar="YAML", help="where to write the plan recipe")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
@@ -65,7 +68,10 @@ def run(args: argparse.Namespace) -> int:
     spec = PlanSpec(budgets=dict(parse_budget(b) for b in args.budget), bits=_bits(args.bits, "--bits"),
                     sparsities=_floats(args.sparsities, "--sparsities"), patterns=_patterns(args.patterns),
                     act_bits=_bits(args.act_bits, "--act-bits"),
-                    overrides=tuple(parse_override(o) for o in args.override), sparsity_limit=args.sparsity_limit)
+                    overrides=tuple(parse_override(o) for o in args.override), sparsity_limit=args.sparsity_limit,
+                    verify=args.verify)
+    if args.verify < 1:
+        raise UserError(f"--verify must be at least 1, got {args.verify}")
     if any(bits not in (8, None) for bits in spec.act_bits):
         raise UserError(f"bad --act-bits {args.act_bits!r}; activations are 8-bit or fp32 (what the backends run)")
     model, data, curvature = _model_data_curvature(args)

@@ -31,14 +31,16 @@ class Allocation:
 
 
 def allocate(omega: np.ndarray, costs: dict[str, np.ndarray], budgets: dict[str, float],
-             ties: tuple[np.ndarray, ...] = ()) -> Allocation:
+             ties: tuple[np.ndarray, ...] = (), excluded: tuple[tuple[int, ...], ...] = ()) -> Allocation:
     """The allocation minimising total Ω within every budget (each budget names a cost table) and
-    every tie."""
+    every tie, other than the ``excluded`` choice vectors."""
     allowed = np.isfinite(omega)
     if not allowed.any(axis=1).all():
         layer = int(np.flatnonzero(~allowed.any(axis=1))[0])
         raise UserError(f"layer #{layer} has no allowed option; relax its overrides or sparsity limit")
-    choices = _solve(np.where(allowed, omega, 0.0), allowed, costs, budgets, ties)
+    choices = _solve(np.where(allowed, omega, 0.0), allowed, costs, budgets, ties, excluded)
+    if choices is None and excluded:
+        raise UserError("no further allocation meets the budgets")
     if choices is None:
         raise UserError(_infeasibility(allowed, costs, budgets, ties))
     layers = np.arange(len(choices))
@@ -50,8 +52,10 @@ def allocate(omega: np.ndarray, costs: dict[str, np.ndarray], budgets: dict[str,
 
 
 def _solve(objective: np.ndarray, allowed: np.ndarray, costs: dict[str, np.ndarray],
-           budgets: dict[str, float], ties: tuple[np.ndarray, ...]) -> np.ndarray | None:
-    """Chosen option per layer, or None when the budgets cannot all be met."""
+           budgets: dict[str, float], ties: tuple[np.ndarray, ...],
+           excluded: tuple[tuple[int, ...], ...] = ()) -> np.ndarray | None:
+    """Chosen option per layer, or None when the budgets cannot all be met. Each excluded choice
+    vector c gets the no-good cut Σ_l x[l, c_l] ≤ L − 1."""
     from scipy.optimize import Bounds, LinearConstraint, milp
 
     num_layers, num_options = objective.shape
@@ -61,6 +65,10 @@ def _solve(objective: np.ndarray, allowed: np.ndarray, costs: dict[str, np.ndarr
         constraints.append(LinearConstraint(costs[name].reshape(1, -1), -np.inf, budget))
     for tie in ties:
         constraints.append(LinearConstraint(tie.reshape(1, -1), 0, 0))
+    for choice in excluded:
+        cut = np.zeros(objective.size)
+        cut[np.arange(num_layers) * num_options + np.asarray(choice)] = 1
+        constraints.append(LinearConstraint(cut.reshape(1, -1), -np.inf, num_layers - 1))
     result = milp(objective.ravel(), constraints=constraints, integrality=np.ones(objective.size),
                   bounds=Bounds(0, allowed.ravel().astype(float)))
     if result.status != 0 or result.x is None:
@@ -87,3 +95,16 @@ def _infeasibility(allowed: np.ndarray, costs: dict[str, np.ndarray], budgets: d
     name = max(shortfalls, key=lambda k: shortfalls[k][1])
     return (f"budget {name}={budgets[name]:g} cannot be met: the smallest reachable with the other budgets "
             f"kept is {shortfalls[name][0]:.6g}; raise it to at least that")
+
+
+def best_allocations(omega: np.ndarray, costs: dict[str, np.ndarray], budgets: dict[str, float],
+                     ties: tuple[np.ndarray, ...], count: int) -> list[Allocation]:
+    """The ``count`` allocations of least total Ω (fewer if fewer meet the budgets), best first:
+    each solve excludes the ones found before."""
+    found = [allocate(omega, costs, budgets, ties)]
+    while len(found) < count:
+        try:
+            found.append(allocate(omega, costs, budgets, ties, tuple(a.choices for a in found)))
+        except UserError:
+            break
+    return found

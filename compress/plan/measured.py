@@ -93,18 +93,27 @@ class SingleLayerLoss:
                 advance(1)
 
     def _measure(self, name: str, option: LayerOption) -> float:
-        layer = self.model.get_submodule(name)
-        original = layer.weight.detach().clone()
-        handle = None
+        return self.joint({name: option})
+
+    def joint(self, options: dict[str, LayerOption]) -> float:
+        """L(θ with every named layer compressed by its option at once) − L(θ): a whole plan's
+        actual loss increase on the data (not cached)."""
+        ranges = {name: self._range(name) for name, option in options.items() if option.act_bits}
+        layers = {name: self.model.get_submodule(name) for name in options}
+        originals = {name: layer.weight.detach().clone() for name, layer in layers.items()}
+        handles = []
         with torch.no_grad():
             try:
-                layer.weight.copy_(compressed_weight(original, option))
-                if option.act_bits:
-                    handle = layer.register_forward_pre_hook(quantize_input_hook(self._range(name), option.act_bits))
+                for name, option in options.items():
+                    layers[name].weight.copy_(compressed_weight(originals[name], option))
+                    if option.act_bits:
+                        hook = quantize_input_hook(ranges[name], option.act_bits)
+                        handles.append(layers[name].register_forward_pre_hook(hook))
                 return mean_loss(self.model, self.batches, self.references, self.loss) - self.base
             finally:
-                layer.weight.copy_(original)
-                if handle is not None:
+                for name, layer in layers.items():
+                    layer.weight.copy_(originals[name])
+                for handle in handles:
                     handle.remove()
 
     def _range(self, name: str) -> float:

@@ -33,6 +33,7 @@ def plan_recipe(plan: Plan, model: str, data: str, weights: str | None) -> dict[
         "plan": {"budgets": plan.budgets, "totals": plan.totals, "predicted_delta_loss": plan.predicted_delta_loss,
                  "solver": plan.solver, "tied_groups": plan.tied_groups, "loss_tolerance": plan.loss_tolerance,
                  "model_sparsity_limit": plan.model_sparsity_limit, "measured_options": plan.measured_options,
+                 "verified": plan.verified,
                  "layers": why},
     }
     return parse_recipe(payload, "the plan").to_dict()
