@@ -83,9 +83,9 @@ def main() -> None:
     measured = SingleLayerLoss(base, calibration, "ce")  # every option measured: predictions of random plans use them
     measured.measure_all([(n, o) for n, opts in layer_options(base, PlanSpec({}, bits=BITS)).items() for o in opts])
     report = {"fp32": reference, "budgets": {}, "spearman_predicted_vs_measured": {}}
-    for kind, extra in (("trace", None), ("hybrid", measured)):
-        def plan_for(budget: float, extra=extra):
-            return make_plan(base, curvature, PlanSpec(budgets={"avg_bits": budget}, bits=BITS),
+    for kind, extra, verify in (("trace", None, 1), ("hybrid", measured, 1), ("hybrid_verified", measured, 8)):
+        def plan_for(budget: float, extra=extra, verify=verify):
+            return make_plan(base, curvature, PlanSpec(budgets={"avg_bits": budget}, bits=BITS, verify=verify),
                              PlanEvidence(measure=extra))
 
         for budget in (3.0, 2.5):
