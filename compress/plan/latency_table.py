@@ -59,20 +59,14 @@ def variant(option: LayerOption) -> str:
 
 def input_shapes(model: nn.Module, inputs: tuple[torch.Tensor, ...], names: list[str]) -> dict[str, tuple[int, ...]]:
     """Per-sample input shape of every named layer (batch dimension dropped)."""
+    from compress.plan.observe import observe_layers
+
     shapes: dict[str, tuple[int, ...]] = {}
 
-    def record(name: str):
-        def hook(_module: nn.Module, args: tuple) -> None:
-            shapes.setdefault(name, tuple(args[0].shape[1:]))
-        return hook
+    def record(name: str, _layer: nn.Module, x: torch.Tensor, _y: torch.Tensor) -> None:
+        shapes.setdefault(name, tuple(x.shape[1:]))
 
-    handles = [model.get_submodule(n).register_forward_pre_hook(record(n)) for n in names]
-    try:
-        with torch.no_grad():
-            model(*inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    observe_layers(model, [inputs], names, record)
     return shapes
 
 

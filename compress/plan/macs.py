@@ -10,24 +10,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from compress.plan.observe import observe_layers
+
 
 def layer_macs(model: nn.Module, batch_inputs: tuple[torch.Tensor, ...], names: list[str]) -> dict[str, float]:
     """MACs per sample of each named layer on this batch (its output size times the weight's
     reduction size)."""
-    macs: dict[str, float] = {}
+    macs = dict.fromkeys(names, 0.0)
 
-    def record(name: str):
-        def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-            reduction = module.weight[0].numel()  # (C_in/groups)·k for conv, n for linear
-            per_output = output.numel() / output.shape[0]
-            macs[name] = macs.get(name, 0.0) + per_output * reduction
-        return hook
+    def record(name: str, layer: nn.Module, _x: torch.Tensor, output: torch.Tensor) -> None:
+        reduction = layer.weight[0].numel()  # (C_in/groups)·k for conv, n for linear
+        macs[name] += output.numel() / output.shape[0] * reduction
 
-    handles = [model.get_submodule(n).register_forward_hook(record(n)) for n in names]
-    try:
-        with torch.no_grad():
-            model(*batch_inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return {name: macs.get(name, 0.0) for name in names}
+    observe_layers(model, [batch_inputs], names, record)
+    return macs

@@ -29,20 +29,14 @@ def mean_loss(model: nn.Module, batches: list, references: list, loss: str) -> f
 
 def input_ranges(model: nn.Module, batches: list, names: list[str]) -> dict[str, float]:
     """max |x| over the data of each named layer's input: the min-max range of its activations."""
+    from compress.plan.observe import observe_layers
+
     ranges = dict.fromkeys(names, 0.0)
 
-    def record(name: str):
-        def hook(_module: nn.Module, inputs: tuple) -> None:
-            ranges[name] = max(ranges[name], float(inputs[0].detach().abs().max()))
-        return hook
+    def record(name: str, _layer: nn.Module, x: torch.Tensor, _y: torch.Tensor) -> None:
+        ranges[name] = max(ranges[name], float(x.abs().max()))
 
-    handles = [model.get_submodule(n).register_forward_pre_hook(record(n)) for n in names]
-    try:
-        for batch in batches:
-            model(*batch.inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    observe_layers(model, (batch.inputs for batch in batches), names, record)
     return ranges
 
 
