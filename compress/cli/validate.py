@@ -81,13 +81,15 @@ def _print(rows: dict[str, dict], title: str, kind: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table()
     table.add_column(kind, overflow="fold")
     for column in ("weight bits", "activations", "pruning"):
         table.add_column(column, no_wrap=True)
     for name, row in rows.items():
         table.add_row(name, *_cells(row["quantization"], row["pruning"]))
-    Console().print(table)
+    console = Console()
+    console.print(title, soft_wrap=True)  # the verdict on one line, however long the path
+    console.print(table)
 
 
 def _cells(quant: dict | None, prune: dict | None) -> tuple[str, str, str]:
