@@ -4,7 +4,9 @@ Error unit — one OUTPUT quantization step, Δ:
 - if the model output is dequantized (DequantizeLinear produces it), Δ is that quantizer's scale;
 - if the last layer outputs float (QGemm / MatMulIntegerToFloat), Δ is the scale of that layer's
   INPUT quantizer: the resolution at which the last layer sees its data (a one-step change of one
-  input moves an output by |w|·Δ, and |w| < 1 for trained heads).
+  input moves an output by |w|·Δ, and |w| < 1 for trained heads);
+- if the output comes from float activations (a weight-only last layer), Δ is one step of a
+  symmetric int8 grid over the reference output's range, max|y| / 127.
 Figures: max and mean |ORT − PyTorch| / Δ over every output element, and top-1 agreement (the
 share of examples whose arg-max class matches), as Brevitas counts ORT parity in steps
 (tests/brevitas_ort/common.py).
@@ -64,17 +66,21 @@ def measure_parity(
     """Run ``path`` in ORT and ``model`` in PyTorch on every batch and compare (see module docstring)."""
     session = ort_session(path, threads)
     names = [i.name for i in session.get_inputs()]
-    step, source = output_step(path)
-    errors, agree, count = [], 0, 0
+    errors, largest, agree, count = [], 0.0, 0, 0
     model.eval()
     for inputs in batches:
         with torch.no_grad():
             reference = model(*inputs).numpy()
         output = session.run(None, {name: x.numpy() for name, x in zip(names, inputs)})[0]
-        errors.append(np.abs(output.astype(np.float64) - reference).reshape(len(reference), -1) / step)
+        errors.append(np.abs(output.astype(np.float64) - reference).reshape(len(reference), -1))
+        largest = max(largest, float(np.abs(reference).max()))
         agree += int((output.argmax(-1) == reference.argmax(-1)).sum())
         count += len(reference)
-    error = np.concatenate(errors)
+    try:
+        step, source = output_step(path)
+    except ValueError:  # float output: an int8 grid over its range
+        step, source = max(largest, 1e-12) / 127, "int8 grid of the float output's range"
+    error = np.concatenate(errors) / step
     return Parity(float(error.max()), float(error.mean()), step, source, agree / count, count)
 
 
