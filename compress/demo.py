@@ -3,7 +3,9 @@ so every intermediate file is the one a user would get:
 
 curvature → plan (avg 4 weight bits, and a latency budget a quarter of the way from the fastest
 mix of the measured per-layer ONNX Runtime table to all-float: int8 where ORT's integer kernels
-are faster, float where they are not) → the plan plus a
+are faster, float where they are not; the stem conv, one input channel, is pinned to float with
+``--override``: ORT runs it 3–4× faster in float, and its dequantized weights would also stop ORT
+pre-packing it, which the isolated per-layer table cannot see) → the plan plus a
 ``finetune:`` section (QAT + KD, lr from the sharpness) applied → export to ONNX Runtime (fused
 int8, parity) → uniform INT8 and FP32 for comparison → latency side by side → report.
 """
@@ -28,7 +30,7 @@ def run_demo(work: Path, cli) -> Path:
     cli("plan", MODEL, "--data", DATA, "--max-samples", "512", "--curvature", str(work / "curvature.json"),
         "--budget", "avg_bits=4", "--budget", f"latency_ms={_latency_budget_ms():.6f}",
         "--backend", "ort-cpu", "--latency-batch", str(LATENCY_BATCH), "--act-bits", "8,fp32",
-        "--sparsities", "0,0.5", "-o", str(work / "plan.yaml"))
+        "--sparsities", "0,0.5", "--override", "stem.0=fp32", "-o", str(work / "plan.yaml"))
     _write_recipe(work / "plan.yaml", work / "recipe.yaml")
     _write_yaml(INT8_RECIPE, work / "int8.yaml")
     for name, recipe in (("plan", "recipe.yaml"), ("int8", "int8.yaml")):

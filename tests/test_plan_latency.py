@@ -36,19 +36,25 @@ def test_layer_graphs_compute_the_layer_and_fuse_when_int8(index: int, tmp_path)
     torch.manual_seed(index)
     module, shape = LAYERS[index]
     x = torch.randn(shape)
-    session = ort.InferenceSession(layer_graph(module, shape, int8=False).SerializeToString(),
+    session = ort.InferenceSession(layer_graph(module, shape, "fp32").SerializeToString(),
                                    providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], module(x).detach().numpy(), atol=1e-5)
-    ops = optimized_ops(layer_graph(module, shape, int8=True), tmp_path)
+    weight_only = ort.InferenceSession(layer_graph(module, shape, "weight-only").SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+    reference = module(x).detach().numpy()
+    error = np.abs(weight_only.run(None, {"x": x.numpy()})[0] - reference).max()
+    assert 0 < error < 0.02 * np.abs(reference).max()  # int8 weights, float inputs
+    ops = optimized_ops(layer_graph(module, shape, "int8"), tmp_path)
     assert {"QLinearConv", "QLinearMatMul", "QGemm", "MatMulIntegerToFloat"} & set(ops), ops
-    pruned = ort.InferenceSession(layer_graph(module, shape, int8=False, sparsity=0.5).SerializeToString(),
+    pruned = ort.InferenceSession(layer_graph(module, shape, "fp32", sparsity=0.5).SerializeToString(),
                                   providers=["CPUExecutionProvider"])
     kept = pruned.run(None, {"x": x[:, :4].numpy() if index == 1 else x.numpy()})[0]
     assert kept.shape[1 if index < 2 else -1] == module.weight.shape[0] // 2
 
 
 def test_variants_follow_what_the_backend_runs() -> None:
-    assert variant(LayerOption(4)) == "fp32"  # weight-only: dequantized to float at load
+    assert variant(LayerOption(4)) == "weight-only"  # DQ on every call, float kernel
+    assert variant(LayerOption(None)) == "fp32"
     assert variant(LayerOption(4, act_bits=8)) == "int8"
     assert variant(LayerOption(None, act_bits=8)) == "fp32"
     assert variant(LayerOption(8, 0.5, "unstructured", 8)) == "int8"  # no sparse kernels
@@ -63,7 +69,7 @@ def test_latency_table_is_cached_and_a_latency_budget_holds(tmp_path, monkeypatc
     spec = PlanSpec(budgets={}, bits=(8, None), sparsities=(0.0, 0.5), patterns=("channel",))
     inputs = (torch.randn(1, 3, 8, 8),)
     table = latency_table(model, inputs, layer_options(model, spec), batch_size=4)
-    assert set(table.median_ms["2"]) == {"fp32", "fp32+ch0.5"}
+    assert set(table.median_ms["2"]) == {"fp32", "fp32+ch0.5", "weight-only", "weight-only+ch0.5"}
     assert latency_table(model, inputs, layer_options(model, spec), batch_size=4) == table  # from the cache
     assert len(list((tmp_path / "latency").glob("*.json"))) == 1
     curvature = curvature_for(model, {"0": 1.0, "2": 1.0, "5": 1.0})

@@ -1,8 +1,8 @@
 """Per-layer latency on the target backend, measured, for ``latency_ms`` budgets.
 
 Each planned layer is exported alone (``layer_onnx.py``) in every variant its options map to:
-float, int8 (weights ≤ 8 bits *and* an 8-bit input: the only case ONNX Runtime runs an integer
-kernel; weight-only quantization is dequantized to float at load), and channel-pruned widths.
+float, weight-only (int8 codes dequantized on every call, as exported), int8 (weights ≤ 8 bits
+*and* an 8-bit input: the only case ONNX Runtime runs an integer kernel), and channel-pruned widths.
 Unstructured and 2:4 zeros cost the same as dense on ORT CPU (DESIGN §6), so they share the
 dense variant's time. All variants are timed round-robin in one run (``compress.export.latency``);
 the table keeps median and p90 per entry, and is cached per model structure, shapes, batch size,
@@ -52,8 +52,9 @@ class LatencyTable:
 
 
 def variant(option: LayerOption) -> str:
-    """What the backend runs for an option: ``int8`` or ``fp32``, with ``+chS`` for channel pruning."""
-    kind = "int8" if option.bits is not None and option.act_bits is not None else "fp32"
+    """What the backend runs for an option: ``fp32``, ``weight-only`` or ``int8``, with ``+chS``
+    for channel pruning."""
+    kind = "fp32" if option.bits is None else ("weight-only" if option.act_bits is None else "int8")
     return f"{kind}+ch{option.sparsity:g}" if option.pattern == "channel" and option.sparsity > 0 else kind
 
 
@@ -98,9 +99,8 @@ def _measure(model: nn.Module, shapes: dict[str, tuple[int, ...]], variants: dic
     for name, kinds in variants.items():
         module = model.get_submodule(name)
         for kind in kinds:
-            int8, _, pruned = kind.partition("+ch")
-            graphs[f"{name}|{kind}"] = layer_graph(module, (batch_size, *shapes[name]), int8 == "int8",
-                                                   float(pruned or 0))
+            base, _, pruned = kind.partition("+ch")
+            graphs[f"{name}|{kind}"] = layer_graph(module, (batch_size, *shapes[name]), base, float(pruned or 0))
     result = measure_latency(graphs, LatencySpec(batch_sizes=(batch_size,), intra_op_threads=threads))
     median: dict[str, dict[str, float]] = {name: {} for name in variants}
     p90: dict[str, dict[str, float]] = {name: {} for name in variants}

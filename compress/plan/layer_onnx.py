@@ -1,7 +1,11 @@
-"""One planned layer as a stand-alone ONNX graph, float or int8 Q/DQ, for timing on ONNX Runtime.
+"""One planned layer as a stand-alone ONNX graph, for timing on ONNX Runtime, in one of three kinds:
 
-The int8 graph is the pattern ORT fuses into one integer kernel (QLinearConv / QLinearMatMul):
-Q(x)→DQ→op(DQ(W int8, per-channel))→Q→DQ, with the bias as int32 at scale s_x·s_w for Conv.
+- ``fp32``: float weights;
+- ``weight-only``: op(DQ(W int8, per-channel)) on float inputs, as the exporter writes weight-only
+  layers (ORT keeps the DequantizeLinear and runs it on every call);
+- ``int8``: the pattern ORT fuses into one integer kernel (QLinearConv / QLinearMatMul / QGemm):
+  Q(x)→DQ→op(DQ(W int8, per-channel))→Q→DQ, with the bias as int32 at scale s_x·s_w for Conv.
+
 Scales are nominal (timing does not depend on them). A channel-pruned variant keeps the first
 ⌈(1 − s)·C_out⌉ output channels. Linear layers become MatMul (+ Add bias), which accepts inputs
 of any rank (tokens × features included).
@@ -19,7 +23,10 @@ def kept_channels(out_channels: int, sparsity: float) -> int:
     return max(1, math.ceil((1 - sparsity) * out_channels))
 
 
-def layer_graph(module: nn.Module, input_shape: tuple[int, ...], int8: bool, sparsity: float = 0.0):
+KINDS = ("fp32", "weight-only", "int8")
+
+
+def layer_graph(module: nn.Module, input_shape: tuple[int, ...], kind: str, sparsity: float = 0.0):
     """An onnx ModelProto computing ``module`` (Conv2d or Linear) on an input of ``input_shape``."""
     import onnx
     from onnx import TensorProto, helper
@@ -31,7 +38,7 @@ def layer_graph(module: nn.Module, input_shape: tuple[int, ...], int8: bool, spa
     if _depthwise(module):  # its pruned outputs remove the same input channels
         input_shape = (input_shape[0], keep, *input_shape[2:])
     nodes, inits = [], []
-    source = "x"
+    source, int8 = "x", kind == "int8"
     if int8:
         inits += [_scalar("x_scale", 1 / 64), _scalar("zero", 0, np.int8)]
         nodes += [helper.make_node("QuantizeLinear", ["x", "x_scale", "zero"], ["xq"]),
@@ -39,9 +46,9 @@ def layer_graph(module: nn.Module, input_shape: tuple[int, ...], int8: bool, spa
         source = "xf"
     op_output = "y" if not int8 else "y_float"
     if isinstance(module, nn.Conv2d):
-        nodes_, inits_ = _conv(module, weight, bias, source, op_output, int8)
+        nodes_, inits_ = _conv(module, weight, bias, source, op_output, kind)
     else:
-        nodes_, inits_ = _matmul(weight, bias, source, op_output, int8)
+        nodes_, inits_ = _matmul(weight, bias, source, op_output, kind)
     nodes += nodes_
     inits += inits_
     if int8:
@@ -79,7 +86,7 @@ def _int8_weight(weight: np.ndarray, axis: int):
             numpy_helper.from_array(np.zeros_like(scales, dtype=np.int8), "w_zero"), scales)
 
 
-def _conv(module: nn.Conv2d, weight, bias, source: str, output: str, int8: bool):
+def _conv(module: nn.Conv2d, weight, bias, source: str, output: str, kind: str):
     from onnx import helper, numpy_helper
 
     attributes = dict(kernel_shape=list(module.kernel_size), strides=list(module.stride),
@@ -87,10 +94,11 @@ def _conv(module: nn.Conv2d, weight, bias, source: str, output: str, int8: bool)
     if _depthwise(module):
         attributes["group"] = weight.shape[0]
     nodes, inits, inputs = [], [], [source, "w"]
-    if int8:
+    if kind != "fp32":
         w_q, w_scale, w_zero, scales = _int8_weight(weight, 0)
         inits += [w_q, w_scale, w_zero]
         nodes.append(helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], axis=0))
+    if kind == "int8":
         if bias is not None:
             b_scales = (scales / 64).astype(np.float32)
             codes = np.round(bias / b_scales).astype(np.int32)
@@ -99,7 +107,8 @@ def _conv(module: nn.Conv2d, weight, bias, source: str, output: str, int8: bool)
             nodes.append(helper.make_node("DequantizeLinear", ["b_q", "b_scale", "b_zero"], ["b"], axis=0))
             inputs.append("b")
     else:
-        inits.append(numpy_helper.from_array(weight, "w"))
+        if kind == "fp32":
+            inits.append(numpy_helper.from_array(weight, "w"))
         if bias is not None:
             inits.append(numpy_helper.from_array(bias, "b"))
             inputs.append("b")
@@ -107,12 +116,12 @@ def _conv(module: nn.Conv2d, weight, bias, source: str, output: str, int8: bool)
     return nodes, inits
 
 
-def _matmul(weight, bias, source: str, output: str, int8: bool):
+def _matmul(weight, bias, source: str, output: str, kind: str):
     from onnx import helper, numpy_helper
 
     transposed = np.ascontiguousarray(weight.T)  # (in, out): MatMul's right operand
     nodes, inits = [], []
-    if int8:
+    if kind != "fp32":
         w_q, w_scale, w_zero, _ = _int8_weight(transposed, 1)
         inits += [w_q, w_scale, w_zero]
         nodes.append(helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], axis=1))
