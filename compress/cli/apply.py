@@ -21,6 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
 
 
 def run(args: argparse.Namespace) -> int:
+    import copy
     from pathlib import Path
 
     from compress.apply.checkpoint import CheckpointInfo, save_checkpoint
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     resolved_layers(recipe, args.recipe)  # every problem against the model, before any work
     model = build_model(recipe.model["spec"], recipe.model.get("weights"))
     calibration, train, heldout = _data(recipe)
-    teacher_for_eval = build_model(recipe.model["spec"], recipe.model.get("weights"))
+    teacher_for_eval = copy.deepcopy(model)  # the uncompressed reference for data without labels
     before = evaluate(model, recipe.model["spec"], heldout, teacher_for_eval, args.batch_size)
     layers = compressible_layers(model)
     spec = ApplySpec(recipe.quant_settings(layers), recipe.prune_settings(layers), recipe.finetune_spec(),

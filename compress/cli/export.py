@@ -39,7 +39,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{onnx_path} exists; pass --force to replace it or choose another -o")
     model, info = load_checkpoint(source)
     data = _heldout(args.data or info.recipe["data"].get("eval") or info.recipe["data"]["calibration"])
-    summary = export_checkpoint(model, data, onnx_path, args.target)
+    try:
+        summary = export_checkpoint(model, data, onnx_path, args.target)
+    except BaseException:  # a half-written export must not block the next attempt
+        for partial in (onnx_path, onnx_path.with_suffix(".parity.json"), onnx_path.with_name("model.optimized.onnx")):
+            partial.unlink(missing_ok=True)
+        raise
     _print(summary, onnx_path)
     if args.json:
         from compress.jsonio import write_json
