@@ -32,7 +32,7 @@ from scipy.stats import binomtest
 
 from compress.curvature.estimate import CurvatureSpec, estimate_curvature
 from compress.data.spec import load_data
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.jsonio import write_json
 from compress.models.spec import build_model
 from compress.plan.make import PlanEvidence, PlanSpec, make_plan, plannable_layers
@@ -75,7 +75,7 @@ def peer(base, budget, formats, float_bits, heldout, calibration) -> tuple[dict,
     """ModelOpt at ``budget``: its own model's outcome and choices, or the reason it refuses."""
     try:
         model, result = modelopt_auto_quantize(base, calibration, budget, formats, float_bits)
-    except UserError as exc:
+    except InputError as exc:
         return {"refused": str(exc)}, None
     measured, correct = outcome(model, heldout, calibration)
     gaps = {n: gap_in_steps(m) for n, m in plannable_layers(model).items()

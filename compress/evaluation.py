@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from compress.data.source import Batch, DataSource
-from compress.errors import UserError
+from compress.errors import InputError
 
 if TYPE_CHECKING:
     import torch
@@ -65,12 +65,12 @@ def forward(model: "nn.Module", batch: Batch, model_name: str, data_name: str) -
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         shapes = ", ".join(str(tuple(x.shape)) for x in batch.inputs)
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(
+        raise InputError(
             f"data {data_name} (inputs of shape {shapes}) does not fit model {model_name}: {message}; "
             "give data shaped as the model expects"
         ) from exc
     if not isinstance(output, torch.Tensor):
-        raise UserError(f"model {model_name} returned {type(output).__name__}; eval needs one tensor")
+        raise InputError(f"model {model_name} returned {type(output).__name__}; eval needs one tensor")
     return output
 
 
@@ -95,7 +95,7 @@ def evaluate(
                 score += _correct(output, batch.targets, model_name)
             else:
                 if reference is None:
-                    raise UserError(f"data {data.name} has no targets; give a --reference model to compare with")
+                    raise InputError(f"data {data.name} has no targets; give a --reference model to compare with")
                 expected = forward(reference, batch, "reference", data.name)
                 score += torch.nn.functional.cosine_similarity(output.flatten(1), expected.flatten(1)).sum().item()
             total += len(batch)
@@ -109,7 +109,7 @@ def evaluate(
 def _correct(output: "torch.Tensor", targets: "torch.Tensor", model_name: str) -> int:
     """Number of rows whose argmax equals the target class."""
     if output.ndim != 2 or int(targets.max()) >= output.shape[1]:
-        raise UserError(
+        raise InputError(
             f"model {model_name} outputs shape {tuple(output.shape)}, which cannot be scored against "
             f"class targets up to {int(targets.max())}; a classifier must output (batch, classes)"
         )

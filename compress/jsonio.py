@@ -6,17 +6,17 @@ import json
 import os
 from pathlib import Path
 
-from compress.errors import UserError
+from compress.errors import InputError
 
 
 def write_json(path: str | Path, payload: object) -> None:
     path = Path(path)
     if path.is_dir():
-        raise UserError(f"--json {path} is a directory; give a file path")
+        raise InputError(f"--json {path} is a directory; give a file path")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         partial.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         os.replace(partial, path)
     except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror}") from exc
+        raise InputError(f"cannot write {path}: {exc.strerror}") from exc

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
-from compress.errors import UserError
+from compress.errors import InputError
 
 if TYPE_CHECKING:
     import onnx
@@ -39,13 +39,13 @@ class LatencySpec:
 
     def __post_init__(self) -> None:
         if self.runs < MIN_RUNS:
-            raise UserError(f"latency runs must be at least {MIN_RUNS} for a stable median and p90, got {self.runs}")
+            raise InputError(f"latency runs must be at least {MIN_RUNS} for a stable median and p90, got {self.runs}")
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
-            raise UserError(f"batch sizes must be positive integers, got {list(self.batch_sizes)}")
+            raise InputError(f"batch sizes must be positive integers, got {list(self.batch_sizes)}")
         if self.warmup < 0 or self.intra_op_threads < 1:
-            raise UserError("warm-up runs must be >= 0 and intra-op threads >= 1")
+            raise InputError("warm-up runs must be >= 0 and intra-op threads >= 1")
         if self.graph_optimization not in OPT_LEVELS:
-            raise UserError(f"graph optimization {self.graph_optimization!r} is not one of {', '.join(OPT_LEVELS)}")
+            raise InputError(f"graph optimization {self.graph_optimization!r} is not one of {', '.join(OPT_LEVELS)}")
 
 
 @dataclass(frozen=True)
@@ -111,11 +111,11 @@ def measure_latency(models: Mapping[str, "str | Path | bytes | onnx.ModelProto"]
     import onnxruntime as ort
 
     if not models:
-        raise UserError("no models to measure")
+        raise InputError("no models to measure")
     feeds = dict(feeds or {})
     unknown = sorted(set(feeds) - set(models))
     if unknown:
-        raise UserError(f"inputs given for unknown model(s) {unknown}; models are {sorted(models)}")
+        raise InputError(f"inputs given for unknown model(s) {unknown}; models are {sorted(models)}")
     start = time.perf_counter()
     sessions = {name: _session(name, source, spec) for name, source in models.items()}
     rng = np.random.default_rng(spec.seed)
@@ -160,13 +160,13 @@ def _session(name: str, source: "str | Path | bytes | onnx.ModelProto", spec: La
         return ort.InferenceSession(str(source) if isinstance(source, Path) else source, options,
                                     providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
-        raise UserError(f"ONNX Runtime cannot load model {name}: {str(exc).splitlines()[0]}") from exc
+        raise InputError(f"ONNX Runtime cannot load model {name}: {str(exc).splitlines()[0]}") from exc
 
 
 def _leading_dim(name: str, feed: Mapping[str, np.ndarray], spec: LatencySpec) -> int:
     sizes = {int(np.shape(array)[0]) for array in feed.values() if np.ndim(array) > 0}
     if len(sizes) != 1 or next(iter(sizes)) not in spec.batch_sizes:
-        raise UserError(f"inputs for model {name} have leading dimensions {sorted(sizes)}; "
+        raise InputError(f"inputs for model {name} have leading dimensions {sorted(sizes)}; "
                         f"give one batch size among {list(spec.batch_sizes)}")
     return sizes.pop()
 
@@ -183,13 +183,13 @@ def _random_input(model: str, arg, batch: int, rng: np.random.Generator) -> np.n
     first dimension set to ``batch``."""
     shape = list(arg.shape)
     if not shape:
-        raise UserError(f"model {model} input {arg.name} is a scalar; give its inputs explicitly")
+        raise InputError(f"model {model} input {arg.name} is a scalar; give its inputs explicitly")
     if isinstance(shape[0], int) and shape[0] != batch:
-        raise UserError(f"model {model} input {arg.name} has a fixed batch dimension {shape[0]}; "
+        raise InputError(f"model {model} input {arg.name} has a fixed batch dimension {shape[0]}; "
                         f"cannot measure batch size {batch} (export it with a dynamic batch axis)")
     shape[0] = batch
     if not all(isinstance(d, int) for d in shape[1:]):
-        raise UserError(f"model {model} input {arg.name} has symbolic dimensions {arg.shape[1:]}; "
+        raise InputError(f"model {model} input {arg.name} has symbolic dimensions {arg.shape[1:]}; "
                         "give its inputs explicitly")
     kinds = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
     if arg.type in kinds:
@@ -197,4 +197,4 @@ def _random_input(model: str, arg, batch: int, rng: np.random.Generator) -> np.n
     integers = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
     if arg.type in integers:
         return rng.integers(0, 100, size=shape).astype(integers[arg.type])
-    raise UserError(f"model {model} input {arg.name} has type {arg.type}; give its inputs explicitly")
+    raise InputError(f"model {model} input {arg.name} has type {arg.type}; give its inputs explicitly")

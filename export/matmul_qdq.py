@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.quant.blocks import block_codes
 from compress.quant.modules import QuantLayer
 from compress.quant.weights import quantize_per_channel
@@ -59,7 +59,7 @@ def _linear_node(editor: GraphEditor, name: str):
             (matmul,) = editor.consumers[node.output[0]]
             if matmul.op_type == "MatMul" and matmul.input[1] == node.output[0]:
                 return matmul, node
-    raise UserError(f"{name}: no Gemm (transB=1) or Transpose→MatMul reads {weight} in the exported graph")
+    raise InputError(f"{name}: no Gemm (transB=1) or Transpose→MatMul reads {weight} in the exported graph")
 
 
 def _is_plain_gemm(node) -> bool:
@@ -96,7 +96,7 @@ def _dynamic_matmul(editor: GraphEditor, name: str, layer: QuantLayer, source: s
 def _nbits_matmul(editor: GraphEditor, name: str, layer: QuantLayer, source: str, output: str) -> None:
     bits, block = layer.settings.weight_bits, layer.settings.weight_block
     if bits != 4:
-        raise UserError(f"{name}: block-wise weights export as MatMulNBits with 4 bits only, got {bits}")
+        raise InputError(f"{name}: block-wise weights export as MatMulNBits with 4 bits only, got {bits}")
     with torch.no_grad():
         scales = layer.weight_scales().detach().float()
         codes = block_codes(layer.weight.detach().float(), scales, bits)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.quant.modules import QuantLayer
 from compress.quant.quantize import records_of
 from compress.quant.records import ActRecord, LayerRecord
@@ -57,10 +57,10 @@ def export_onnx(
     import onnx
 
     if target not in TARGETS:
-        raise UserError(f"unknown export target {target!r}; choose one of {', '.join(TARGETS)}")
+        raise InputError(f"unknown export target {target!r}; choose one of {', '.join(TARGETS)}")
     layers = records_of(model, ()).layers
     if not layers:
-        raise UserError("the model has no quantized layers; run quantize_model_ (compress apply) first")
+        raise InputError("the model has no quantized layers; run quantize_model_ (compress apply) first")
     if target == "tensorrt":
         _check_tensorrt_compatible(layers)
     path = Path(path)
@@ -130,9 +130,9 @@ def _float_twin(model: nn.Module) -> nn.Module:
 def _check_tensorrt_compatible(layers: dict[str, LayerRecord]) -> None:
     for name, record in layers.items():
         if record.settings.act_dynamic or record.settings.weight_block is not None:
-            raise UserError(f"{name} uses act_dynamic or weight_block, which export for ONNX Runtime only (target ort)")
+            raise InputError(f"{name} uses act_dynamic or weight_block, which export for ONNX Runtime only (target ort)")
         if record.settings.act_bits is not None and not record.settings.act_signed:
-            raise UserError(f"{name} has asymmetric uint8 activations; TensorRT needs act_signed (zero point 0)")
+            raise InputError(f"{name} has asymmetric uint8 activations; TensorRT needs act_signed (zero point 0)")
 
 
 def _layer_node(editor: GraphEditor, name: str):
@@ -140,9 +140,9 @@ def _layer_node(editor: GraphEditor, name: str):
     for node in editor.consumers.get(weight, []):
         if node.op_type in ("Conv", "Gemm") and node.input[1] == weight:
             if node.op_type == "Gemm" and not _attribute(node, "transB", 0):
-                raise UserError(f"{name}: Gemm without transB is not supported by the Q/DQ exporter")
+                raise InputError(f"{name}: Gemm without transB is not supported by the Q/DQ exporter")
             return node
-    raise UserError(f"{name}: no Conv/Gemm node reads {weight} in the exported graph (a Linear on N-D inputs exports as MatMul: give it act_dynamic or weight_block)")
+    raise InputError(f"{name}: no Conv/Gemm node reads {weight} in the exported graph (a Linear on N-D inputs exports as MatMul: give it act_dynamic or weight_block)")
 
 
 def _attribute(node, key: str, default: int) -> int:
@@ -236,7 +236,7 @@ def _write_bias(editor: GraphEditor, name: str, node, layer: QuantLayer, target:
             return
         codes = torch.round(layer.bias.detach() / scales)
     if codes.abs().max() >= 2**31:
-        raise UserError(f"{name}: bias does not fit int32 on the grid s_in*s_w; the input or weight scale is too small")
+        raise InputError(f"{name}: bias does not fit int32 on the grid s_in*s_w; the input or weight scale is too small")
     bias = editor.set_initializer(f"{name}.bias", codes.numpy().astype(np.int32))
     scale = editor.set_initializer(f"{name}.bias_scale", scales.float().numpy())
     zero_point = editor.set_initializer(f"{name}.bias_zero_point", np.zeros(len(scales), dtype=np.int32))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.export.latency import MIN_RUNS, summarize
 from compress.export.tensorrt_rules import check_tensorrt_qdq
 
@@ -67,10 +67,10 @@ def build_and_time_engine(onnx_path: str | Path, batch_size: int = 1, sparse_wei
     if given), and time ``runs`` executions after ``warmup``; "skipped" where TensorRT or a GPU
     is missing."""
     if runs < MIN_RUNS:
-        raise UserError(f"engine timing needs at least {MIN_RUNS} runs, got {runs}")
+        raise InputError(f"engine timing needs at least {MIN_RUNS} runs, got {runs}")
     violations = check_tensorrt_qdq(onnx_path)
     if violations:
-        raise UserError(f"{onnx_path} breaks TensorRT's quantization rules ({len(violations)}): {violations[0]}")
+        raise InputError(f"{onnx_path} breaks TensorRT's quantization rules ({len(violations)}): {violations[0]}")
     reason = unavailable_reason()
     if reason is not None:
         return EngineResult("skipped", reason, batch_size=batch_size, sparse_weights=sparse_weights)
@@ -95,7 +95,7 @@ def _build(trt, onnx_path: Path, batch_size: int, sparse_weights: bool) -> tuple
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes(), str(onnx_path.parent)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise UserError(f"TensorRT cannot parse {onnx_path}: {errors}")
+        raise InputError(f"TensorRT cannot parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     if not strongly_typed:
         config.set_flag(trt.BuilderFlag.INT8)
@@ -106,7 +106,7 @@ def _build(trt, onnx_path: Path, batch_size: int, sparse_weights: bool) -> tuple
         config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise UserError(f"TensorRT could not build an engine from {onnx_path}; see its log above")
+        raise InputError(f"TensorRT could not build an engine from {onnx_path}; see its log above")
     return serialized, strongly_typed
 
 
@@ -118,7 +118,7 @@ def _batch_profile(builder, network, batch_size: int):
         tensor = network.get_input(index)
         shape = list(tensor.shape)
         if any(d < 0 for d in shape[1:]):
-            raise UserError(f"input {tensor.name} has dynamic dimensions {shape}; only the batch axis may be dynamic")
+            raise InputError(f"input {tensor.name} has dynamic dimensions {shape}; only the batch axis may be dynamic")
         if shape and shape[0] < 0:
             dynamic = True
             shape[0] = batch_size
@@ -169,4 +169,4 @@ def _torch_dtype(trt, dtype):
     for name, torch_dtype in table.items():
         if hasattr(trt.DataType, name) and dtype == getattr(trt.DataType, name):
             return torch_dtype
-    raise UserError(f"engine I/O type {dtype} has no torch equivalent for timing")
+    raise InputError(f"engine I/O type {dtype} has no torch equivalent for timing")

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from compress.errors import UserError
+from compress.errors import InputError
 
 if TYPE_CHECKING:
     from onnx import ModelProto, NodeProto
@@ -103,7 +103,7 @@ def _load(path: Path) -> "ModelProto":
     try:
         return onnx.load(str(path))
     except (OSError, DecodeError) as exc:
-        raise UserError(f"cannot read ONNX model {path}: {exc}") from exc
+        raise InputError(f"cannot read ONNX model {path}: {exc}") from exc
 
 
 class _Graph:

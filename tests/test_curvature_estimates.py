@@ -77,10 +77,10 @@ def test_curvature_round_trips_through_json() -> None:
 
 
 def test_exact_refuses_large_models() -> None:
-    from compress.errors import UserError
+    from compress.errors import InputError
     from compress.data.source import TensorData
 
     model = torch.nn.Linear(100, 60)
     data = TensorData("x", (torch.randn(8, 100),), torch.randint(0, 60, (8,)))
-    with pytest.raises(UserError, match="--exact"):
+    with pytest.raises(InputError, match="--exact"):
         estimate_curvature(model, data, CurvatureSpec(exact=True))

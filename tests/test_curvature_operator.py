@@ -6,7 +6,7 @@ import torch
 from compress.curvature.exact import dense_hessian
 from compress.curvature.lanczos import lanczos
 from compress.curvature.prepare import prepare_operator
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.testing.tiny import tiny_convnet, tiny_data, tiny_mlp
 
 TINY = {"mlp": tiny_mlp, "conv": tiny_convnet}
@@ -89,7 +89,7 @@ def test_lanczos_finds_the_top_eigenvalues_and_stops_on_invariant_spaces() -> No
 def test_nondeterministic_models_are_refused() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 3))
     data = tiny_data("mlp")
-    with pytest.raises(UserError, match="training mode"):
+    with pytest.raises(InputError, match="training mode"):
         prepare_operator(model.train(), data, "ce")
     prepare_operator(model.train(), data, "ce", allow_nondeterministic=True)
     prepare_operator(model.eval(), data, "ce")
@@ -98,5 +98,5 @@ def test_nondeterministic_models_are_refused() -> None:
 def test_cross_entropy_needs_targets() -> None:
     data = tiny_data("mlp")
     unlabeled = type(data)("x", data.inputs, None)
-    with pytest.raises(UserError, match="--loss distill"):
+    with pytest.raises(InputError, match="--loss distill"):
         prepare_operator(tiny_mlp().eval(), unlabeled, "ce")

@@ -103,7 +103,7 @@ def test_image_folder(tmp_path: Path) -> None:
 
 
 def test_unknown_split_is_rejected() -> None:
-    from compress.errors import UserError
+    from compress.errors import InputError
 
-    with pytest.raises(UserError, match="unknown split"):
+    with pytest.raises(InputError, match="unknown split"):
         load_data("builtin:digits", "validation", "heldout")

@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.export.latency import MIN_RUNS, LatencyResult, LatencySpec, measure_latency, summarize
 
 WIDTH = 192
@@ -52,7 +52,7 @@ def test_given_inputs_fix_the_batch_size() -> None:
     result = measure_latency({"one": chain(1), "two": chain(2)}, LatencySpec(batch_sizes=(1, 4), warmup=0),
                              feeds={"two": feed})
     assert sorted((m.model, m.batch_size) for m in result.measurements) == [("one", 1), ("one", 4), ("two", 4)]
-    with pytest.raises(UserError, match="leading dimensions"):
+    with pytest.raises(InputError, match="leading dimensions"):
         measure_latency({"two": chain(2)}, LatencySpec(batch_sizes=(1,)), feeds={"two": feed})
 
 
@@ -68,16 +68,16 @@ def test_summary_matches_order_statistics() -> None:
     ({"graph_optimization": "max"}, "not one of"),
 ])
 def test_bad_specs_are_user_errors(kwargs: dict, message: str) -> None:
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(InputError, match=message):
         LatencySpec(**kwargs)
 
 
 def test_fixed_batch_dimension_cannot_be_resized() -> None:
-    with pytest.raises(UserError, match="fixed batch dimension 1"):
+    with pytest.raises(InputError, match="fixed batch dimension 1"):
         measure_latency({"fixed": chain(1, fixed_batch=1)}, LatencySpec(batch_sizes=(8,), warmup=0))
 
 
 def test_unloadable_model_is_a_user_error(tmp_path) -> None:
     (tmp_path / "bad.onnx").write_bytes(b"garbage")
-    with pytest.raises(UserError, match="cannot load model bad"):
+    with pytest.raises(InputError, match="cannot load model bad"):
         measure_latency({"bad": tmp_path / "bad.onnx"})

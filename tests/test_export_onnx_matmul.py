@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from compress.errors import UserError
+from compress.errors import ConfigError, InputError
 from compress.export.onnx_qdq import export_onnx
 from compress.export.ort_check import check_fusion
 from compress.export.ort_session import ort_session
@@ -137,11 +137,11 @@ def test_records_rebuild_dynamic_and_block_layers() -> None:
     ],
 )
 def test_settings_errors(settings, message) -> None:
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(ConfigError, match=message):
         QuantSettings(**settings)
 
 
 def test_block_weights_need_linear_with_whole_blocks() -> None:
     model = TinyBlock(width=48)
-    with pytest.raises(UserError, match="not a multiple of weight_block 32"):
+    with pytest.raises(ConfigError, match="not a multiple of weight_block 32"):
         quantize_model_(model, {"query": INT4}, [])

@@ -9,7 +9,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.export.tensorrt_engine import EngineResult, build_and_time_engine, unavailable_reason
 from tests.test_export_tensorrt_rules import conv_model
 
@@ -42,12 +42,12 @@ def test_skips_with_the_reason_when_tensorrt_or_gpu_is_missing(legal_onnx: Path)
 def test_rule_violations_stop_the_build(tmp_path: Path) -> None:
     path = tmp_path / "asymmetric.onnx"
     onnx.save(conv_model(act_zero=4), path)
-    with pytest.raises(UserError, match="zero_point at quant_x"):
+    with pytest.raises(InputError, match="zero_point at quant_x"):
         build_and_time_engine(path)
 
 
 def test_too_few_runs_is_a_user_error(legal_onnx: Path) -> None:
-    with pytest.raises(UserError, match="at least 30 runs"):
+    with pytest.raises(InputError, match="at least 30 runs"):
         build_and_time_engine(legal_onnx, runs=5)
 
 

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.export.tensorrt_rules import RULES, check_tensorrt_qdq
 
 RNG = np.random.default_rng(0)
@@ -161,7 +161,7 @@ def test_reads_files_and_rejects_garbage(tmp_path: Path) -> None:
     onnx.save(conv_model(act_zero=5), path)
     assert rules_of(path) == ["zero_point", "zero_point"]
     (tmp_path / "bad.onnx").write_bytes(b"\x07not a model")
-    with pytest.raises(UserError, match="cannot read ONNX model"):
+    with pytest.raises(InputError, match="cannot read ONNX model"):
         check_tensorrt_qdq(tmp_path / "bad.onnx")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.finetune.checkpoint import checkpoints, load_latest, save_checkpoint
 from compress.finetune.spec import FinetuneSpec
 from compress.finetune.train import finetune_
@@ -107,5 +107,5 @@ def test_checkpoints_of_another_spec_are_refused(tmp_path: Path) -> None:
     data = tiny_data("mlp", 32)
     spec = FinetuneSpec(mode="qat", max_steps=2, batch_size=8, checkpoint_every=1, lr=0.1, sharpness_every=0)
     finetune_(tiny_mlp(), None, data, spec, tmp_path)
-    with pytest.raises(UserError, match="different finetune spec"):
+    with pytest.raises(InputError, match="different finetune spec"):
         finetune_(tiny_mlp(), None, data, FinetuneSpec(**{**spec.to_dict(), "lr": 0.2}), tmp_path)

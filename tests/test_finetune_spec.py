@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from compress.errors import UserError
+from compress.errors import ConfigError, InputError
 from compress.finetune.losses import Reference, training_loss
 from compress.finetune.spec import FinetuneResult, FinetuneSpec, SharpnessPoint
 
@@ -15,14 +15,14 @@ from compress.finetune.spec import FinetuneResult, FinetuneSpec, SharpnessPoint
 def test_spec_round_trip_and_every_problem_reported_at_once() -> None:
     spec = FinetuneSpec(mode="kd", lr=0.01, optimizer="adamw", kd_loss="cosine", max_steps=7)
     assert FinetuneSpec.from_dict(spec.to_dict()) == spec
-    with pytest.raises(UserError) as error:
+    with pytest.raises(ConfigError) as error:
         FinetuneSpec(mode="fp8", lr=-1.0, kd_weight=2.0, momentum=1.0)
     message = str(error.value)
     for key in ("mode", "lr", "kd_weight", "momentum"):
         assert key in message
-    with pytest.raises(UserError, match="unknown keys lr_scale"):
+    with pytest.raises(ConfigError, match="unknown keys lr_scale"):
         FinetuneSpec.from_dict({"lr_scale": 2})
-    with pytest.raises(UserError, match="epochs"):
+    with pytest.raises(ConfigError, match="epochs"):
         FinetuneSpec(epochs=True)
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from compress.data.source import TensorData
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.finetune.losses import cosine_distillation
 from compress.finetune.order import epoch_order
 from compress.finetune.spec import FinetuneSpec
@@ -65,11 +65,11 @@ def test_unlabelled_data_distils_embeddings_from_the_first_global_batch() -> Non
 
 def test_bad_input_is_a_user_error() -> None:
     data = tiny_data("mlp", 16)
-    with pytest.raises(UserError, match="teacher"):
+    with pytest.raises(InputError, match="teacher"):
         finetune_(tiny_mlp(), None, data, FinetuneSpec(mode="kd"))
-    with pytest.raises(UserError, match="no labels"):
+    with pytest.raises(InputError, match="no labels"):
         finetune_(tiny_mlp(), None, TensorData("x", data.inputs, None), FinetuneSpec(mode="qat"))
-    with pytest.raises(UserError, match="exceeds the 16 training examples"):
+    with pytest.raises(InputError, match="exceeds the 16 training examples"):
         finetune_(tiny_mlp(), tiny_mlp(), data, FinetuneSpec(batch_size=32))
 
 

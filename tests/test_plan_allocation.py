@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from compress.errors import UserError
+from compress.errors import BudgetError
 from compress.plan.allocation import allocate
 
 
@@ -36,7 +36,7 @@ def test_solver_equals_brute_force(seed: int) -> None:
         budgets["bops"] = float(np.quantile(costs["bops"].sum(axis=0), 0.7))
     expected = brute_force(omega, costs, budgets)
     if expected is None:
-        with pytest.raises(UserError):
+        with pytest.raises(BudgetError):
             allocate(omega, costs, budgets)
         return
     result = allocate(omega, costs, budgets)
@@ -48,12 +48,13 @@ def test_solver_equals_brute_force(seed: int) -> None:
 def test_infeasible_budget_names_the_constraint_and_smallest_value() -> None:
     omega = np.array([[0.0, 1.0, 3.0], [0.0, 2.0, 5.0]])
     size = np.array([[8.0, 4.0, 2.0], [8.0, 4.0, 2.0]])
-    with pytest.raises(UserError, match=r"size=3 cannot be met.*smallest reachable .* is 4"):
+    with pytest.raises(BudgetError, match=r"size=3 cannot be met.*smallest reachable .* is 4") as error:
         allocate(omega, {"size": size}, {"size": 3.0})
+    assert (error.value.constraint, error.value.reachable) == ("size", 4.0)
     # jointly infeasible, each alone feasible: with bops ≤ 5 the smallest size is 12 (50% over 8);
     # with size ≤ 8 the smallest bops is 6 (20% over 5): the size budget is the one out of reach
     bops = np.array([[1.0, 3.0, 9.0], [1.0, 3.0, 9.0]])
-    with pytest.raises(UserError, match=r"size=8 cannot be met.*is 12"):
+    with pytest.raises(BudgetError, match=r"size=8 cannot be met.*is 12"):
         allocate(omega, {"size": size, "bops": bops}, {"size": 8.0, "bops": 5.0})
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from compress.curvature.result import Curvature, LayerCurvature
-from compress.errors import UserError
+from compress.errors import BudgetError, InputError
 from compress.plan.allocation import allocate
 from compress.plan.frontier import parse_sweep, sweep
 from compress.data.source import TensorData
@@ -63,7 +63,7 @@ def test_ties_force_equal_activation_bits_and_match_brute_force() -> None:
                     if cost[range(3), c].sum() <= budget and act[0, c[0]] == act[2, c[2]]),
                    key=lambda c: omega[range(3), c].sum(), default=None)
         if best is None:
-            with pytest.raises(UserError):
+            with pytest.raises(BudgetError):
                 allocate(omega, {"size": cost}, {"size": budget}, ties)
             continue
         got = allocate(omega, {"size": cost}, {"size": budget}, ties)
@@ -78,11 +78,11 @@ def test_overrides_restrict_choices_with_exact_name_before_pattern() -> None:
     plan = make_plan(model, curvature, spec)
     assert plan.layers["c"].weight_bits == 2  # the pattern
     assert plan.layers["b"].weight_bits in (8, None)  # the exact name wins over the pattern
-    with pytest.raises(UserError, match="matches no plannable layer"):
+    with pytest.raises(InputError, match="matches no plannable layer"):
         make_plan(model, curvature, PlanSpec(budgets={"avg_bits": 3.0}, overrides=(parse_override("nope=w8"),)))
-    with pytest.raises(UserError, match="not a candidate"):
+    with pytest.raises(InputError, match="not a candidate"):
         make_plan(model, curvature, PlanSpec(budgets={"avg_bits": 3.0}, overrides=(parse_override("a=w5"),)))
-    with pytest.raises(UserError, match="bad override"):
+    with pytest.raises(InputError, match="bad override"):
         parse_override("a")
 
 
@@ -101,7 +101,7 @@ def test_macs_and_the_gbops_budget() -> None:
     plan = make_plan(model, curvature, spec, PlanEvidence(measure=measure, macs=macs, ties=[("b", "c")]))
     assert plan.totals["gbops"] <= float_gbops / 10 + 1e-15
     assert plan.layers["b"].act_bits == plan.layers["c"].act_bits
-    with pytest.raises(UserError, match="gbops budget needs"):
+    with pytest.raises(InputError, match="gbops budget needs"):
         make_plan(model, curvature, PlanSpec(budgets={"gbops": 1.0}))
 
 
@@ -125,5 +125,5 @@ def test_sweep_frontier_is_monotone_and_lists_infeasible_values() -> None:
     losses = [p.predicted_delta_loss for p in frontier.points]
     assert all(later <= earlier + 1e-15 for earlier, later in zip(losses, losses[1:]))
     assert all(p.totals["avg_bits"] <= p.budget + 1e-9 for p in frontier.points)
-    with pytest.raises(UserError, match="bad --sweep"):
+    with pytest.raises(InputError, match="bad --sweep"):
         parse_sweep("avg_bits=4:2:3", ("avg_bits",))

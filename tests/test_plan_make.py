@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from compress.curvature.result import Curvature, LayerCurvature
-from compress.errors import UserError
+from compress.errors import BudgetError, InputError
 from compress.plan.make import PlanEvidence, PlanSpec, make_plan, parse_budget
 from compress.plan.sensitivity import LayerOption, sensitivity
 
@@ -44,13 +44,13 @@ def test_size_budget_counts_float_biases() -> None:
     float_mb = sum(p.numel() for p in model.parameters()) * 4 / 1e6
     plan = make_plan(model, curvature, PlanSpec(budgets={"size_mb": float_mb / 4}))
     assert plan.totals["size_mb"] <= float_mb / 4 + 1e-12
-    with pytest.raises(UserError, match="size_mb=0.0001 cannot be met"):
+    with pytest.raises(BudgetError, match="size_mb=0.0001 cannot be met"):
         make_plan(model, curvature, PlanSpec(budgets={"size_mb": 0.0001}))
 
 
 @pytest.mark.parametrize("text", ["bits=4", "avg_bits", "avg_bits=four", "size_mb=-1"])
 def test_bad_budgets(text: str) -> None:
-    with pytest.raises(UserError, match="bad budget"):
+    with pytest.raises(InputError, match="bad budget"):
         parse_budget(text)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.plan.make import plannable_layers
 from compress.plan.peers import PeerResult, average_bits, gap_in_steps, modelopt_auto_quantize
 from compress.testing.tiny import tiny_convnet, tiny_data, trained
@@ -54,5 +54,5 @@ def test_input_model_untouched_and_result_round_trips(searched) -> None:
 
 def test_budget_below_the_most_aggressive_format_is_a_user_error(searched) -> None:
     model, _, _, _, data = searched
-    with pytest.raises(UserError, match="INT4_BLOCKWISE_WEIGHT_ONLY_CFG"):
+    with pytest.raises(InputError, match="INT4_BLOCKWISE_WEIGHT_ONLY_CFG"):
         modelopt_auto_quantize(model, data, 3.0, ("INT4_BLOCKWISE_WEIGHT_ONLY_CFG",), float_bits=16, batch_size=32)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.models.mnist_cnn import MnistCNN
 from compress.prune.apply import choose_channels, prune_model_
 from compress.prune.channels import kept_width, zero_channels_
@@ -181,9 +181,9 @@ class Untraceable(nn.Module):
 
 
 def test_untraceable_and_unused_layers_are_user_errors() -> None:
-    with pytest.raises(UserError, match="torch.fx-traceable"):
+    with pytest.raises(InputError, match="torch.fx-traceable"):
         prune_model_(Untraceable(), {"conv": PruneSettings(0.5, "channel")})
     model = MnistCNN()
     model.spare = nn.Linear(3, 3)
-    with pytest.raises(UserError, match="never run"):
+    with pytest.raises(InputError, match="never run"):
         prune_model_(model, {"spare": PruneSettings(0.5, "channel")})

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from compress.errors import UserError
+from compress.errors import ConfigError, InputError
 from compress.models.mnist_cnn import MnistCNN
 from compress.prune.apply import prune_model_
 from compress.prune.persist import masked_layers, remove_masks_
@@ -130,7 +130,7 @@ def test_records_round_trip() -> None:
     ({"ratio": 0.3, "pattern": "channel", "round_to": 0}, "round_to"),
 ])
 def test_bad_settings_are_user_errors(kwargs: dict, message: str) -> None:
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(ConfigError, match=message):
         PruneSettings(**kwargs)
 
 
@@ -143,7 +143,7 @@ def test_bad_settings_are_user_errors(kwargs: dict, message: str) -> None:
     ({"conv.0": PruneSettings(0.5, "channel"), "block.pw.0": PruneSettings(0.25, "channel")}, None, "different"),
 ])
 def test_bad_requests_are_user_errors(settings_: dict, saliency: dict | None, message: str) -> None:
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(InputError, match=message):
         prune_model_(MnistCNN().eval(), settings_, saliency)
 
 
@@ -155,7 +155,7 @@ class Doubled(nn.Module):
 def test_masking_a_weight_with_another_parametrization_is_a_user_error() -> None:
     model = small_net(0, 5)
     torch.nn.utils.parametrize.register_parametrization(model.get_submodule("3"), "weight", Doubled())
-    with pytest.raises(UserError, match="Doubled"):
+    with pytest.raises(InputError, match="Doubled"):
         prune_model_(model, {"3": PruneSettings(0.5)})
 
 

@@ -15,7 +15,7 @@ from compress.curvature.losses import loss_function
 from compress.curvature.params import ParamLayout
 from compress.curvature.prepare import prepare_operator, reference_outputs
 from compress.data.source import TensorData
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.prune.saliency import estimate_saliency, fisher_diagonal, hutchinson_diagonal, layer_saliency
 from compress.testing.tiny import tiny_convnet, tiny_data, tiny_mlp, trained
 
@@ -121,5 +121,5 @@ def test_estimate_saliency_covers_every_layer_weight(curvature: str) -> None:
     (lambda m, d: fisher_diagonal(m.train(), d, "ce"), "training mode"),
 ])
 def test_bad_saliency_requests_are_user_errors(call, message: str) -> None:
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(InputError, match=message):
         call(tiny_convnet(), tiny_data("conv"))

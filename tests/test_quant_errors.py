@@ -1,11 +1,11 @@
-"""User mistakes in quantization and export are one-line UserErrors."""
+"""User mistakes in quantization and export are one-line errors of the right kind."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from compress.errors import UserError
+from compress.errors import ConfigError, InputError
 from compress.export.onnx_qdq import export_onnx
 from compress.quant.quantize import quantize_model_
 from compress.quant.records import QuantSettings
@@ -13,14 +13,14 @@ from compress.testing.tiny import tiny_convnet, tiny_data
 
 
 def test_unknown_layer_and_wrong_kind() -> None:
-    with pytest.raises(UserError, match="'nope', which is not a module"):
+    with pytest.raises(ConfigError, match="'nope', which is not a module"):
         quantize_model_(tiny_convnet(), {"nope": QuantSettings()}, [])
-    with pytest.raises(UserError, match="bn is a Identity; only Conv2d and Linear"):  # folded into conv
+    with pytest.raises(ConfigError, match="bn is a Identity; only Conv2d and Linear"):  # folded into conv
         quantize_model_(tiny_convnet(), {"bn": QuantSettings()}, [])
 
 
 def test_empty_calibration_is_refused() -> None:
-    with pytest.raises(UserError, match="calibration data is empty"):
+    with pytest.raises(InputError, match="calibration data is empty"):
         quantize_model_(tiny_convnet(), {"conv": QuantSettings()}, [])
 
 
@@ -28,9 +28,9 @@ def test_asymmetric_activations_are_refused_for_tensorrt(tmp_path) -> None:
     model = tiny_convnet()
     inputs = tiny_data("conv").inputs
     quantize_model_(model, {"mix": QuantSettings(act_signed=False)}, [inputs])
-    with pytest.raises(UserError, match="mix has asymmetric uint8 activations"):
+    with pytest.raises(InputError, match="mix has asymmetric uint8 activations"):
         export_onnx(model, inputs, tmp_path / "m.onnx", target="tensorrt")
-    with pytest.raises(UserError, match="unknown export target"):
+    with pytest.raises(InputError, match="unknown export target"):
         export_onnx(model, inputs, tmp_path / "m.onnx", target="tflite")
 
 

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compress.errors import UserError
+from compress.errors import ConfigError, InputError
 from compress.quant.calibrate import RangeObserver, calibrated_range, code_range, grid
 from compress.quant.fake import fake_quantize, lsq_gradient_scale, scale_gradient
 from compress.quant.records import QuantSettings
@@ -102,5 +102,5 @@ def test_lsq_scale_gradient_matches_esser_et_al() -> None:
     ],
 )
 def test_bad_settings_are_user_errors(kwargs: dict, message: str) -> None:
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(ConfigError, match=message):
         QuantSettings(**kwargs)

@@ -8,7 +8,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compress.errors import UserError
+from compress.errors import ConfigError, InputError
 from compress.finetune.spec import FinetuneSpec
 from compress.prune.records import PruneSettings
 from compress.quant.records import QuantSettings
@@ -18,7 +18,7 @@ MINIMAL = {"version": 1, "model": {"spec": "builtin:mnist-cnn"}, "data": {"calib
 
 
 def problems_of(payload: dict) -> list[str]:
-    with pytest.raises(UserError) as error:
+    with pytest.raises(ConfigError) as error:
         parse_recipe(payload, "r.yaml")
     lines = str(error.value).splitlines()
     count = len(lines) - 1
@@ -169,7 +169,7 @@ def test_to_dict_is_a_copy() -> None:
 def test_yaml_syntax_errors_name_the_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("version: 1\nmodel: {spec: x\n  data: [")
-    with pytest.raises(UserError) as error:
+    with pytest.raises(ConfigError) as error:
         load_recipe(str(path))
     message = str(error.value)
     assert "\n" not in message and message.startswith(f"{path}: not valid YAML at line 3, column ")
@@ -178,9 +178,9 @@ def test_yaml_syntax_errors_name_the_line(tmp_path: Path) -> None:
 def test_a_recipe_is_a_mapping(tmp_path: Path) -> None:
     path = tmp_path / "list.yaml"
     path.write_text("- 1\n- 2\n")
-    with pytest.raises(UserError, match=r"list.yaml: a recipe is a mapping with keys version, .*; got \[1, 2\]"):
+    with pytest.raises(ConfigError, match=r"list.yaml: a recipe is a mapping with keys version, .*; got \[1, 2\]"):
         load_recipe(str(path))
-    with pytest.raises(UserError, match="cannot read recipe .*missing.yaml: No such file"):
+    with pytest.raises(InputError, match="cannot read recipe .*missing.yaml: No such file"):
         load_recipe(str(tmp_path / "missing.yaml"))
 
 
@@ -190,11 +190,11 @@ def test_yaml_is_loaded_safely_and_strictly(tmp_path: Path) -> None:
                     "    head: {weight_bits: 8}\n")
     lines = path.read_text().splitlines()
     first, second = (i + 1 for i, line in enumerate(lines) if line.strip().startswith("head:"))
-    with pytest.raises(UserError, match=rf"not valid YAML at line {second}, column 5: duplicate key 'head' "
+    with pytest.raises(ConfigError, match=rf"not valid YAML at line {second}, column 5: duplicate key 'head' "
                                         rf"\(first at line {first}\)"):
         load_recipe(str(path))
     path.write_text("version: !!python/object/apply:os.getcwd []\n")
-    with pytest.raises(UserError, match="could not determine a constructor for the tag"):
+    with pytest.raises(ConfigError, match="could not determine a constructor for the tag"):
         load_recipe(str(path))
     path.write_text(yaml.safe_dump(MINIMAL) + "plan: {layers: {head: {trace: 1.5}}, budgets: {avg_bits: 4}}\n")
     assert load_recipe(str(path)).plan == {"layers": {"head": {"trace": 1.5}}, "budgets": {"avg_bits": 4}}

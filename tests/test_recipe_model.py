@@ -8,7 +8,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compress.errors import UserError
+from compress.errors import ConfigError, InputError
 from compress.models.spec import build_model
 from compress.recipe.check import check_against_model, compressible_layers
 from compress.recipe.schema import load_recipe, parse_recipe
@@ -129,7 +129,7 @@ def test_any_rules_give_problems_never_a_crash(mnist_cnn, quantization, pruning,
                "export": {"targets": targets}}
     try:
         recipe = parse_recipe(payload, "r")
-    except UserError:
+    except ConfigError:
         return
     layers = compressible_layers(mnist_cnn)
     problems = check_against_model(recipe, mnist_cnn)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from compress.curvature.result import Curvature, LayerCurvature
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.evaluation import EvalResult
 from compress.export.latency import LatencyMeasurement, LatencyResult, LatencySpec
 from compress.finetune.spec import FinetuneResult, SharpnessPoint
@@ -142,7 +142,7 @@ def test_figures_without_data_are_left_out(tmp_path: Path) -> None:
 def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     inputs = ReportInputs("m", (Variant("fp32", "mean_cosine", 1.0, None),))
     build_report(inputs, tmp_path)
-    with pytest.raises(UserError, match="--force"):
+    with pytest.raises(InputError, match="--force"):
         build_report(inputs, tmp_path)
     assert build_report(inputs, tmp_path, force=True).html.exists()
 
@@ -154,16 +154,16 @@ def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     ({"model": "m", "variants": [{"name": "a", "metric": "accuracy", "value": 1, "size_mb": 1}] * 2}, "unique"),
 ])
 def test_bad_inputs_are_user_errors(payload: dict, message: str) -> None:
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(InputError, match=message):
         ReportInputs.from_dict(payload)
 
 
 def test_bad_files_are_user_errors(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="cannot read"):
+    with pytest.raises(InputError, match="cannot read"):
         load_report_inputs(evals={"fp32": tmp_path / "missing.json"})
     (tmp_path / "recipe.yaml").write_text("version: 1\nmodel: {spec: x}\n")
-    with pytest.raises(UserError, match="no plan: section"):
+    with pytest.raises(InputError, match="no plan: section"):
         load_report_inputs(plan=tmp_path / "recipe.yaml")
     (tmp_path / "curv.json").write_text("{\"trace\": 1}")
-    with pytest.raises(UserError, match="no 'layers'"):
+    with pytest.raises(InputError, match="no 'layers'"):
         load_report_inputs(curvature=tmp_path / "curv.json")

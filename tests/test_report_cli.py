@@ -11,7 +11,7 @@ import pytest
 
 from compress.cli import main as cli_main
 from compress.cli import report as report_cmd
-from compress.errors import UserError
+from compress.errors import InputError
 from tests.test_report import write_stage_files
 
 
@@ -44,7 +44,7 @@ def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     paths = write_stage_files(tmp_path)
     argv = ["--eval", f"fp32={paths['fp32']}", "-o", str(tmp_path / "r")]
     assert run_report(*argv) == 0
-    with pytest.raises(UserError, match="pass --force"):
+    with pytest.raises(InputError, match="pass --force"):
         run_report(*argv)
     assert run_report(*argv, "--force") == 0
 
@@ -55,7 +55,7 @@ def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     (["--eval", "a=x.json", "--eval", "a=y.json"], "given twice"),
 ])
 def test_bad_arguments_are_user_errors(tmp_path: Path, argv: list[str], message: str) -> None:
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(InputError, match=message):
         run_report(*argv, "-o", str(tmp_path))
 
 

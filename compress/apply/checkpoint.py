@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compress.errors import UserError
+from compress.errors import InputError
 
 INFO_FILE = "compressed.json"
 WEIGHTS_FILE = "weights.pt"
@@ -46,7 +46,7 @@ class CheckpointInfo:
     @staticmethod
     def from_dict(payload: dict) -> "CheckpointInfo":
         if payload.get("format") != FORMAT or payload.get("version") != FORMAT_VERSION:
-            raise UserError(f"not a compress checkpoint of version {FORMAT_VERSION} "
+            raise InputError(f"not a compress checkpoint of version {FORMAT_VERSION} "
                             f"(format {payload.get('format')!r}, version {payload.get('version')!r})")
         return CheckpointInfo(**payload)
 
@@ -70,7 +70,7 @@ def read_info(path: Path) -> CheckpointInfo:
     try:
         return CheckpointInfo.from_dict(json.loads((path / INFO_FILE).read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError) as exc:
-        raise UserError(f"cannot read checkpoint {path}: {exc}") from exc
+        raise InputError(f"cannot read checkpoint {path}: {exc}") from exc
 
 
 def load_checkpoint(path: Path) -> tuple[nn.Module, CheckpointInfo]:
@@ -82,7 +82,7 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, CheckpointInfo]:
     try:
         state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError) as exc:
-        raise UserError(f"cannot read {path / WEIGHTS_FILE}: {exc}") from exc
+        raise InputError(f"cannot read {path / WEIGHTS_FILE}: {exc}") from exc
     model = resize_to_state_dict_(build_model(info.model_spec), state)
     if info.quant is not None:
         from compress.quant.quantize import rebuild_quantized_
@@ -92,6 +92,6 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, CheckpointInfo]:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise UserError(f"checkpoint {path} does not fit its model {info.model_spec}: "
+        raise InputError(f"checkpoint {path} does not fit its model {info.model_spec}: "
                         f"{str(exc).splitlines()[0]}") from exc
     return model.eval(), info

@@ -81,9 +81,9 @@ def _saliency(model: nn.Module, settings: dict[str, PruneSettings], spec: ApplyS
 
 def _finetune(model: nn.Module, teacher: nn.Module, train: DataSource | None, spec: FinetuneSpec,
               checkpoint_dir: Path | None) -> FinetuneResult:
-    from compress.errors import UserError
+    from compress.errors import InputError
     from compress.finetune.train import finetune_
 
     if train is None:
-        raise UserError("fine-tuning needs training data: set data.train in the recipe")
+        raise InputError("fine-tuning needs training data: set data.train in the recipe")
     return finetune_(model, teacher if spec.uses_teacher else None, train, spec, checkpoint_dir)

@@ -62,18 +62,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_output(out, resume: bool, force: bool) -> None:
-    from compress.errors import UserError
+    from compress.errors import InputError
 
     if resume and force:
-        raise UserError("--resume continues the run in the output directory; --force replaces it; choose one")
+        raise InputError("--resume continues the run in the output directory; --force replaces it; choose one")
     if out.exists() and not out.is_dir():
-        raise UserError(f"{out} exists and is not a directory")
+        raise InputError(f"{out} exists and is not a directory")
     started = out.is_dir() and any(out.iterdir())
     if started and not (resume or force):
-        raise UserError(f"{out} is not empty; pass --resume to continue an interrupted run there, "
+        raise InputError(f"{out} is not empty; pass --resume to continue an interrupted run there, "
                         "--force to replace it, or choose another -o")
     if resume and not (out / "checkpoints").is_dir():
-        raise UserError(f"nothing to resume in {out}: it has no checkpoints/ folder")
+        raise InputError(f"nothing to resume in {out}: it has no checkpoints/ folder")
     if force and (out / "checkpoints").is_dir():
         import shutil
 

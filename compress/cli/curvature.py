@@ -104,13 +104,13 @@ def _report(args: argparse.Namespace, curvature, data_name: str, num_samples: in
 
 
 def _check_positive(args: argparse.Namespace) -> None:
-    from compress.errors import UserError
+    from compress.errors import InputError
 
     for option in ("max_samples", "batch_size", "max_products", "top_k"):
         if getattr(args, option) < 1:
-            raise UserError(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
+            raise InputError(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
     if not 0 < args.rel_error < 1:
-        raise UserError(f"--rel-error must be between 0 and 1, got {args.rel_error}")
+        raise InputError(f"--rel-error must be between 0 and 1, got {args.rel_error}")
 
 
 def _init_distributed() -> int:

@@ -23,14 +23,14 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from compress.demo import run_demo
-    from compress.errors import UserError
+    from compress.errors import InputError
 
     work = Path(args.output)
     if work.exists() and any(work.iterdir()):
         if not args.force:
-            raise UserError(f"{work} is not empty; pass --force to replace the earlier demo or choose another -o")
+            raise InputError(f"{work} is not empty; pass --force to replace the earlier demo or choose another -o")
         if not (work / "curvature.json").exists():
-            raise UserError(f"{work} does not look like a demo directory; refusing to replace it")
+            raise InputError(f"{work} does not look like a demo directory; refusing to replace it")
         shutil.rmtree(work)
     start = time.perf_counter()
     report = run_demo(work, _runner(args))
@@ -40,13 +40,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _runner(args: argparse.Namespace):
     from compress.cli.main import main
-    from compress.errors import UserError
+    from compress.errors import InputError
 
     def cli(*command: str) -> None:
         print(f"\n$ compress {' '.join(command)}", flush=True)
         extra = ("--debug",) if args.debug else ()
         if main([command[0], *extra, *command[1:]]) != 0:
-            raise UserError(f"the demo stopped at `compress {command[0]}` (its error is above)")
+            raise InputError(f"the demo stopped at `compress {command[0]}` (its error is above)")
 
     return cli
 

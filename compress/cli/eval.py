@@ -25,13 +25,13 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
 
 def run(args: argparse.Namespace) -> int:
     from compress.data.spec import load_data
-    from compress.errors import UserError
+    from compress.errors import InputError
     from compress.evaluation import evaluate
     from compress.jsonio import write_json
     from compress.models.spec import build_model
 
     if args.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     model = build_model(args.model, args.weights)
     data = load_data(args.data, args.split, default_builtin_split="heldout")
     reference = None

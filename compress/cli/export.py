@@ -29,14 +29,14 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from compress.apply.checkpoint import is_checkpoint, load_checkpoint
-    from compress.errors import UserError
+    from compress.errors import InputError
 
     source, out = Path(args.checkpoint), Path(args.output)
     if not is_checkpoint(source):
-        raise UserError(f"{source} is not a compressed checkpoint directory (write one with `compress apply`)")
+        raise InputError(f"{source} is not a compressed checkpoint directory (write one with `compress apply`)")
     onnx_path = out / "model.onnx"
     if onnx_path.exists() and not args.force:
-        raise UserError(f"{onnx_path} exists; pass --force to replace it or choose another -o")
+        raise InputError(f"{onnx_path} exists; pass --force to replace it or choose another -o")
     model, info = load_checkpoint(source)
     data = _heldout(args.data or info.recipe["data"].get("eval") or info.recipe["data"]["calibration"])
     try:
@@ -79,13 +79,13 @@ def _fusion(onnx_path) -> dict[str, object]:
 
 
 def _tensorrt(onnx_path) -> dict[str, object]:
-    from compress.errors import UserError
+    from compress.errors import InputError
     from compress.export.tensorrt_engine import build_and_time_engine, unavailable_reason
     from compress.export.tensorrt_rules import check_tensorrt_qdq
 
     violations = check_tensorrt_qdq(onnx_path)
     if violations:
-        raise UserError(f"{onnx_path} breaks {len(violations)} TensorRT rule(s), e.g. {violations[0]}")
+        raise InputError(f"{onnx_path} breaks {len(violations)} TensorRT rule(s), e.g. {violations[0]}")
     reason = unavailable_reason()
     engine = {"status": "skipped", "reason": reason} if reason else build_and_time_engine(onnx_path).to_dict()
     return {"rules": "passed", "engine": engine}

@@ -17,7 +17,7 @@ from compress.cli import export as export_cmd
 from compress.cli import plan as plan_cmd
 from compress.cli import report as report_cmd
 from compress.cli import validate as validate_cmd
-from compress.errors import UserError
+from compress.errors import CompressError
 
 SUBCOMMANDS = (eval_cmd, curvature_cmd, plan_cmd, validate_cmd, apply_cmd, export_cmd, report_cmd, demo_cmd, env_cmd)
 
@@ -50,11 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.manual_seed(args.seed)
         return int(args.run(args) or 0)
-    except UserError as exc:
+    except CompressError as exc:
         if args.debug:
             traceback.print_exc()
         print(f"compress {args.command}: error: {exc}", file=sys.stderr)
-        return UserError.exit_code
+        return CompressError.exit_code
     except KeyboardInterrupt:
         print(f"compress {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -55,7 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from compress.errors import UserError
+    from compress.errors import InputError
     from compress.plan.evidence import gather_evidence
     from compress.plan.make import PlanSpec, parse_budget
     from compress.plan.overrides import parse_override
@@ -64,16 +64,16 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     refuse_overwrite(output, args.force)  # before the expensive part
     if not args.budget and not args.sweep:
-        raise UserError("give a budget (--budget avg_bits=4) or a sweep (--sweep size_mb=0.01:0.09:9)")
+        raise InputError("give a budget (--budget avg_bits=4) or a sweep (--sweep size_mb=0.01:0.09:9)")
     spec = PlanSpec(budgets=dict(parse_budget(b) for b in args.budget), bits=_bits(args.bits, "--bits"),
                     sparsities=_floats(args.sparsities, "--sparsities"), patterns=_patterns(args.patterns),
                     act_bits=_bits(args.act_bits, "--act-bits"),
                     overrides=tuple(parse_override(o) for o in args.override), sparsity_limit=args.sparsity_limit,
                     verify=args.verify)
     if args.verify < 1:
-        raise UserError(f"--verify must be at least 1, got {args.verify}")
+        raise InputError(f"--verify must be at least 1, got {args.verify}")
     if any(bits not in (8, None) for bits in spec.act_bits):
-        raise UserError(f"bad --act-bits {args.act_bits!r}; activations are 8-bit or fp32 (what the backends run)")
+        raise InputError(f"bad --act-bits {args.act_bits!r}; activations are 8-bit or fp32 (what the backends run)")
     model, data, curvature = _model_data_curvature(args)
     evidence = gather_evidence(model, data, curvature, args.sensitivity == "hybrid", args.batch_size)
     if args.backend:
@@ -86,12 +86,12 @@ def run(args: argparse.Namespace) -> int:
 def _with_latency(evidence, model, data, spec, args):
     from dataclasses import replace
 
-    from compress.errors import UserError
+    from compress.errors import InputError
     from compress.plan.latency_table import latency_table
     from compress.plan.make import layer_options
 
     if args.latency_batch < 1 or args.threads < 1:
-        raise UserError("--latency-batch and --threads must be at least 1")
+        raise InputError("--latency-batch and --threads must be at least 1")
     first = next(iter(data.batches(1)))
     table = latency_table(model, first.inputs, layer_options(model, spec), args.latency_batch, args.threads)
     print(f"latency table: {sum(map(len, table.median_ms.values()))} entries on {table.backend}, batch "
@@ -139,18 +139,18 @@ def _model_data_curvature(args: argparse.Namespace):
     import json
 
     from compress.curvature.result import Curvature
-    from compress.errors import UserError
+    from compress.errors import InputError
     from compress.models.spec import build_model
 
     try:
         curvature = Curvature.from_dict(json.loads(open(args.curvature, encoding="utf-8").read()))
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"cannot read curvature {args.curvature}: {exc}; give a `compress curvature --json` file") from exc
+        raise InputError(f"cannot read curvature {args.curvature}: {exc}; give a `compress curvature --json` file") from exc
     return build_model(args.model, args.weights), calibration_data(args), curvature
 
 
 def _bits(text: str, option: str) -> tuple[int | None, ...]:
-    from compress.errors import UserError
+    from compress.errors import InputError
 
     values = []
     for item in text.split(","):
@@ -160,30 +160,30 @@ def _bits(text: str, option: str) -> tuple[int | None, ...]:
         elif item.isdigit() and 2 <= int(item) <= 8:
             values.append(int(item))
         else:
-            raise UserError(f"bad {option} entry {item!r}; use integers 2..8 or fp32")
+            raise InputError(f"bad {option} entry {item!r}; use integers 2..8 or fp32")
     return tuple(values)
 
 
 def _floats(text: str, option: str) -> tuple[float, ...]:
-    from compress.errors import UserError
+    from compress.errors import InputError
 
     try:
         values = tuple(float(item) for item in text.split(","))
     except ValueError:
-        raise UserError(f"bad {option} {text!r}; give comma-separated fractions in [0, 1)") from None
+        raise InputError(f"bad {option} {text!r}; give comma-separated fractions in [0, 1)") from None
     if not all(0 <= v < 1 for v in values):
-        raise UserError(f"bad {option} {text!r}; every fraction must be in [0, 1)")
+        raise InputError(f"bad {option} {text!r}; every fraction must be in [0, 1)")
     return values
 
 
 def _patterns(text: str) -> tuple[str, ...]:
-    from compress.errors import UserError
+    from compress.errors import InputError
     from compress.prune.masks import PATTERNS
 
     values = tuple(item.strip() for item in text.split(","))
     unknown = [v for v in values if v not in PATTERNS]
     if unknown:
-        raise UserError(f"unknown pattern {unknown[0]!r}; choose from {', '.join(PATTERNS)}")
+        raise InputError(f"unknown pattern {unknown[0]!r}; choose from {', '.join(PATTERNS)}")
     return values
 
 

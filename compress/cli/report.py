@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from compress.errors import UserError
+from compress.errors import InputError
 
 
 def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     evals, parity = _named(args.eval, "--eval"), _named(args.parity, "--parity")
     if not (evals or args.latency or args.curvature or args.plan):
-        raise UserError("nothing to report; give at least one of --eval, --latency, --curvature, --plan")
+        raise InputError("nothing to report; give at least one of --eval, --latency, --curvature, --plan")
     inputs = load_report_inputs(args.model, args.curvature, args.plan, evals, args.latency, args.finetune, parity,
                                 args.measured)
     paths = build_report(inputs, args.output, force=args.force)
@@ -56,9 +56,9 @@ def _named(items: list[str], option: str) -> dict[str, str]:
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise UserError(f"{option} {item!r}: expected NAME=PATH, e.g. {option} fp32=fp32.json")
+            raise InputError(f"{option} {item!r}: expected NAME=PATH, e.g. {option} fp32=fp32.json")
         if name in named:
-            raise UserError(f"{option} name {name!r} given twice")
+            raise InputError(f"{option} name {name!r} given twice")
         named[name] = path
     return named
 

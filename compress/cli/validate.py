@@ -18,13 +18,13 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
 
 
 def run(args: argparse.Namespace) -> int:
-    from compress.errors import UserError
+    from compress.errors import InputError
     from compress.recipe.schema import load_recipe
 
     recipe = load_recipe(args.recipe)
     if args.no_model:
         if args.json:
-            raise UserError("--json writes each layer's resolved settings, which needs the model; drop --no-model")
+            raise InputError("--json writes each layer's resolved settings, which needs the model; drop --no-model")
         _print(_rules_view(recipe), f"{args.recipe}: valid (schema only; rules, not layers)", "rule")
         return 0
     resolved = resolved_layers(recipe, args.recipe)
@@ -37,20 +37,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def resolved_layers(recipe, source: str) -> dict[str, dict]:
-    """Build the recipe's model, check the recipe against it (one UserError listing every
+    """Build the recipe's model, check the recipe against it (one InputError listing every
     problem), and return each Conv2d/Linear layer's settings: ``{"quantization": QuantSettings
     fields or None, "pruning": PruneSettings fields or None}``."""
     from dataclasses import asdict
 
-    from compress.errors import UserError
+    from compress.errors import InputError
     from compress.models.spec import build_model
     from compress.recipe.check import check_against_model, compressible_layers
     from compress.recipe.problems import raise_problems
 
     try:
         model = build_model(recipe.model["spec"], recipe.model.get("weights"))
-    except UserError as exc:
-        raise UserError(f"{source}: model: {exc}") from exc
+    except InputError as exc:
+        raise InputError(f"{source}: model: {exc}") from exc
     raise_problems(f"{source} with model {recipe.model['spec']}", check_against_model(recipe, model))
     layers = compressible_layers(model)
     quant, prune = recipe.quant_settings(layers), recipe.prune_settings(layers)

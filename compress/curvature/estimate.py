@@ -16,7 +16,7 @@ from compress.curvature.result import Curvature, LayerCurvature
 from compress.curvature.spectrum import SpectralDensity
 from compress.curvature.trace import TraceSpec, estimate_layer_traces
 from compress.data.source import DataSource
-from compress.errors import UserError
+from compress.errors import InputError
 
 MAX_EXACT_PARAMS = 5000
 
@@ -83,7 +83,7 @@ def _exact(operator: CurvatureOperator, loss: str, top_k: int, start: float) -> 
     from compress.curvature.exact import dense_hessian
 
     if operator.dim > MAX_EXACT_PARAMS:
-        raise UserError(f"--exact forms the dense Hessian: {operator.dim:,} parameters is more than "
+        raise InputError(f"--exact forms the dense Hessian: {operator.dim:,} parameters is more than "
                         f"{MAX_EXACT_PARAMS:,}; drop --exact for the estimators")
     hessian = dense_hessian(operator.model, operator.batches, operator.references, operator.loss,
                             operator.total_samples)

@@ -10,7 +10,7 @@ from compress.curvature.distributed import rank_and_world
 from compress.curvature.losses import loss_function
 from compress.curvature.operator import CurvatureOperator
 from compress.data.source import Batch, DataSource
-from compress.errors import UserError
+from compress.errors import InputError
 
 
 def prepare_operator(
@@ -25,7 +25,7 @@ def prepare_operator(
     """The operator for ``loss`` (``ce`` needs targets; ``distill`` uses the model's own outputs)
     over ``data``, batches dealt round-robin to the ranks of ``torch.distributed``."""
     if loss == "ce" and not data.has_targets:
-        raise UserError(f"data {data.name} has no targets; use --loss distill (self-distillation)")
+        raise InputError(f"data {data.name} has no targets; use --loss distill (self-distillation)")
     if not allow_nondeterministic:
         check_deterministic(model, next(data.batches(batch_size)))
     rank, world = rank_and_world()
@@ -47,14 +47,14 @@ def check_deterministic(model: nn.Module, batch: Batch) -> None:
     identical forward passes: the estimators assume one fixed matrix."""
     training = [name or "(root)" for name, m in model.named_modules() if m.training and _is_stochastic(m)]
     if training:
-        raise UserError(
+        raise InputError(
             f"modules in training mode change the curvature between products ({', '.join(training[:3])}); "
             "call model.eval() or allow nondeterminism explicitly"
         )
     with torch.no_grad():
         first, second = model(*batch.inputs), model(*batch.inputs)
     if not torch.equal(first, second):
-        raise UserError("the model's output differs between two identical forward passes; "
+        raise InputError("the model's output differs between two identical forward passes; "
                         "make it deterministic or allow nondeterminism explicitly")
 
 

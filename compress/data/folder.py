@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.errors import UserError
+from compress.errors import InputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -25,7 +25,7 @@ class ImageFolderDataset:
             if path.suffix.lower() in IMAGE_SUFFIXES
         ]
         if not self.samples:
-            raise UserError(
+            raise InputError(
                 f"no images found under {root}; expected {root}/<class>/<image>.png (or .jpg, ...)"
             )
 

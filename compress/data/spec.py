@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compress.data.source import SPLITS, DataSource, DatasetData, TensorData
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.pyfile import call_factory, split_file_spec
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ def load_data(spec: str, split: str | None, default_builtin_split: str) -> DataS
     for eval), user data is used whole.
     """
     if split is not None and split not in SPLITS:
-        raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if spec.startswith("builtin:"):
         return _builtin(spec.removeprefix("builtin:")).split(split or default_builtin_split)
     return _user_data(spec).split(split or "all")
@@ -32,7 +32,7 @@ def _builtin(name: str) -> DataSource:
     from compress.data.builtin import BUILTIN_DATA
 
     if name not in BUILTIN_DATA:
-        raise UserError(f"unknown builtin data {name!r}; available: {', '.join(sorted(BUILTIN_DATA))}")
+        raise InputError(f"unknown builtin data {name!r}; available: {', '.join(sorted(BUILTIN_DATA))}")
     return BUILTIN_DATA[name]()
 
 
@@ -46,8 +46,8 @@ def _user_data(spec: str) -> DataSource:
 
         return DatasetData(spec, ImageFolderDataset(path), has_targets=True)
     if ":" not in spec and not path.exists():
-        raise UserError(f"data not found: {spec}; give {DATA_SPEC_FORMS}")
-    raise UserError(f"unrecognised data spec {spec!r}; give {DATA_SPEC_FORMS}")
+        raise InputError(f"data not found: {spec}; give {DATA_SPEC_FORMS}")
+    raise InputError(f"unrecognised data spec {spec!r}; give {DATA_SPEC_FORMS}")
 
 
 def _from_factory_result(spec: str, result: object) -> DataSource:
@@ -68,7 +68,7 @@ def _from_factory_result(spec: str, result: object) -> DataSource:
         ):
             _check_lengths(spec, inputs, targets)
             return TensorData(spec, inputs, targets)
-    raise UserError(
+    raise InputError(
         f"{spec} returned {type(result).__name__}; a data factory must return (inputs, targets) "
         "tensors (targets may be None) or a torch.utils.data.Dataset"
     )
@@ -77,4 +77,4 @@ def _from_factory_result(spec: str, result: object) -> DataSource:
 def _check_lengths(spec: str, inputs: tuple, targets: "torch.Tensor | None") -> None:
     lengths = {int(x.shape[0]) for x in inputs} | ({int(targets.shape[0])} if targets is not None else set())
     if len(lengths) != 1:
-        raise UserError(f"{spec}: inputs and targets differ in length ({sorted(lengths)}); they must match")
+        raise InputError(f"{spec}: inputs and targets differ in length ({sorted(lengths)}); they must match")

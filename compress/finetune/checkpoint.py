@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from compress.errors import UserError
+from compress.errors import InputError
 
 KEEP = 2
 FORMAT = 1
@@ -62,7 +62,7 @@ def load_latest(directory: Path) -> dict | None:
         except (RuntimeError, EOFError, OSError, pickle.UnpicklingError):
             continue  # damaged outside our atomic writes: fall back to the previous one
         if payload.get("format") != FORMAT:
-            raise UserError(f"{path} has checkpoint format {payload.get('format')}, expected {FORMAT}")
+            raise InputError(f"{path} has checkpoint format {payload.get('format')}, expected {FORMAT}")
         torch.set_rng_state(payload["rng"]["torch"])
         random.setstate(_as_random_state(payload["rng"]["python"]))
         return payload

@@ -31,7 +31,7 @@ from compress.curvature.lanczos import lanczos
 from compress.curvature.operator import CurvatureOperator
 from compress.curvature.params import ParamLayout
 from compress.data.source import Batch
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.finetune.losses import Reference, TrainingLoss
 
 LR_FRACTION = 0.5
@@ -65,7 +65,7 @@ def stability_limit(sharpness: float, optimizer: str, momentum: float) -> float:
 def auto_lr(sharpness: float, optimizer: str, momentum: float) -> float:
     """LR_FRACTION of the stability limit."""
     if not sharpness > 0:
-        raise UserError(f"the loss has no positive curvature here (λ_max = {sharpness:.3g}), so no learning "
+        raise InputError(f"the loss has no positive curvature here (λ_max = {sharpness:.3g}), so no learning "
                         "rate follows from it; give lr explicitly")
     return LR_FRACTION * stability_limit(sharpness, optimizer, momentum)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from compress.errors import UserError
+from compress.errors import ConfigError
 
 MODES = ("qat", "kd", "qat+kd")
 OPTIMIZERS = ("sgd", "adamw")
@@ -38,7 +38,7 @@ class FinetuneSpec:
     def __post_init__(self) -> None:
         problems = [f"{name}: {why}" for name, why in self._problems()]
         if problems:
-            raise UserError("invalid finetune spec: " + "; ".join(problems))
+            raise ConfigError("invalid finetune spec: " + "; ".join(problems))
 
     def _problems(self) -> list[tuple[str, str]]:
         checks = [
@@ -73,7 +73,7 @@ class FinetuneSpec:
     def from_dict(payload: dict) -> FinetuneSpec:
         unknown = sorted(set(payload) - {f.name for f in fields(FinetuneSpec)})
         if unknown:
-            raise UserError(f"invalid finetune spec: unknown keys {', '.join(unknown)}")
+            raise ConfigError(f"invalid finetune spec: unknown keys {', '.join(unknown)}")
         return FinetuneSpec(**payload)
 
 

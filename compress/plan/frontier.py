@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from compress.errors import UserError
+from compress.errors import BudgetError, InputError
 from compress.plan.make import Plan
 
 
@@ -38,9 +38,9 @@ def parse_sweep(text: str, allowed: tuple[str, ...]) -> tuple[str, np.ndarray]:
     try:
         low, high, count = float(parts[0]), float(parts[1]), int(parts[2])
     except (ValueError, IndexError):
-        raise UserError(f"bad --sweep {text!r}; write NAME=LOW:HIGH:COUNT, e.g. avg_bits=2:8:13") from None
+        raise InputError(f"bad --sweep {text!r}; write NAME=LOW:HIGH:COUNT, e.g. avg_bits=2:8:13") from None
     if not sep or name not in allowed or len(parts) != 3 or not 0 < low < high or count < 2:
-        raise UserError(f"bad --sweep {text!r}; NAME one of {', '.join(allowed)}, 0 < LOW < HIGH, COUNT ≥ 2")
+        raise InputError(f"bad --sweep {text!r}; NAME one of {', '.join(allowed)}, 0 < LOW < HIGH, COUNT ≥ 2")
     return name, np.linspace(low, high, count)
 
 
@@ -49,13 +49,13 @@ def sweep(plan_for: Callable[[float], Plan], budget_name: str, values: np.ndarra
     for value in values:
         try:
             plan = plan_for(float(value))
-        except UserError:
+        except BudgetError:
             infeasible.append(float(value))
             continue
         choices = {name: layer.option().label() for name, layer in plan.layers.items()}
         points.append(FrontierPoint(float(value), plan.predicted_delta_loss, plan.totals, choices))
     if not points:
-        raise UserError(f"no {budget_name} value in the sweep can be met; widen its range")
+        raise InputError(f"no {budget_name} value in the sweep can be met; widen its range")
     return Frontier(budget_name, points, infeasible)
 
 

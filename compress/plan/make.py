@@ -14,7 +14,7 @@ import numpy as np
 from torch import nn
 
 from compress.curvature.result import Curvature
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.plan.allocation import Allocation, allocate, best_allocations
 from compress.plan.latency_table import LatencyTable
 from compress.plan.measured import SingleLayerLoss
@@ -133,11 +133,11 @@ def make_plan(model: nn.Module, curvature: Curvature, spec: PlanSpec, evidence: 
     layers = plannable_layers(model)
     missing = [name for name in layers if name not in curvature.layers]
     if missing:
-        raise UserError(f"the curvature has no trace for layer {missing[0]}; compute it for this model")
+        raise InputError(f"the curvature has no trace for layer {missing[0]}; compute it for this model")
     names = list(layers)
     options = layer_options(model, spec)
     if evidence.measure is None and any(o.act_bits for opts in options.values() for o in opts):
-        raise UserError("activation-bit options need measured sensitivities; use --sensitivity hybrid")
+        raise InputError("activation-bit options need measured sensitivities; use --sensitivity hybrid")
     allowed = restrict_options(options, spec.overrides)
     width = max(len(o) for o in options.values())
     omega = np.full((len(names), width), np.inf)
@@ -228,9 +228,9 @@ def _table_by_layer(options: dict[str, list[LayerOption]], names: list[str], wid
 
 def _require_costs(spec: PlanSpec, evidence: PlanEvidence) -> None:
     if "gbops" in spec.budgets and evidence.macs is None:
-        raise UserError("a gbops budget needs the layers' MACs; they are measured on the calibration data")
+        raise InputError("a gbops budget needs the layers' MACs; they are measured on the calibration data")
     if "latency_ms" in spec.budgets and evidence.latency is None:
-        raise UserError("a latency_ms budget needs a per-layer latency table; give --backend ort-cpu")
+        raise InputError("a latency_ms budget needs a per-layer latency table; give --backend ort-cpu")
 
 
 def _plan(names, layers, options, curvature, spec, evidence, omega, costs, allocation, verified) -> Plan:
@@ -259,11 +259,11 @@ def parse_budget(text: str) -> tuple[str, float]:
     """``avg_bits=4`` -> ("avg_bits", 4.0), with a one-line error for anything else."""
     key, sep, value = text.partition("=")
     if not sep or key not in BUDGETS:
-        raise UserError(f"bad budget {text!r}; write NAME=VALUE with NAME one of {', '.join(BUDGETS)}")
+        raise InputError(f"bad budget {text!r}; write NAME=VALUE with NAME one of {', '.join(BUDGETS)}")
     try:
         number = float(value)
     except ValueError:
-        raise UserError(f"bad budget {text!r}: {value!r} is not a number") from None
+        raise InputError(f"bad budget {text!r}: {value!r} is not a number") from None
     if number <= 0:
-        raise UserError(f"bad budget {text!r}: it must be positive")
+        raise InputError(f"bad budget {text!r}: it must be positive")
     return key, number

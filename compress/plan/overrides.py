@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.plan.sensitivity import LayerOption
 
 
@@ -29,12 +29,12 @@ class Override:
 def parse_override(text: str) -> Override:
     target, sep, choices = text.rpartition("=")
     if not sep or not target or not choices:
-        raise UserError(f"bad override {text!r}; write NAME=CHOICE or re:REGEX=CHOICE|CHOICE (e.g. head=w8)")
+        raise InputError(f"bad override {text!r}; write NAME=CHOICE or re:REGEX=CHOICE|CHOICE (e.g. head=w8)")
     if target.startswith("re:"):
         try:
             re.compile(target[3:])
         except re.error as exc:
-            raise UserError(f"bad override {text!r}: invalid regular expression ({exc})") from None
+            raise InputError(f"bad override {text!r}: invalid regular expression ({exc})") from None
     return Override(target, tuple(c.strip() for c in choices.split("|")))
 
 
@@ -51,7 +51,7 @@ def restrict_options(options: dict[str, list[LayerOption]],
     and every named choice must be one of that layer's candidates."""
     for override in overrides:
         if not any(override.matches(name) for name in options):
-            raise UserError(f"override {override.target!r} matches no plannable layer; "
+            raise InputError(f"override {override.target!r} matches no plannable layer; "
                             f"layers are: {', '.join(list(options)[:8])}{' ...' if len(options) > 8 else ''}")
     allowed = {}
     for name, layer_options in options.items():
@@ -62,7 +62,7 @@ def restrict_options(options: dict[str, list[LayerOption]],
             continue
         unknown = [c for c in override.labels if c not in labels]
         if unknown:
-            raise UserError(f"override {override.target}={unknown[0]} is not a candidate for layer {name}; "
+            raise InputError(f"override {override.target}={unknown[0]} is not a candidate for layer {name}; "
                             f"candidates: {', '.join(labels)} (widen --bits/--sparsities/--patterns)")
         allowed[name] = [label in override.labels for label in labels]
     return allowed

@@ -31,7 +31,7 @@ from torch import nn
 
 from compress.curvature.losses import loss_function
 from compress.data.source import DataSource
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.plan.costs import FLOAT_BITS
 from compress.plan.make import plannable_layers
 from compress.quant.weights import fake_quantize_per_channel, per_channel_scales
@@ -100,7 +100,7 @@ def modelopt_auto_quantize(
     from compress.curvature.prepare import reference_outputs
 
     if loss == "ce" and not data.has_targets:
-        raise UserError(f"data {data.name} has no targets; use loss distill")
+        raise InputError(f"data {data.name} has no targets; use loss distill")
     with torch.no_grad():
         batches = [(b.inputs, reference_outputs(model, b, loss)) for b in data.batches(batch_size)]
     function = loss_function(loss)
@@ -114,7 +114,7 @@ def modelopt_auto_quantize(
             loss_func=lambda output, batch: function(output, batch[1]),
             num_calib_steps=len(batches), num_score_steps=len(batches), verbose=False)
     except (AssertionError, ValueError) as exc:
-        raise UserError(f"ModelOpt auto_quantize refuses avg_bits={avg_bits:g}: {' '.join(str(exc).split())}") from exc
+        raise InputError(f"ModelOpt auto_quantize refuses avg_bits={avg_bits:g}: {' '.join(str(exc).split())}") from exc
     seconds = time.perf_counter() - start
     return peer, _result(peer, state, seconds)
 
@@ -137,7 +137,7 @@ def average_bits(model: nn.Module, bits: dict[str, int | None]) -> float:
     what our ``avg_bits`` budget bounds (no scales, no biases)."""
     sizes = {name: m.weight.numel() for name, m in plannable_layers(model).items()}
     if set(bits) != set(sizes):
-        raise UserError(f"bits given for {sorted(bits)}, but the model's Linear/Conv layers are {sorted(sizes)}")
+        raise InputError(f"bits given for {sorted(bits)}, but the model's Linear/Conv layers are {sorted(sizes)}")
     return sum(sizes[n] * (FLOAT_BITS if b is None else b) for n, b in bits.items()) / sum(sizes.values())
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.plan.make import Plan
 
 
@@ -42,7 +42,7 @@ def plan_recipe(plan: Plan, model: str, data: str, weights: str | None) -> dict[
 def refuse_overwrite(path: Path, force: bool) -> None:
     """Existing work is never replaced silently."""
     if path.exists() and not force:
-        raise UserError(f"{path} exists; pass --force to overwrite it or choose another -o path")
+        raise InputError(f"{path} exists; pass --force to overwrite it or choose another -o path")
 
 
 def write_recipe(recipe: dict[str, object], path: Path, header: str, force: bool) -> None:

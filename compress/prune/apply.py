@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.prune.channels import channel_scores, kept_channels, kept_width, remove_channels_
 from compress.prune.dependencies import ChannelGroup, channel_groups
 from compress.prune.masks import pruning_mask
@@ -45,7 +45,7 @@ def choose_channels(model: nn.Module, settings: dict[str, PruneSettings],
             chosen[group.name] = (group, _kept(model, group, _one_setting(group, requested), saliency or {}))
     unused = sorted(settings.keys() - claimed)
     if unused:
-        raise UserError(f"layers {', '.join(unused)} never run in the model's forward pass: nothing to prune")
+        raise InputError(f"layers {', '.join(unused)} never run in the model's forward pass: nothing to prune")
     return chosen
 
 
@@ -65,7 +65,7 @@ def prune_channels_(model: nn.Module, settings: dict[str, PruneSettings],
 def _one_setting(group: ChannelGroup, requested: dict[str, PruneSettings]) -> PruneSettings:
     if len(set(requested.values())) > 1:
         listed = "; ".join(f"{name}: {s}" for name, s in requested.items())
-        raise UserError(f"layers of channel group {group.name} ask for different pruning ({listed}); "
+        raise InputError(f"layers of channel group {group.name} ask for different pruning ({listed}); "
                         "their channels are coupled, so give them the same settings")
     return next(iter(requested.values()))
 
@@ -83,7 +83,7 @@ def _mask_layer_(layer: nn.Module, setting: PruneSettings, saliency: torch.Tenso
     try:
         mask = pruning_mask(scores, setting.ratio, setting.pattern)
     except ValueError as exc:
-        raise UserError(f"cannot prune {type(layer).__name__} {tuple(layer.weight.shape)} as 2:4: {exc}") from exc
+        raise InputError(f"cannot prune {type(layer).__name__} {tuple(layer.weight.shape)} as 2:4: {exc}") from exc
     apply_mask_(layer, mask)
     return MaskRecord(setting, 1 - int(mask.sum()) / mask.numel())
 
@@ -94,9 +94,9 @@ def _check(model: nn.Module, settings: dict[str, PruneSettings], saliency: dict[
         layer = modules.get(name)
         if not isinstance(layer, (nn.Conv2d, nn.Linear)):
             found = "no such module" if layer is None else type(layer).__name__
-            raise UserError(f"cannot prune {name!r}: only Conv2d and Linear layers are pruned ({found})")
+            raise InputError(f"cannot prune {name!r}: only Conv2d and Linear layers are pruned ({found})")
         if setting.criterion == "obs" and name not in saliency:
-            raise UserError(f"criterion obs for {name} needs its saliency (see compress.prune.saliency)")
+            raise InputError(f"criterion obs for {name} needs its saliency (see compress.prune.saliency)")
         if name in saliency and saliency[name].shape != layer.weight.shape:
-            raise UserError(f"saliency for {name} has shape {tuple(saliency[name].shape)}, "
+            raise InputError(f"saliency for {name} has shape {tuple(saliency[name].shape)}, "
                             f"its weight {tuple(layer.weight.shape)}")

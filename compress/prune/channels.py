@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.prune.dependencies import ChannelGroup, Member
 
 WEIGHTED = ("out", "dw", "in")
@@ -40,7 +40,7 @@ def channel_scores(model: nn.Module, group: ChannelGroup,
     else:
         views = [channel_view(saliency[m.module], m).sum(dim=1) for m in weighted if m.module in saliency]
         if not views:
-            raise UserError(f"criterion obs for channel group {group.name} needs a saliency for one of "
+            raise InputError(f"criterion obs for channel group {group.name} needs a saliency for one of "
                             f"{', '.join(dict.fromkeys(m.module for m in weighted))}")
     return torch.stack(views).double().sum(dim=0)
 

@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from compress.errors import UserError
+from compress.errors import InputError
 
 ADDS = (operator.add, operator.iadd, torch.add)
 ZERO_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.Tanh, nn.GELU, nn.SiLU, nn.Hardswish,
@@ -112,7 +112,7 @@ def channel_groups(model: nn.Module) -> list[ChannelGroup]:
     try:
         graph = torch.fx.symbolic_trace(model).graph
     except Exception as exc:  # noqa: BLE001 — any tracing failure is the user's model, reported in one line
-        raise UserError(f"channel pruning needs a torch.fx-traceable model: {type(exc).__name__}: {exc}") from exc
+        raise InputError(f"channel pruning needs a torch.fx-traceable model: {type(exc).__name__}: {exc}") from exc
     spaces, values, calls = _Spaces(), {}, {}
     for node in graph.nodes:
         values[node] = _visit(node, model, spaces, values, calls)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from compress.errors import UserError
+from compress.errors import InputError
 
 
 class WeightMask(nn.Module):
@@ -37,7 +37,7 @@ def apply_mask_(module: nn.Module, mask: torch.Tensor) -> None:
     if parametrize.is_parametrized(module, "weight"):
         others = [type(p).__name__ for p in module.parametrizations.weight if not isinstance(p, WeightMask)]
         if others:
-            raise UserError(f"cannot mask a weight already parametrized by {', '.join(others)}; prune before that")
+            raise InputError(f"cannot mask a weight already parametrized by {', '.join(others)}; prune before that")
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     mask = mask.to(module.weight)
     with torch.no_grad():

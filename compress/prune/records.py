@@ -1,6 +1,6 @@
 """Per-layer pruning settings (input) and records (output: what was pruned, and what was not and why).
 
-Settings are validated on construction: anything a user wrote wrong raises ``UserError``.
+Settings are validated on construction: anything a user wrote wrong raises ``ConfigError``.
 Records serialise with ``to_dict`` / ``from_dict`` (plain JSON/YAML types) and round-trip exactly.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from compress.errors import UserError
+from compress.errors import ConfigError, InputError
 from compress.prune.masks import PATTERNS
 
 RECORDS_VERSION = 1
@@ -34,15 +34,15 @@ class PruneSettings:
 
     def __post_init__(self) -> None:
         if self.pattern not in PATTERNS:
-            raise UserError(f"pattern {self.pattern!r} is not allowed (allowed: {', '.join(PATTERNS)})")
+            raise ConfigError(f"pattern {self.pattern!r} is not allowed (allowed: {', '.join(PATTERNS)})")
         if self.criterion not in CRITERIA:
-            raise UserError(f"criterion {self.criterion!r} is not allowed (allowed: {', '.join(CRITERIA)})")
+            raise ConfigError(f"criterion {self.criterion!r} is not allowed (allowed: {', '.join(CRITERIA)})")
         if not 0 <= self.ratio < 1:
-            raise UserError(f"ratio {self.ratio} is not allowed (allowed: 0 <= ratio < 1)")
+            raise ConfigError(f"ratio {self.ratio} is not allowed (allowed: 0 <= ratio < 1)")
         if self.pattern == "2:4" and self.ratio != 0.5:
-            raise UserError(f"ratio {self.ratio} is not allowed for 2:4 (it always prunes half: use 0.5)")
+            raise ConfigError(f"ratio {self.ratio} is not allowed for 2:4 (it always prunes half: use 0.5)")
         if self.round_to is not None and (self.pattern != "channel" or self.round_to < 1):
-            raise UserError(f"round_to {self.round_to} is not allowed (allowed: an integer >= 1, channel pattern only)")
+            raise ConfigError(f"round_to {self.round_to} is not allowed (allowed: an integer >= 1, channel pattern only)")
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class PruneRecords:
     @classmethod
     def from_dict(cls, data: dict) -> "PruneRecords":
         if data.get("version") != RECORDS_VERSION:
-            raise UserError(f"pruning records version {data.get('version')!r} is not supported (expected 1)")
+            raise InputError(f"pruning records version {data.get('version')!r} is not supported (expected 1)")
         return cls(
             masks={name: MaskRecord.from_dict(record) for name, record in data["masks"].items()},
             groups={name: GroupRecord.from_dict(record) for name, record in data["groups"].items()},

@@ -33,7 +33,7 @@ from compress.curvature.losses import loss_function
 from compress.curvature.operator import CurvatureOperator
 from compress.curvature.prepare import check_deterministic, prepare_operator, reference_outputs
 from compress.data.source import Batch, DataSource
-from compress.errors import UserError
+from compress.errors import InputError
 
 CURVATURES = ("fisher", "empirical-fisher", "hutchinson")
 
@@ -65,10 +65,10 @@ def fisher_diagonal(model: nn.Module, data: DataSource, loss: str = "ce", kind: 
     """The ``fisher`` (exact true Fisher = GGN) or ``empirical-fisher`` diagonal of the mean loss,
     per trainable parameter name."""
     if kind == "empirical-fisher" and loss != "ce":
-        raise UserError("the empirical Fisher needs targets (under self-distillation every gradient is 0); "
+        raise InputError("the empirical Fisher needs targets (under self-distillation every gradient is 0); "
                         "use the fisher or hutchinson curvature")
     if loss == "ce" and not data.has_targets:
-        raise UserError(f"data {data.name} has no targets; use loss distill (self-distillation)")
+        raise InputError(f"data {data.name} has no targets; use loss distill (self-distillation)")
     check_deterministic(model, next(data.batches(batch_size)))
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     constants = {**{n: p.detach() for n, p in model.named_parameters() if not p.requires_grad},
@@ -132,7 +132,7 @@ def hutchinson_diagonal(operator: CurvatureOperator, num_probes: int, seed: int 
     """diag(H) ≈ (1/m) Σ_i v_i ⊙ H v_i, v_i Rademacher (Bekas et al. 2007); unbiased, with the
     sample standard error of each coordinate over the m probes."""
     if num_probes < 2:
-        raise UserError(f"num_probes {num_probes} is not allowed (at least 2, for an error bar)")
+        raise InputError(f"num_probes {num_probes} is not allowed (at least 2, for an error bar)")
     generator = torch.Generator().manual_seed(seed)
     samples = torch.empty(num_probes, operator.dim, dtype=torch.float64)
     for i in range(num_probes):
@@ -146,7 +146,7 @@ def estimate_saliency(model: nn.Module, data: DataSource, loss: str = "ce", curv
                       num_probes: int = 64, batch_size: int = 64, seed: int = 0) -> dict[str, torch.Tensor]:
     """OBD saliency of every Conv2d/Linear weight of ``model`` (eval mode) from the chosen diagonal."""
     if curvature not in CURVATURES:
-        raise UserError(f"curvature {curvature!r} is not allowed (allowed: {', '.join(CURVATURES)})")
+        raise InputError(f"curvature {curvature!r} is not allowed (allowed: {', '.join(CURVATURES)})")
     if curvature == "hutchinson":
         operator = prepare_operator(model, data, loss, batch_size=batch_size)
         return layer_saliency(model, hutchinson_diagonal(operator, num_probes, seed).values)

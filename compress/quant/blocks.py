@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import torch
 
-from compress.errors import UserError
+from compress.errors import InputError
 
 
 def _blocks(weight: torch.Tensor, block: int) -> torch.Tensor:
     """W reshaped to [N, K/B, B]; K must be a multiple of B."""
     rows, columns = weight.shape
     if columns % block:
-        raise UserError(f"input features {columns} are not a multiple of weight_block {block}")
+        raise InputError(f"input features {columns} are not a multiple of weight_block {block}")
     return weight.reshape(rows, columns // block, block)
 
 

@@ -12,7 +12,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from compress.errors import UserError
+from compress.errors import ConfigError, InputError
 from compress.quant.bn_fold import fold_batchnorm_
 from compress.quant.modules import ActQuantizer, QuantLayer, quant_layer_like
 from compress.quant.placement import Placement, place_quantizers
@@ -77,16 +77,16 @@ def _check_layers(model: nn.Module, settings: dict[str, QuantSettings]) -> None:
     modules = dict(model.named_modules())
     for name, layer_settings in settings.items():
         if name not in modules:
-            raise UserError(f"quantization names {name!r}, which is not a module of the model")
+            raise ConfigError(f"quantization names {name!r}, which is not a module of the model")
         if type(modules[name]) not in _KINDS:
-            raise UserError(f"{name} is a {type(modules[name]).__name__}; only Conv2d and Linear can be quantized")
+            raise ConfigError(f"{name} is a {type(modules[name]).__name__}; only Conv2d and Linear can be quantized")
         if layer_settings.act_bits is None and layer_settings.weight_bits is None:
-            raise UserError(f"{name}: weight_bits and act_bits are both None; leave the layer out instead")
+            raise ConfigError(f"{name}: weight_bits and act_bits are both None; leave the layer out instead")
         linear_only = layer_settings.act_dynamic or layer_settings.weight_block is not None
         if linear_only and not isinstance(modules[name], nn.Linear):
-            raise UserError(f"{name} is a {type(modules[name]).__name__}; act_dynamic and weight_block apply to Linear only")
+            raise ConfigError(f"{name} is a {type(modules[name]).__name__}; act_dynamic and weight_block apply to Linear only")
         if layer_settings.weight_block is not None and modules[name].in_features % layer_settings.weight_block:
-            raise UserError(f"{name}: input features {modules[name].in_features} are not a multiple of weight_block {layer_settings.weight_block}")
+            raise ConfigError(f"{name}: input features {modules[name].in_features} are not a multiple of weight_block {layer_settings.weight_block}")
 
 
 def _attach_quantizers(layer: QuantLayer, placement: Placement) -> None:
@@ -112,7 +112,7 @@ def _calibrate(model: nn.Module, calibration: Iterable[torch.Tensor | tuple[torc
             model(*(inputs if isinstance(inputs, (tuple, list)) else (inputs,)))
             num_batches += 1
     if quantizers and num_batches == 0:
-        raise UserError("calibration data is empty; activation quantizers need at least one batch")
+        raise InputError("calibration data is empty; activation quantizers need at least one batch")
     for quantizer in quantizers:
         quantizer.finish_calibration()
     for layer in (m for m in model.modules() if isinstance(m, QuantLayer)):

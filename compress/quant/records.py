@@ -1,6 +1,6 @@
 """Per-layer quantization settings (input) and records (output: what the exporter writes).
 
-Settings are validated on construction: anything a user wrote wrong raises ``UserError``.
+Settings are validated on construction: anything a user wrote wrong raises ``ConfigError``.
 Records serialise with ``to_dict`` / ``from_dict`` (plain JSON/YAML types) and round-trip exactly.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from compress.errors import UserError
+from compress.errors import ConfigError, InputError
 from compress.quant.calibrate import CALIBRATORS, code_range
 
 RECORDS_VERSION = 1
@@ -41,26 +41,26 @@ class QuantSettings:
 
     def __post_init__(self) -> None:
         if self.weight_bits is not None and not 2 <= self.weight_bits <= 8:
-            raise UserError(f"weight_bits {self.weight_bits} is not allowed (allowed: 2..8 or None)")
+            raise ConfigError(f"weight_bits {self.weight_bits} is not allowed (allowed: 2..8 or None)")
         if self.act_bits is not None and self.act_bits not in ACT_BITS:
-            raise UserError(f"act_bits {self.act_bits} is not allowed (allowed: 8 or None)")
+            raise ConfigError(f"act_bits {self.act_bits} is not allowed (allowed: 8 or None)")
         if self.calibrator not in CALIBRATORS:
-            raise UserError(f"calibrator {self.calibrator!r} is not allowed (allowed: {', '.join(CALIBRATORS)})")
+            raise ConfigError(f"calibrator {self.calibrator!r} is not allowed (allowed: {', '.join(CALIBRATORS)})")
         if not 50 < self.percentile <= 100:
-            raise UserError(f"percentile {self.percentile} is not allowed (allowed: 50 < p <= 100)")
+            raise ConfigError(f"percentile {self.percentile} is not allowed (allowed: 50 < p <= 100)")
         if self.learnable_scales and self.weight_bits is None:
-            raise UserError("learnable_scales needs weight_bits (float weights have no scale to learn)")
+            raise ConfigError("learnable_scales needs weight_bits (float weights have no scale to learn)")
         if self.act_dynamic and (self.act_bits is None or self.act_signed):
-            raise UserError("act_dynamic quantizes inputs like ONNX DynamicQuantizeLinear (uint8): set act_bits 8 and act_signed false")
+            raise ConfigError("act_dynamic quantizes inputs like ONNX DynamicQuantizeLinear (uint8): set act_bits 8 and act_signed false")
         if self.weight_block is not None:
             self._check_weight_block()
 
     def _check_weight_block(self) -> None:
         block = self.weight_block
         if block < 16 or block & (block - 1):
-            raise UserError(f"weight_block {block} is not allowed (allowed: a power of two >= 16)")
+            raise ConfigError(f"weight_block {block} is not allowed (allowed: a power of two >= 16)")
         if self.weight_bits is None or self.act_bits is not None or self.learnable_scales:
-            raise UserError("weight_block needs weight_bits, act_bits None (float activations) and fixed scales")
+            raise ConfigError("weight_block needs weight_bits, act_bits None (float activations) and fixed scales")
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ class QuantRecords:
     @classmethod
     def from_dict(cls, data: dict) -> "QuantRecords":
         if data.get("version") != RECORDS_VERSION:
-            raise UserError(f"quantization records version {data.get('version')!r} is not supported (expected 1)")
+            raise InputError(f"quantization records version {data.get('version')!r} is not supported (expected 1)")
         return cls(
             layers={name: LayerRecord.from_dict(record) for name, record in data["layers"].items()},
             folded=tuple((conv, bn) for conv, bn in data["folded"]),

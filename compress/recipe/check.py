@@ -7,7 +7,7 @@ import re
 
 from torch import nn
 
-from compress.errors import UserError
+from compress.errors import ConfigError, InputError
 from compress.prune.records import PruneSettings
 from compress.quant.records import QuantSettings
 from compress.recipe.problems import yaml_words
@@ -67,7 +67,7 @@ def _invalid(section: str, rules: dict, name: str, settings: dict, config: type,
     where = _where(section, rules, name)
     try:
         resolved = config(**settings)
-    except UserError as exc:
+    except ConfigError as exc:
         return [f"{where}: {yaml_words(str(exc))}"]
     if isinstance(resolved, QuantSettings):
         return _quantizable(where, name, resolved, model)
@@ -87,7 +87,7 @@ def _quantizable(where: str, name: str, settings: QuantSettings, model: nn.Modul
         return []
     try:
         _check_layers(model, {name: settings})
-    except UserError as exc:
+    except ConfigError as exc:
         return [f"{where}: {yaml_words(str(exc))}"]
     return []
 
@@ -103,7 +103,7 @@ def _channel_groups(rules: dict, settings: dict[str, PruneSettings], model: nn.M
         return []
     try:
         groups = channel_groups(model)
-    except UserError as exc:
+    except InputError as exc:
         return [f"pruning.layers: {exc}"]
     problems = []
     for group in groups:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import MISSING, fields
 
-from compress.errors import UserError
+from compress.errors import ConfigError
 from compress.prune.records import PruneSettings
 from compress.quant.records import QuantSettings
 from compress.recipe.problems import Problems, yaml_words
@@ -40,7 +40,7 @@ def check_field(config: type, name: str, value: object, where: str, problems: Pr
         return
     try:
         config(**{**_companions(config, name), name: value})
-    except UserError as exc:
+    except ConfigError as exc:
         problems.add(where, allowed_form(name, str(exc)))
 
 
@@ -56,7 +56,7 @@ def check_rule(config: type, rule: dict, default: dict | None, where: str, probl
         return
     try:
         config(**merged)
-    except UserError as exc:
+    except ConfigError as exc:
         if default and not _builds(config, default):
             return
         problems.add(where, f"this combination is not allowed: {yaml_words(str(exc))}")
@@ -92,6 +92,6 @@ def _companions(config: type, name: str) -> dict:
 def _builds(config: type, values: dict) -> bool:
     try:
         config(**values)
-    except (UserError, TypeError, ValueError):
+    except (ConfigError, TypeError, ValueError):
         return False
     return True

@@ -4,23 +4,23 @@ a second ``head:`` rule would replace the first unseen). Syntax errors name line
 
 from __future__ import annotations
 
-from compress.errors import UserError
+from compress.errors import ConfigError, InputError
 
 
 def read_yaml(path: str) -> object:
-    """The parsed YAML of ``path``, or one one-line UserError."""
+    """The parsed YAML of ``path``, or one one-line InputError."""
     import yaml
 
     try:
         text = open(path, encoding="utf-8").read()
     except OSError as exc:
-        raise UserError(f"cannot read recipe {path}: {exc.strerror}") from None
+        raise InputError(f"cannot read recipe {path}: {exc.strerror}") from None
     try:
         return yaml.load(text, Loader=_strict_loader())  # a SafeLoader: yaml.safe_load plus the duplicate check
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UserError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
 
 
 def _strict_loader() -> type:

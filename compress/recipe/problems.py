@@ -1,13 +1,13 @@
 """Collecting every problem of a recipe before reporting any: each names its key path, the bad
 value and what is allowed (``quantization.layers.head.weight_bits: 9 is not allowed (allowed: 2..8
-or null)``); one ``UserError`` lists them all, its first line a count."""
+or null)``); one ``ConfigError`` lists them all, its first line a count."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 
-from compress.errors import UserError
+from compress.errors import ConfigError
 
 
 @dataclass
@@ -31,10 +31,10 @@ class Problems:
 
 
 def raise_problems(heading: str, problems: list[str]) -> None:
-    """One UserError: ``HEADING: N problem(s)``, then one problem per line."""
+    """One ConfigError: ``HEADING: N problem(s)``, then one problem per line."""
     if problems:
         count = len(problems)
-        raise UserError(f"{heading}: {count} problem{'s' if count > 1 else ''}\n  " + "\n  ".join(problems))
+        raise ConfigError(f"{heading}: {count} problem{'s' if count > 1 else ''}\n  " + "\n  ".join(problems))
 
 
 def yaml_words(text: str) -> str:

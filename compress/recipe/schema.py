@@ -21,7 +21,7 @@ import copy
 import re
 from dataclasses import dataclass, field
 
-from compress.errors import UserError
+from compress.errors import ConfigError
 from compress.finetune.spec import MODES, FinetuneSpec
 from compress.prune.records import PruneSettings
 from compress.quant.records import QuantSettings
@@ -81,10 +81,10 @@ def is_float(settings: QuantSettings) -> bool:
 
 
 def parse_recipe(payload: object, source: str) -> Recipe:
-    """The recipe in ``payload`` (parsed YAML), or one UserError listing every problem."""
+    """The recipe in ``payload`` (parsed YAML), or one ConfigError listing every problem."""
     problems = Problems()
     if not isinstance(payload, dict):
-        raise UserError(f"{source}: a recipe is a mapping with keys {', '.join(SECTIONS)}; "
+        raise ConfigError(f"{source}: a recipe is a mapping with keys {', '.join(SECTIONS)}; "
                         f"got {yaml_words(repr(payload))}")
     problems.unknown_keys("", payload, SECTIONS)
     if payload.get("version") != VERSION:

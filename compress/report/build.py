@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.jsonio import write_json
 from compress.report.inputs import ReportInputs
 from compress.report.plots import report_figures
@@ -29,9 +29,9 @@ def build_report(inputs: ReportInputs, out_dir: str | Path, force: bool = False)
     out = Path(out_dir)
     existing = [name for name in FILES if (out / name).exists()]
     if existing and not force:
-        raise UserError(f"{out} already holds {', '.join(existing)}; pass --force to overwrite or choose another -o")
+        raise InputError(f"{out} already holds {', '.join(existing)}; pass --force to overwrite or choose another -o")
     if out.exists() and not out.is_dir():
-        raise UserError(f"{out} is a file; -o needs a directory")
+        raise InputError(f"{out} is a file; -o needs a directory")
     paths = ReportPaths(*(out / name for name in FILES))
     tables = report_tables(inputs)
     notes = _notes(inputs)
@@ -56,4 +56,4 @@ def _write_text(path: Path, text: str) -> None:
         partial.write_text(text, encoding="utf-8")
         os.replace(partial, path)
     except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror}") from exc
+        raise InputError(f"cannot write {path}: {exc.strerror}") from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from compress.errors import UserError
+from compress.errors import InputError
 
 SCHEMA_VERSION = 1
 
@@ -85,9 +85,9 @@ class ReportInputs:
     def __post_init__(self) -> None:
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
-            raise UserError(f"variant names must be unique, got {names}")
+            raise InputError(f"variant names must be unique, got {names}")
         if self.spectrum is not None and len(self.spectrum.grid) != len(self.spectrum.density):
-            raise UserError("the spectrum's grid and density differ in length")
+            raise InputError("the spectrum's grid and density differ in length")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -111,19 +111,19 @@ class ReportInputs:
 
 def _get(payload: dict, key: str, where: str) -> Any:
     if not isinstance(payload, dict) or key not in payload:
-        raise UserError(f"{where}: missing key {key!r}")
+        raise InputError(f"{where}: missing key {key!r}")
     return payload[key]
 
 
 def _make(cls: type, payload: dict, where: str) -> Any:
     """``cls(**payload)`` with unknown or missing keys reported as one-line user errors."""
     if not isinstance(payload, dict):
-        raise UserError(f"{where}: expected a mapping for {cls.__name__}, got {type(payload).__name__}")
+        raise InputError(f"{where}: expected a mapping for {cls.__name__}, got {type(payload).__name__}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(payload) - known)
     if unknown:
-        raise UserError(f"{where}: unknown key(s) {unknown} in {cls.__name__}; allowed: {sorted(known)}")
+        raise InputError(f"{where}: unknown key(s) {unknown} in {cls.__name__}; allowed: {sorted(known)}")
     try:
         return cls(**payload)
     except TypeError as exc:
-        raise UserError(f"{where}: {cls.__name__}: {exc}") from exc
+        raise InputError(f"{where}: {cls.__name__}: {exc}") from exc

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from compress.errors import UserError
+from compress.errors import InputError
 from compress.report.inputs import LayerRow, Latency, ParityFigures, ReportInputs, SharpnessPoint, Spectrum, Variant
 
 GRID_POINTS = 400
@@ -42,9 +42,9 @@ def _read_json(path: str | Path, writer: str) -> Any:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}; give the file {writer} wrote") from exc
+        raise InputError(f"cannot read {path}: {exc.strerror}; give the file {writer} wrote") from exc
     except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not JSON ({exc.msg} at line {exc.lineno}); give the file {writer} wrote") from exc
+        raise InputError(f"{path} is not JSON ({exc.msg} at line {exc.lineno}); give the file {writer} wrote") from exc
 
 
 def _read_yaml(path: str | Path) -> dict:
@@ -53,17 +53,17 @@ def _read_yaml(path: str | Path) -> dict:
     try:
         recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise UserError(f"cannot read plan {path}: {exc.strerror}") from exc
+        raise InputError(f"cannot read plan {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
-        raise UserError(f"plan {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        raise InputError(f"plan {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
     if not isinstance(recipe, dict) or "plan" not in recipe:
-        raise UserError(f"{path} has no plan: section; give the YAML `compress plan` wrote")
+        raise InputError(f"{path} has no plan: section; give the YAML `compress plan` wrote")
     return recipe
 
 
 def _field(payload: Any, key: str, source: str) -> Any:
     if not isinstance(payload, dict) or key not in payload:
-        raise UserError(f"{source} has no {key!r}; is it the right file?")
+        raise InputError(f"{source} has no {key!r}; is it the right file?")
     return payload[key]
 
 
