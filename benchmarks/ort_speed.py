@@ -13,7 +13,7 @@ per-channel int8 weights); ours int4 (block-32 weights, MatMulNBits); ORT quanti
 cosine to the FP32 embeddings on the 64 held-out sentences of builtin:sentences, and max |Δ| /
 mean cosine between ORT and our PyTorch fake-quant model.
 
-Latency: ``compress.export.latency.measure_latency`` — all models of one case alternated round
+Latency: ``compress.backends.ort.latency.measure_latency`` — all models of one case alternated round
 robin, warm-up then ``--runs`` timed runs each, median reported, per intra-op thread count.
 """
 
@@ -32,9 +32,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from compress.data.spec import load_data  # noqa: E402
-from compress.export.latency import LatencySpec, measure_latency  # noqa: E402
+from compress.backends.ort.latency import LatencySpec, measure_latency  # noqa: E402
 from compress.export.onnx_qdq import export_onnx, float_onnx  # noqa: E402
-from compress.export.ort_session import ort_session  # noqa: E402
+from compress.backends.ort.session import ort_session  # noqa: E402
 from compress.jsonio import write_json  # noqa: E402
 from compress.models.spec import build_model  # noqa: E402
 from compress.quant.quantize import quantize_model_  # noqa: E402

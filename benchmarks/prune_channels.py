@@ -3,7 +3,7 @@ accuracy, unpruned vs every prunable channel group at 50% (magnitude group norm,
 multiples of 8; no fine-tuning, so the accuracy is the one-shot drop).
 
 Both models are exported with torch.onnx (TorchScript exporter, opset 17) and timed round-robin
-by ``compress.export.latency.measure_latency`` (1 intra-op thread, ORT_ENABLE_ALL). The machine
+by ``compress.backends.ort.latency.measure_latency`` (1 intra-op thread, ORT_ENABLE_ALL). The machine
 is shared: read the ratio, not the absolute milliseconds.
 
 Run: python benchmarks/prune_channels.py [--ratio 0.5] [--runs 200] [--json out.json]
@@ -21,11 +21,11 @@ import torch
 from torch import nn
 
 from compress.data.spec import load_data
-from compress.export.latency import LatencySpec, measure_latency
+from compress.backends.ort.latency import LatencySpec, measure_latency
 from compress.jsonio import write_json
 from compress.models.spec import build_model
 from compress.prune.apply import prune_model_
-from compress.prune.dependencies import channel_groups
+from compress.vocab.groups import channel_groups
 from compress.prune.records import PruneSettings
 
 BATCH = 32

@@ -53,7 +53,7 @@ def _latency_budget_ms() -> float:
     will use (measured here once and cached, so the plan reads the same table): always reachable."""
     from compress.data.spec import load_data
     from compress.models.spec import build_model
-    from compress.plan.latency_table import latency_table
+    from compress.backends.ort.latency_table import latency_table
     from compress.plan.make import PlanSpec, layer_options
 
     model = build_model(MODEL)
@@ -84,7 +84,7 @@ def _write_yaml(payload: dict, path: Path) -> None:
 
 def _latency(work: Path) -> None:
     """FP32, uniform INT8 and the plan on ONNX Runtime, timed round-robin in one run."""
-    from compress.export.latency import LatencySpec, measure_latency
+    from compress.backends.ort.latency import LatencySpec, measure_latency
     from compress.export.onnx_qdq import float_onnx
     from compress.jsonio import write_json
     from compress.models.spec import build_model

@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from compress.errors import InputError
-from compress.export.latency import MIN_RUNS, LatencyResult, LatencySpec, measure_latency, summarize
+from compress.backends.ort.latency import MIN_RUNS, LatencyResult, LatencySpec, measure_latency, summarize
 
 WIDTH = 192
 

@@ -11,8 +11,8 @@ from torch import nn
 
 from compress.errors import ConfigError, InputError
 from compress.export.onnx_qdq import export_onnx
-from compress.export.ort_check import check_fusion
-from compress.export.ort_session import ort_session
+from compress.backends.ort.fusion import check_fusion
+from compress.backends.ort.session import ort_session
 from compress.quant.blocks import block_codes, block_scales
 from compress.quant.fake import dynamic_fake_quantize
 from compress.quant.quantize import quantize_model_, rebuild_quantized_, records_of

@@ -11,8 +11,8 @@ import torch
 
 from compress.data.spec import load_data
 from compress.export.onnx_qdq import export_onnx
-from compress.export.ort_check import check_fusion
-from compress.export.parity import Parity, measure_parity, write_parity
+from compress.backends.ort.fusion import check_fusion
+from compress.backends.ort.parity import Parity, measure_parity, write_parity
 from compress.models.mnist_cnn import MnistCNN
 from compress.models.spec import build_model
 from compress.quant.quantize import quantize_model_, rebuild_quantized_

@@ -10,7 +10,7 @@ import onnx
 import pytest
 
 from compress.errors import InputError
-from compress.export.tensorrt_engine import EngineResult, build_and_time_engine, unavailable_reason
+from compress.backends.tensorrt.engine import EngineResult, build_and_time_engine, unavailable_reason
 from tests.test_export_tensorrt_rules import conv_model
 
 

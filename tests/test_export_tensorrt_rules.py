@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from compress.errors import InputError
-from compress.export.tensorrt_rules import RULES, check_tensorrt_qdq
+from compress.backends.tensorrt.rules import RULES, check_tensorrt_qdq
 
 RNG = np.random.default_rng(0)
 

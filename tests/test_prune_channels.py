@@ -16,8 +16,9 @@ from torch import nn
 from compress.errors import InputError
 from compress.models.mnist_cnn import MnistCNN
 from compress.prune.apply import choose_channels, prune_model_
-from compress.prune.channels import kept_width, zero_channels_
-from compress.prune.dependencies import channel_groups
+from compress.prune.channels import zero_channels_
+from compress.vocab.channels import kept_width
+from compress.vocab.groups import channel_groups
 from compress.prune.records import PruneSettings
 from compress.testing.tiny import tiny_convnet
 

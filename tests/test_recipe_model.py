@@ -28,7 +28,7 @@ def problems(model, quantization: dict | None = None, pruning: dict | None = Non
 
 
 def test_the_layers_are_the_conv_and_linear_modules(mnist_cnn) -> None:
-    assert compressible_layers(mnist_cnn) == ["stem.0", "conv.0", "block.dw.0", "block.pw.0", "head"]
+    assert list(compressible_layers(mnist_cnn)) == ["stem.0", "conv.0", "block.dw.0", "block.pw.0", "head"]
 
 
 def test_every_problem_against_the_model_at_once(mnist_cnn) -> None:

@@ -14,7 +14,7 @@ import pytest
 from compress.curvature.result import Curvature, LayerCurvature
 from compress.errors import InputError
 from compress.evaluation import EvalResult
-from compress.export.latency import LatencyMeasurement, LatencyResult, LatencySpec
+from compress.backends.ort.latency import LatencyMeasurement, LatencyResult, LatencySpec
 from compress.finetune.spec import FinetuneResult, SharpnessPoint
 from compress.plan.make import LayerPlan, Plan
 from compress.plan.recipe import plan_recipe, write_recipe

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 def export_checkpoint(model, data, onnx_path, target: str) -> dict[str, object]:
     """Export, check for the target, measure parity; a summary of all three."""
     from compress.export.onnx_qdq import export_onnx
-    from compress.export.parity import measure_parity, write_parity
+    from compress.backends.ort.parity import measure_parity, write_parity
 
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     batches = [batch.inputs for batch in data.batches(256)]
@@ -72,7 +72,7 @@ def export_checkpoint(model, data, onnx_path, target: str) -> dict[str, object]:
 
 
 def _fusion(onnx_path) -> dict[str, object]:
-    from compress.export.ort_check import check_fusion
+    from compress.backends.ort.fusion import check_fusion
 
     report = check_fusion(onnx_path, onnx_path.with_name("model.optimized.onnx"))
     return {"fused": report.fused, "unfused_qdq": list(report.unfused_qdq), "float_layers": list(report.float_layers)}
@@ -80,8 +80,8 @@ def _fusion(onnx_path) -> dict[str, object]:
 
 def _tensorrt(onnx_path) -> dict[str, object]:
     from compress.errors import InputError
-    from compress.export.tensorrt_engine import build_and_time_engine, unavailable_reason
-    from compress.export.tensorrt_rules import check_tensorrt_qdq
+    from compress.backends.tensorrt.engine import build_and_time_engine, unavailable_reason
+    from compress.backends.tensorrt.rules import check_tensorrt_qdq
 
     violations = check_tensorrt_qdq(onnx_path)
     if violations:

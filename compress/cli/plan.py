@@ -87,7 +87,7 @@ def _with_latency(evidence, model, data, spec, args):
     from dataclasses import replace
 
     from compress.errors import InputError
-    from compress.plan.latency_table import latency_table
+    from compress.backends.ort.latency_table import latency_table
     from compress.plan.make import layer_options
 
     if args.latency_batch < 1 or args.threads < 1:
@@ -96,7 +96,7 @@ def _with_latency(evidence, model, data, spec, args):
     table = latency_table(model, first.inputs, layer_options(model, spec), args.latency_batch, args.threads)
     print(f"latency table: {sum(map(len, table.median_ms.values()))} entries on {table.backend}, batch "
           f"{table.batch_size}, {table.threads} thread(s); median entry noise (p90/median − 1) {table.noise():.1%}")
-    return replace(evidence, latency=table)
+    return replace(evidence, latency=table.costs())
 
 
 def _write_plan(args, model, curvature, spec, evidence, output) -> int:

@@ -1,34 +1,46 @@
 """The plan stage: ``make_plan(model, curvature, spec) -> Plan``.
 
-Every Linear / Conv layer gets one option (weight bits, sparsity, pattern) minimising the total
-predicted loss increase Σ Ω (``sensitivity.py``) under the budgets, solved exactly
-(``allocation.py``). Other parameters (biases, norms, embeddings) stay float and count in size.
+Every compressible layer (``compress.vocab.layers``) gets one option (weight bits, activation
+bits, sparsity, pattern) minimising the total predicted loss increase Σ Ω (``sensitivity.py``)
+under the budgets, solved exactly (``allocation.py``). Channel options are planned per coupled
+channel group (``channels.py``): every member carries the group's pruned fraction, ties make
+them agree, and Ω, size, BOPs and latency are each member's share of the group, so the plan's
+totals are what apply deploys. Other parameters (norms, embeddings) count in size as stored.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 from torch import nn
 
 from compress.curvature.result import Curvature
-from compress.errors import InputError
+from compress.errors import ConfigError, InputError
 from compress.plan.allocation import Allocation, allocate, best_allocations
-from compress.plan.latency_table import LatencyTable
+from compress.plan.channels import ChannelPlan, channel_plan
+from compress.plan.costs import FLOAT_BITS, bops, effective_bits
 from compress.plan.measured import SingleLayerLoss
-from compress.plan.costs import FLOAT_BITS, bops, effective_bits, storage_bits
 from compress.plan.overrides import Override, restrict_options
-from compress.plan.sensitivity import LayerOption, sensitivity
+from compress.plan.sensitivity import converged, safe_trace, sensitivity
+from compress.plan.size import SizeModel, size_model
 from compress.plan.ties import tie_tables
+from compress.vocab.costs import LatencyCosts
+from compress.vocab.layers import compressible_layers
+from compress.vocab.options import PATTERNS, LayerOption
 
 BUDGETS = ("avg_bits", "size_mb", "gbops", "latency_ms")
 SPARSITY_LIMIT_MODES = ("exclude", "penalise", "off")
+WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8)
+ACT_BITS = (8,)  # what the backends run
 
 
 @dataclass(frozen=True)
 class PlanSpec:
+    """What the planner may choose and under which budgets; every field is checked on
+    construction (``ConfigError`` naming the field, its value and what is allowed)."""
+
     budgets: dict[str, float]
     bits: tuple[int | None, ...] = (2, 3, 4, 8, None)
     sparsities: tuple[float, ...] = (0.0,)
@@ -37,6 +49,40 @@ class PlanSpec:
     overrides: tuple[Override, ...] = ()
     sparsity_limit: str = "exclude"  # what to do with options pruning past a layer's limit
     verify: int = 1  # with measurements: the best of this many least-Ω allocations by actual loss
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name, value in self.budgets.items():
+            if name not in BUDGETS:
+                problems.append(f"budget {name!r} is not allowed (allowed: {', '.join(BUDGETS)})")
+            elif not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+                problems.append(f"budget {name}={value!r} is not allowed (allowed: a positive number)")
+        problems += _choices("bits", self.bits, WEIGHT_BITS)
+        problems += _choices("act_bits", self.act_bits, ACT_BITS)
+        if not self.sparsities or not all(isinstance(s, (int, float)) and 0 <= s < 1 for s in self.sparsities):
+            problems.append(f"sparsities {self.sparsities!r} are not allowed (allowed: fractions in [0, 1))")
+        if not self.patterns or any(p not in PATTERNS for p in self.patterns):
+            problems.append(f"patterns {self.patterns!r} are not allowed (allowed: {', '.join(PATTERNS)})")
+        if self.sparsity_limit not in SPARSITY_LIMIT_MODES:
+            problems.append(f"sparsity_limit {self.sparsity_limit!r} is not allowed "
+                            f"(allowed: {', '.join(SPARSITY_LIMIT_MODES)})")
+        if not isinstance(self.verify, int) or self.verify < 1:
+            problems.append(f"verify {self.verify!r} is not allowed (allowed: an integer >= 1)")
+        if not all(isinstance(o, Override) for o in self.overrides):
+            problems.append("overrides must be Override values (see compress.plan.overrides.parse_override)")
+        if problems:
+            raise ConfigError("invalid plan spec: " + "; ".join(problems))
+
+    def channel_sparsities(self) -> tuple[float, ...]:
+        """The pruned fractions offered to channel groups (none unless ``channel`` is a pattern)."""
+        return tuple(sorted({s for s in self.sparsities if s > 0})) if "channel" in self.patterns else ()
+
+
+def _choices(name: str, values: tuple, allowed: tuple[int, ...]) -> list[str]:
+    if not isinstance(values, tuple) or not values or any(v is not None and v not in allowed for v in values):
+        return [f"{name} {values!r} is not allowed (allowed: a non-empty tuple of {', '.join(map(str, allowed))} "
+                "or None for float)"]
+    return []
 
 
 @dataclass(frozen=True)
@@ -49,7 +95,7 @@ class PlanEvidence:
     model_sparsity_limit: float | None = None
     macs: dict[str, float] | None = None  # per-sample MACs (macs.py), needed for gbops
     ties: list[tuple[str, ...]] | None = None  # residual groups (ties.py); None: not traced
-    latency: LatencyTable | None = None  # per-layer latency on the backend, needed for latency_ms
+    latency: LatencyCosts | None = None  # per-layer latency on the backend, needed for latency_ms
 
 
 @dataclass(frozen=True)
@@ -66,9 +112,11 @@ class LayerPlan:
     sparsity_limit: float | None = None
     latency_ms: float | None = None  # isolated-layer median on the plan's backend
     considered: dict[str, float] = field(default_factory=dict)  # label -> max(Ω, measured if measured); inf: excluded
+    input_sparsity: float = 0.0  # the pruned fraction of the channel group feeding the layer
+    trace_converged: bool = True  # False: the trace's 95% bar reaches 0; its upper end was used
 
     def option(self) -> LayerOption:
-        return LayerOption(self.weight_bits, self.sparsity, self.pattern, self.act_bits)
+        return LayerOption(self.weight_bits, self.sparsity, self.pattern, self.act_bits, self.input_sparsity)
 
 
 @dataclass(frozen=True)
@@ -83,73 +131,103 @@ class Plan:
     model_sparsity_limit: float | None = None
     measured_options: int = 0  # single-layer measurements made (lazily) for this plan and earlier ones
     verified: list[dict] | None = None  # the least-ΣΩ allocations with their measured whole-plan ΔL
+    channel_groups: dict[str, list[str]] = field(default_factory=dict)  # group -> member layers planned together
+    unconverged: list[str] = field(default_factory=list)  # layers whose trace estimate had not converged
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
 def plannable_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """Modules whose weight the planner compresses: Linear and Conv layers."""
-    kinds = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-    return {name: m for name, m in model.named_modules() if isinstance(m, kinds)}
+    """The layers the planner plans: the compressible layers (``compress.vocab.layers``)."""
+    return compressible_layers(model)
 
 
-def candidate_options(spec: PlanSpec, weight_shape: tuple[int, ...]) -> list[LayerOption]:
-    """Every bits × activation bits × (sparsity, pattern) combination the layer can take (2:4
-    needs a reduction size divisible by 4 and always prunes half)."""
-    reduction = int(np.prod(weight_shape[1:]))
+def candidate_options(spec: PlanSpec, weight_shape: tuple[int, ...], channels=None, in_channels: int = 0) -> list[LayerOption]:
+    """Every bits × activation bits × (sparsity, pattern) × input-group fraction combination the
+    layer can take: ``channel`` only for a layer producing a prunable group (``channels.out_group``),
+    an input fraction only for a layer reading one (``channels.in_group`` of ``in_channels``
+    channels); 2:4 needs a (remaining) reduction size divisible by 4 and always prunes half."""
+    produces = channels is not None and channels.out_group is not None
+    reads = channels is not None and channels.in_group is not None
+    inputs = (0.0, *spec.channel_sparsities()) if reads else (0.0,)
     options = []
-    for bits, act, sparsity, pattern in itertools.product(spec.bits, spec.act_bits, spec.sparsities, spec.patterns):
+    for bits, act, sparsity, pattern, fraction in itertools.product(
+            spec.bits, spec.act_bits, spec.sparsities, spec.patterns, inputs):
         if pattern == "2:4":
-            if reduction % 4 == 0:
-                options.append(LayerOption(bits, 0.5, "2:4", act))
+            columns = weight_shape[1] if not fraction else _kept_columns(in_channels, fraction, channels.in_block)
+            if columns * int(np.prod(weight_shape[2:])) % 4 == 0:
+                options.append(LayerOption(bits, 0.5, "2:4", act, fraction))
         elif sparsity == 0:
-            options.append(LayerOption(bits, act_bits=act))
-        else:
-            options.append(LayerOption(bits, sparsity, pattern, act))
+            options.append(LayerOption(bits, act_bits=act, input_sparsity=fraction))
+        elif pattern != "channel" or produces:
+            options.append(LayerOption(bits, sparsity, pattern, act, fraction))
     return list(dict.fromkeys(options))
 
 
-def layer_options(model: nn.Module, spec: PlanSpec) -> dict[str, list[LayerOption]]:
+def _kept_columns(channels: int, fraction: float, block: int) -> int:
+    from compress.vocab.channels import kept_width
+
+    return kept_width(channels, fraction) * block
+
+
+def layer_options(model: nn.Module, spec: PlanSpec, channels: ChannelPlan | None = None) -> dict[str, list[LayerOption]]:
     """The candidate options of every plannable layer, in the order the plan indexes them."""
-    return {name: candidate_options(spec, tuple(m.weight.shape)) for name, m in plannable_layers(model).items()}
+    layers = plannable_layers(model)
+    if channels is None:
+        channels = channel_plan(model, list(layers)) if spec.channel_sparsities() else ChannelPlan(model, {}, {})
+    options = {}
+    for name, module in layers.items():
+        part = channels.layers.get(name)
+        width = channels.groups[part.in_group].channels if part is not None and part.in_group else 0
+        options[name] = candidate_options(spec, tuple(module.weight.shape), part, width)
+    return options
 
 
 def predicted_loss(layer: nn.Module, info, option: LayerOption, spec: PlanSpec, evidence: PlanEvidence,
-                   limit: float | None) -> float:
+                   limit: float | None, kept: tuple = (None, None)) -> float:
     """The second-order Ω of one option with the sparsity-limit rule applied; inf = excluded."""
-    omega = sensitivity(layer.weight, info.trace, info.num_params, option)
-    if limit is None or option.sparsity <= limit or spec.sparsity_limit == "off":
+    trace = safe_trace(info.trace, info.trace_stderr)
+    omega = sensitivity(layer.weight, trace, info.num_params, option, *kept)
+    own = max(option.sparsity, option.input_sparsity)
+    if limit is None or own <= limit or spec.sparsity_limit == "off":
         return omega
     if spec.sparsity_limit == "exclude":
         return np.inf
-    return max(omega, evidence.loss_tolerance * option.sparsity / max(limit, 1e-12))  # ε at the limit, linear past it
+    return max(omega, evidence.loss_tolerance * own / max(limit, 1e-12))  # ε at the limit, linear past it
 
 
 def make_plan(model: nn.Module, curvature: Curvature, spec: PlanSpec, evidence: PlanEvidence = PlanEvidence()) -> Plan:
-    """The optimal allocation under ``spec.budgets``, the overrides and the residual ties, with
-    each option's predicted loss max(Ω, measured ΔL) when ``evidence.measure`` is given (measured
-    lazily: solve, measure the chosen options, solve again until every chosen option is measured)."""
+    """The optimal allocation under ``spec.budgets``, the overrides, the residual ties and the
+    channel-group ties, with each option's predicted loss max(Ω, measured ΔL) when
+    ``evidence.measure`` is given (measured lazily: solve, measure the chosen options, solve again
+    until every chosen option is measured)."""
     layers = plannable_layers(model)
     missing = [name for name in layers if name not in curvature.layers]
     if missing:
         raise InputError(f"the curvature has no trace for layer {missing[0]}; compute it for this model")
     names = list(layers)
-    options = layer_options(model, spec)
+    channels = channel_plan(model, names) if spec.channel_sparsities() else ChannelPlan(model, {}, {})
+    options = layer_options(model, spec, channels)
     if evidence.measure is None and any(o.act_bits for opts in options.values() for o in opts):
-        raise InputError("activation-bit options need measured sensitivities; use --sensitivity hybrid")
+        raise InputError("activation-bit options need measured sensitivities (a SingleLayerLoss in the evidence)")
     allowed = restrict_options(options, spec.overrides)
     width = max(len(o) for o in options.values())
     omega = np.full((len(names), width), np.inf)
     for row, name in enumerate(names):
         limit = None if evidence.sparsity_limits is None else evidence.sparsity_limits[name]
         for column, option in enumerate(options[name]):
-            omega[row, column] = predicted_loss(layers[name], curvature.layers[name], option, spec, evidence, limit)
+            kept = channels.kept_rows_columns(name, option)
+            omega[row, column] = predicted_loss(layers[name], curvature.layers[name], option, spec, evidence, limit, kept)
     _require_costs(spec, evidence)
-    costs = cost_tables(model, layers, options, evidence, width)
+    sizes = size_model(model, names, channels)
+    folded = any(b is not None for b in spec.bits) or any(a is not None for a in spec.act_bits)
+    costs = cost_tables(model, layers, options, evidence, width, sizes, folded)
     act = _table_by_layer(options, names, width, lambda n, o: o.act_bits or 0)
-    ties = tie_tables(evidence.ties or [], names, act)
+    ties = tie_tables(evidence.ties or [], names, act) + group_ties(channels, names, options, width, spec)
     disallowed = _table_by_layer(options, names, width, lambda n, o: not allowed[n][options[n].index(o)]) > 0
+    if evidence.measure is not None:
+        evidence.measure.channels = channels
     while True:
         omega = _with_measurements(omega, names, options, evidence.measure)
         allocation = allocate(np.where(disallowed, np.inf, omega), {k: costs[k] for k in spec.budgets},
@@ -163,7 +241,26 @@ def make_plan(model: nn.Module, curvature: Curvature, spec: PlanSpec, evidence: 
         candidates = best_allocations(np.where(disallowed, np.inf, omega), {k: costs[k] for k in spec.budgets},
                                       spec.budgets, ties, spec.verify)
         allocation, verified = _verified(candidates, names, options, evidence.measure)
-    return _plan(names, layers, options, curvature, spec, evidence, omega, costs, allocation, verified)
+    return _plan(names, layers, options, curvature, spec, evidence, omega, costs, allocation, verified, sizes, channels)
+
+
+def group_ties(channels: ChannelPlan, names: list[str], options: dict[str, list[LayerOption]], width: int,
+               spec: PlanSpec) -> tuple[np.ndarray, ...]:
+    """Equality tables making every member of a channel group choose the same pruned fraction of
+    it: for each fraction s, [first member's option implies s] = [member's option implies s]."""
+    tables = []
+    for group in channels.groups:
+        members = channels.members(group)
+        for fraction in spec.channel_sparsities():
+            indicator = _table_by_layer(options, names, width,
+                                        lambda n, o: float(n in members and channels.group_sparsity(n, group, o) == fraction))
+            index = {name: row for row, name in enumerate(names)}
+            for other in members[1:]:
+                table = np.zeros_like(indicator)
+                table[index[members[0]]] = indicator[index[members[0]]]
+                table[index[other]] = -indicator[index[other]]
+                tables.append(table)
+    return tuple(tables)
 
 
 def _verified(candidates: list[Allocation], names: list[str], options: dict[str, list[LayerOption]],
@@ -172,7 +269,7 @@ def _verified(candidates: list[Allocation], names: list[str], options: dict[str,
 
     Per-layer predictions add up; real damage need not (at 2.5 bits on mnist-cnn the 2-bit head
     dominates and extra bits elsewhere do not reduce the loss), so the few best allocations by
-    ΣΩ are measured as wholes and the truly best is kept."""
+    ΣΩ are measured as wholes (applied as apply applies them) and the truly best is kept."""
     rows = []
     for allocation in candidates:
         chosen = {name: options[name][column] for name, column in zip(names, allocation.choices)}
@@ -196,24 +293,24 @@ def _with_measurements(omega: np.ndarray, names: list[str], options: dict[str, l
 
 
 def cost_tables(model: nn.Module, layers: dict[str, nn.Module], options: dict[str, list[LayerOption]],
-                evidence: PlanEvidence, width: int) -> dict[str, np.ndarray]:
-    """Per (layer, option) contribution to every budget; float parameters outside the planned
-    weights are spread evenly over the layers so size totals count them."""
+                evidence: PlanEvidence, width: int, sizes: SizeModel, folded: bool) -> dict[str, np.ndarray]:
+    """Per (layer, option) contribution to every budget; the fixed bits of everything unplanned
+    are spread evenly over the layers so size totals count them."""
     names = list(layers)
-    weights = {n: layers[n].weight for n in names}
-    planned = sum(w.numel() for w in weights.values())
-    fixed_bits = FLOAT_BITS * (sum(p.numel() for p in model.parameters()) - planned)
-    storage = _table_by_layer(options, names, width, lambda n, o: storage_bits(weights[n].numel(), weights[n].shape[0], o))
+    counts = {n: layers[n].weight.numel() for n in names}
+    planned = sum(counts.values())
+    storage = _table_by_layer(options, names, width, lambda n, o: sizes.layer_bits(n, o, folded))
     tables = {
         "storage_bits": storage,
-        "avg_bits": _table_by_layer(options, names, width, lambda n, o: effective_bits(weights[n].numel(), o)
-                                    * weights[n].numel() / planned),
-        "size_mb": (storage + fixed_bits / len(names)) / 8e6,
+        "avg_bits": _table_by_layer(options, names, width, lambda n, o: effective_bits(o, sizes.kept_fraction(n, o))
+                                    * counts[n] / planned),
+        "size_mb": (storage + sizes.fixed_bits / len(names)) / 8e6,
     }
     if evidence.latency is not None:
         tables["latency_ms"] = _table_by_layer(options, names, width, evidence.latency.latency)
     if evidence.macs is not None:
-        tables["gbops"] = _table_by_layer(options, names, width, lambda n, o: bops(evidence.macs[n], o) / 1e9)
+        tables["gbops"] = _table_by_layer(options, names, width,
+                                          lambda n, o: bops(evidence.macs[n], o, sizes.kept_fraction(n, o)) / 1e9)
     return tables
 
 
@@ -230,18 +327,22 @@ def _require_costs(spec: PlanSpec, evidence: PlanEvidence) -> None:
     if "gbops" in spec.budgets and evidence.macs is None:
         raise InputError("a gbops budget needs the layers' MACs; they are measured on the calibration data")
     if "latency_ms" in spec.budgets and evidence.latency is None:
-        raise InputError("a latency_ms budget needs a per-layer latency table; give --backend ort-cpu")
+        raise InputError("a latency_ms budget needs a per-layer latency cost table (evidence.latency), "
+                         "e.g. from compress.backends.ort.latency_table")
 
 
-def _plan(names, layers, options, curvature, spec, evidence, omega, costs, allocation, verified) -> Plan:
+def _plan(names, layers, options, curvature, spec, evidence, omega, costs, allocation, verified, sizes,
+          channels) -> Plan:
     rows = np.arange(len(names))
     columns = list(allocation.choices)
+    chosen = {name: options[name][column] for name, column in zip(names, columns)}
     plan_layers = {}
     for row, (name, column) in enumerate(zip(names, columns)):
-        option = options[name][column]
+        option, info = chosen[name], curvature.layers[name]
         plan_layers[name] = LayerPlan(
             weight_bits=option.bits, sparsity=option.sparsity, pattern=option.pattern, act_bits=option.act_bits,
-            trace=curvature.layers[name].trace, trace_stderr=curvature.layers[name].trace_stderr,
+            input_sparsity=option.input_sparsity, trace=info.trace, trace_stderr=info.trace_stderr,
+            trace_converged=converged(info.trace, info.trace_stderr),
             num_weights=layers[name].weight.numel(), predicted_delta_loss=float(omega[row, column]),
             storage_bits=float(costs["storage_bits"][row, column]),
             sparsity_limit=None if evidence.sparsity_limits is None else evidence.sparsity_limits[name],
@@ -249,10 +350,12 @@ def _plan(names, layers, options, curvature, spec, evidence, omega, costs, alloc
             considered={o.label(): float(omega[row, i]) for i, o in enumerate(options[name])},
         )
     totals = {key: float(table[rows, columns].sum()) for key, table in costs.items() if key != "storage_bits"}
+    totals["size_mb"] = sizes.total_bits(chosen) / 8e6  # exact: BN folding follows the chosen options
     return Plan(plan_layers, dict(spec.budgets), totals, allocation.objective, tied_groups=evidence.ties,
                 loss_tolerance=evidence.loss_tolerance, model_sparsity_limit=evidence.model_sparsity_limit,
                 measured_options=0 if evidence.measure is None else len(evidence.measure.cache),
-                verified=verified)
+                verified=verified, channel_groups={g: channels.members(g) for g in channels.groups},
+                unconverged=[n for n, layer in plan_layers.items() if not layer.trace_converged])
 
 
 def parse_budget(text: str) -> tuple[str, float]:

@@ -13,12 +13,17 @@ objective, so only the options a solve picks need measuring (a few rounds of one
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
+
 import torch
 from torch import nn
 
 from compress.curvature.losses import loss_function
 from compress.data.source import DataSource
-from compress.plan.sensitivity import LayerOption, compressed_weight
+from compress.plan.channels import ChannelPlan
+from compress.plan.sensitivity import compressed_weight
+from compress.vocab.options import LayerOption
 
 
 def mean_loss(model: nn.Module, batches: list, references: list, loss: str) -> float:
@@ -55,17 +60,24 @@ def quantize_input_hook(largest: float, bits: int):
 class SingleLayerLoss:
     """``measure(name, option)`` = L(θ with only that layer compressed by that option) − L(θ) on
     the given data, cached; an option with ``act_bits`` also quantizes the layer's input
-    (min-max calibrated on the same data)."""
+    (min-max calibrated on the same data). Channel removal is a group's decision: it is measured
+    once, at the group's first producer, as the loss change of removing the group's channels the
+    way apply removes them (the masked reference ``zero_channels_``, exactly equal to removal);
+    the other members are measured for their own bits and masks only.
+
+    ``joint(options)`` measures a whole plan by applying it with apply's own code
+    (``compress.apply.pipeline.apply_`` on a copy): what the deployed model's loss change is."""
 
     def __init__(self, model: nn.Module, data: DataSource, loss: str, batch_size: int = 256) -> None:
         from compress.curvature.prepare import reference_outputs
 
-        self.model, self.loss = model, loss
+        self.model, self.data, self.loss, self.batch_size = model, data, loss, batch_size
         self.batches = list(data.batches(batch_size))
         with torch.no_grad():
             self.references = [reference_outputs(model, b, loss) for b in self.batches]
             self.base = mean_loss(model, self.batches, self.references, loss)
         self.cache: dict[tuple[str, LayerOption], float] = {}
+        self.channels: ChannelPlan | None = None  # set by the planner when it plans channel groups
         self._ranges: dict[str, float] = {}
 
     def __call__(self, name: str, option: LayerOption) -> float:
@@ -87,13 +99,23 @@ class SingleLayerLoss:
                 advance(1)
 
     def _measure(self, name: str, option: LayerOption) -> float:
-        return self.joint({name: option})
+        own = replace(option, input_sparsity=0.0)
+        if option.pattern == "channel":
+            own = replace(own, sparsity=0.0, pattern="unstructured")
+        leads = self.channels is not None and name in self.channels.groups and option.channel_sparsity() > 0
+        if not leads:
+            return self._compressed_loss({name: own})
+        from compress.prune.channels import zero_channels_
 
-    def joint(self, options: dict[str, LayerOption]) -> float:
-        """L(θ with every named layer compressed by its option at once) − L(θ): a whole plan's
-        actual loss increase on the data (not cached)."""
+        model = copy.deepcopy(self.model)
+        zero_channels_(model, self.channels.groups[name], self.channels.kept(name, option.channel_sparsity()))
+        return self._compressed_loss({name: own}, model)
+
+    def _compressed_loss(self, options: dict[str, LayerOption], model: nn.Module | None = None) -> float:
+        """L(``model`` (default: ours) with every named layer compressed by its option) − L(θ)."""
+        model = self.model if model is None else model
         ranges = {name: self._range(name) for name, option in options.items() if option.act_bits}
-        layers = {name: self.model.get_submodule(name) for name in options}
+        layers = {name: model.get_submodule(name) for name in options}
         originals = {name: layer.weight.detach().clone() for name, layer in layers.items()}
         handles = []
         with torch.no_grad():
@@ -103,12 +125,23 @@ class SingleLayerLoss:
                     if option.act_bits:
                         hook = quantize_input_hook(ranges[name], option.act_bits)
                         handles.append(layers[name].register_forward_pre_hook(hook))
-                return mean_loss(self.model, self.batches, self.references, self.loss) - self.base
+                return mean_loss(model, self.batches, self.references, self.loss) - self.base
             finally:
                 for name, layer in layers.items():
                     layer.weight.copy_(originals[name])
                 for handle in handles:
                     handle.remove()
+
+    def joint(self, options: dict[str, LayerOption]) -> float:
+        """L(θ with the whole plan applied as apply applies it) − L(θ) (not cached)."""
+        from compress.apply.pipeline import ApplySpec, apply_
+        from compress.plan.settings import plan_settings
+
+        quantization, pruning = plan_settings(options)
+        model = copy.deepcopy(self.model)
+        apply_(model, ApplySpec(quantization, pruning, loss=self.loss), self.data, None, None, self.batch_size)
+        with torch.no_grad():
+            return mean_loss(model.eval(), self.batches, self.references, self.loss) - self.base
 
     def _range(self, name: str) -> float:
         if name not in self._ranges:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from compress.errors import InputError
-from compress.plan.sensitivity import LayerOption
+from compress.vocab.options import LayerOption
 
 
 @dataclass(frozen=True)
@@ -56,13 +56,13 @@ def restrict_options(options: dict[str, list[LayerOption]],
     allowed = {}
     for name, layer_options in options.items():
         override = applicable_override(name, overrides)
-        labels = [o.label() for o in layer_options]
+        labels = [o.own_label() for o in layer_options]
         if override is None:
             allowed[name] = [True] * len(labels)
             continue
         unknown = [c for c in override.labels if c not in labels]
         if unknown:
             raise InputError(f"override {override.target}={unknown[0]} is not a candidate for layer {name}; "
-                            f"candidates: {', '.join(labels)} (widen --bits/--sparsities/--patterns)")
+                            f"candidates: {', '.join(dict.fromkeys(labels))} (widen bits, sparsities or patterns)")
         allowed[name] = [label in override.labels for label in labels]
     return allowed

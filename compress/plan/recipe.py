@@ -8,6 +8,7 @@ from pathlib import Path
 
 from compress.errors import InputError
 from compress.plan.make import Plan
+from compress.plan.settings import prune_rule, quant_rule
 
 
 def plan_recipe(plan: Plan, model: str, data: str, weights: str | None) -> dict[str, object]:
@@ -15,14 +16,12 @@ def plan_recipe(plan: Plan, model: str, data: str, weights: str | None) -> dict[
     exact module name, no fine-tuning (add a ``finetune:`` section to recover), and the why."""
     from compress.recipe.schema import parse_recipe
 
-    quantization = {name: ({"weight_bits": layer.weight_bits, "act_bits": layer.act_bits}
-                           if layer.weight_bits is not None or layer.act_bits is not None else None)
-                    for name, layer in plan.layers.items()}
-    pruning = {name: {"ratio": layer.sparsity, "pattern": layer.pattern} for name, layer in plan.layers.items()
-               if layer.sparsity > 0}
+    quantization = {name: quant_rule(layer.option()) for name, layer in plan.layers.items()}
+    pruning = {name: rule for name, layer in plan.layers.items() if (rule := prune_rule(layer.option()))}
     why = {name: {"trace": layer.trace, "trace_stderr": layer.trace_stderr, "num_weights": layer.num_weights,
                   "predicted_delta_loss": layer.predicted_delta_loss, "storage_bits": layer.storage_bits,
                   "sparsity_limit": layer.sparsity_limit, "latency_ms": layer.latency_ms,
+                  "input_sparsity": layer.input_sparsity, "trace_converged": layer.trace_converged,
                   "considered": layer.considered} for name, layer in plan.layers.items()}
     payload = {
         "version": 1,
@@ -34,6 +33,7 @@ def plan_recipe(plan: Plan, model: str, data: str, weights: str | None) -> dict[
                  "solver": plan.solver, "tied_groups": plan.tied_groups, "loss_tolerance": plan.loss_tolerance,
                  "model_sparsity_limit": plan.model_sparsity_limit, "measured_options": plan.measured_options,
                  "verified": plan.verified,
+                 "channel_groups": plan.channel_groups, "unconverged": plan.unconverged,
                  "layers": why},
     }
     return parse_recipe(payload, "the plan").to_dict()

@@ -15,14 +15,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from compress.vocab.tracing import fx_graph
+
 ADDS = (operator.add, operator.iadd, torch.add)
 
 
 def residual_groups(model: nn.Module, layers: list[str]) -> list[tuple[str, ...]] | None:
     """Tied groups of layer names, or None when the model cannot be traced with torch.fx."""
-    try:
-        graph = torch.fx.symbolic_trace(model).graph
-    except Exception:  # noqa: BLE001 — any tracing failure means "ties unknown", reported by the caller
+    graph = fx_graph(model)
+    if graph is None:  # untraceable: ties unknown, reported by the caller
         return None
     groups: list[set[str]] = []
     producers_of: dict[torch.fx.Node, frozenset[str]] = {}

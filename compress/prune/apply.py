@@ -13,11 +13,13 @@ import torch
 from torch import nn
 
 from compress.errors import InputError
-from compress.prune.channels import channel_scores, kept_channels, kept_width, remove_channels_
-from compress.prune.dependencies import ChannelGroup, channel_groups
+from compress.prune.channels import channel_scores, kept_channels, remove_channels_
+from compress.vocab.groups import ChannelGroup, channel_groups
 from compress.prune.masks import pruning_mask
 from compress.prune.persist import apply_mask_
 from compress.prune.records import GroupRecord, MaskRecord, PruneRecords, PruneSettings
+from compress.vocab.channels import kept_width
+from compress.vocab.layers import is_compressible
 
 
 def prune_model_(model: nn.Module, settings: dict[str, PruneSettings],
@@ -42,7 +44,7 @@ def choose_channels(model: nn.Module, settings: dict[str, PruneSettings],
         requested = {name: settings[name] for name in group.producers if name in settings}
         claimed |= requested.keys()
         if requested:
-            chosen[group.name] = (group, _kept(model, group, _one_setting(group, requested), saliency or {}))
+            chosen[group.name] = (group, kept_indices(model, group, _one_setting(group, requested), saliency or {}))
     unused = sorted(settings.keys() - claimed)
     if unused:
         raise InputError(f"layers {', '.join(unused)} never run in the model's forward pass: nothing to prune")
@@ -70,8 +72,10 @@ def _one_setting(group: ChannelGroup, requested: dict[str, PruneSettings]) -> Pr
     return next(iter(requested.values()))
 
 
-def _kept(model: nn.Module, group: ChannelGroup, setting: PruneSettings,
-          saliency: dict[str, torch.Tensor]) -> torch.Tensor | None:
+def kept_indices(model: nn.Module, group: ChannelGroup, setting: PruneSettings,
+                 saliency: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """The channels of ``group`` that ``setting`` keeps (None: the group is left alone): the same
+    choice the planner prices and apply removes."""
     if group.reason is not None:
         return None
     scores = channel_scores(model, group, saliency if setting.criterion == "obs" else None)
@@ -92,7 +96,7 @@ def _check(model: nn.Module, settings: dict[str, PruneSettings], saliency: dict[
     modules = dict(model.named_modules())
     for name, setting in settings.items():
         layer = modules.get(name)
-        if not isinstance(layer, (nn.Conv2d, nn.Linear)):
+        if layer is None or not is_compressible(layer):
             found = "no such module" if layer is None else type(layer).__name__
             raise InputError(f"cannot prune {name!r}: only Conv2d and Linear layers are pruned ({found})")
         if setting.criterion == "obs" and name not in saliency:

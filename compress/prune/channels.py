@@ -4,8 +4,8 @@ For a group of C coupled channels (``dependencies.py``) each channel c gets a sc
 the group's Conv2d/Linear members of the ℓ2 norm of c's weight slice (producer rows, depthwise
 filters, consumer input columns; Li et al. 2017, "Pruning Filters for Efficient ConvNets", and
 the group norm of Fang et al. 2023, "DepGraph"), or the sum of the second-order saliency
-½ w_q² H_qq of those weights (``saliency.py``). The top k channels are kept, k = (1 − ratio)·C
-rounded to the nearest multiple of ``round_to`` (at least ``round_to``, at most C), in their original order.
+½ w_q² H_qq of those weights (``saliency.py``). The top k channels are kept, k = ``kept_width(C, ratio, round_to)``
+(``compress.vocab.channels``, the one rounding rule), in their original order.
 
 Exactness: the pruned model equals the unpruned model with the removed channels' activations
 zeroed where they are produced (producer rows and bias, depthwise filters and bias, BatchNorm γ
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from compress.errors import InputError
-from compress.prune.dependencies import ChannelGroup, Member
+from compress.vocab.groups import ChannelGroup, Member
 
 WEIGHTED = ("out", "dw", "in")
 
@@ -45,14 +45,6 @@ def channel_scores(model: nn.Module, group: ChannelGroup,
     return torch.stack(views).double().sum(dim=0)
 
 
-def kept_width(channels: int, ratio: float, round_to: int | None) -> int:
-    """(1 − ratio)·C rounded to the nearest multiple of ``round_to`` (1 if None) within
-    [round_to, C] (C itself when C < round_to); at least 1."""
-    step = round_to or 1
-    keep = step * int((1 - ratio) * channels / step + 0.5)
-    return min(channels, max(step, keep))
-
-
 def kept_channels(scores: torch.Tensor, keep: int) -> torch.Tensor:
     """Indices of the ``keep`` highest scores (ties: lower index), in increasing order."""
     return torch.sort(torch.argsort(scores, descending=True, stable=True)[:keep]).values
@@ -77,14 +69,14 @@ def remove_channels_(model: nn.Module, group: ChannelGroup, kept: torch.Tensor,
     saliency, keyed by module name) are sliced like their module's weight, in place in the dict."""
     for member in group.members:
         module = model.get_submodule(member.module)
-        axis, index = (1, _feature_index(kept, member.block)) if member.role == "in" else (0, kept)
+        axis, index = (1, feature_index(kept, member.block)) if member.role == "in" else (0, kept)
         _slice_(module, ("weight",) if member.role == "in" else _channel_tensors(module), axis, index)
         if companions is not None and member.module in companions and member.role != "bn":
             companions[member.module] = companions[member.module].index_select(axis, index)
         _resize(module, member.role, len(kept))
 
 
-def _feature_index(kept: torch.Tensor, block: int) -> torch.Tensor:
+def feature_index(kept: torch.Tensor, block: int) -> torch.Tensor:
     """Channel c of a flattened input is features [c·block, (c+1)·block)."""
     return (kept[:, None] * block + torch.arange(block)).reshape(-1)
 

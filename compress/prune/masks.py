@@ -3,14 +3,16 @@
 - unstructured: keep the round((1 − s)·n) largest |w| (ties broken by position);
 - 2:4: in every group of 4 consecutive weights along the reduction axis keep the 2 largest
   (the pattern TensorRT's sparse kernels need; the reduction size must be a multiple of 4);
-- channel: keep the round((1 − s)·C) output channels with the largest ℓ2 norm.
+- channel: keep the ``kept_width(C, s)`` output channels with the largest ℓ2 norm (the one rule,
+  ``compress.vocab.channels``).
 """
 
 from __future__ import annotations
 
 import torch
 
-PATTERNS = ("unstructured", "2:4", "channel")
+from compress.vocab.channels import kept_width
+from compress.vocab.options import PATTERNS  # noqa: F401 — the patterns these masks implement
 
 
 def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -32,7 +34,7 @@ def two_four_mask(weight: torch.Tensor) -> torch.Tensor:
 
 def channel_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
     norms = weight.detach().reshape(weight.shape[0], -1).norm(dim=1)
-    keep = max(1, round((1 - sparsity) * weight.shape[0]))
+    keep = kept_width(weight.shape[0], sparsity)
     kept = torch.zeros(weight.shape[0], dtype=torch.bool)
     kept[torch.argsort(norms, descending=True, stable=True)[:keep]] = True
     return kept.reshape((-1,) + (1,) * (weight.ndim - 1)).expand_as(weight)

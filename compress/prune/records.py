@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from compress.errors import ConfigError, InputError
-from compress.prune.masks import PATTERNS
+from compress.vocab.options import PATTERNS
 
 RECORDS_VERSION = 1
 CRITERIA = ("magnitude", "obs")

@@ -34,6 +34,7 @@ from compress.curvature.operator import CurvatureOperator
 from compress.curvature.prepare import check_deterministic, prepare_operator, reference_outputs
 from compress.data.source import Batch, DataSource
 from compress.errors import InputError
+from compress.vocab.layers import compressible_layers
 
 CURVATURES = ("fisher", "empirical-fisher", "hutchinson")
 
@@ -54,7 +55,7 @@ def obd_saliency(weight: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor:
 
 def layer_saliency(model: nn.Module, diagonal: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """OBD saliency of every Conv2d/Linear weight, keyed by module name (what ``prune_model_`` takes)."""
-    layers = {name: module for name, module in model.named_modules() if isinstance(module, (nn.Conv2d, nn.Linear))}
+    layers = compressible_layers(model)
     weights = {name: f"{name}.weight" if name else "weight" for name in layers}
     return {name: obd_saliency(layer.weight, diagonal[weights[name]]).to(layer.weight.dtype)
             for name, layer in layers.items() if weights[name] in diagonal}

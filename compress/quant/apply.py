@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compress.plan.sensitivity import LayerOption, compressed_weight
+from compress.plan.sensitivity import compressed_weight
+from compress.vocab.options import LayerOption
 
 
 def compress_weights_(model: nn.Module, options: dict[str, LayerOption]) -> nn.Module:

@@ -41,22 +41,26 @@ def fold_conv_bn_(conv: nn.Module, bn: nn.Module) -> None:
 
 def fold_batchnorm_(model: nn.Module) -> list[tuple[str, str]]:
     """Fold every BN that directly follows a conv; returns the (conv, bn) module names folded."""
-    pairs = _pairs_by_fx(model)
-    if pairs is None:
-        pairs = _pairs_in_sequentials(model)
+    pairs = foldable_pairs(model)
     for conv_name, bn_name in pairs:
         fold_conv_bn_(model.get_submodule(conv_name), model.get_submodule(bn_name))
         model.set_submodule(bn_name, nn.Identity())
     return pairs
 
 
+def foldable_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """The (conv, bn) module names ``fold_batchnorm_`` folds: found on the fx graph, or in
+    ``nn.Sequential`` children when the model cannot be traced."""
+    pairs = _pairs_by_fx(model)
+    return _pairs_in_sequentials(model) if pairs is None else pairs
+
+
 def _pairs_by_fx(model: nn.Module) -> list[tuple[str, str]] | None:
     """(conv, bn) names where the BN's input is a conv output used only by that BN; None if fx fails."""
-    import torch.fx
+    from compress.vocab.tracing import fx_graph
 
-    try:
-        graph = torch.fx.symbolic_trace(model).graph
-    except Exception:  # noqa: BLE001 - any tracing failure means: use the structural fallback
+    graph = fx_graph(model)
+    if graph is None:  # untraceable: the caller uses the structural fallback
         return None
     pairs = []
     for node in graph.nodes:

@@ -48,11 +48,10 @@ class Placement:
 
 def place_quantizers(model: nn.Module, layers: set[str]) -> dict[str, Placement]:
     """Placement of the activation quantizers of ``layers`` (names of activation-quantized layers)."""
-    import torch.fx
+    from compress.vocab.tracing import fx_graph
 
-    try:
-        graph = torch.fx.symbolic_trace(model).graph
-    except Exception:  # noqa: BLE001 - any tracing failure: input quantizers only
+    graph = fx_graph(model)
+    if graph is None:  # untraceable: input quantizers only
         return {name: Placement(None, False, False) for name in layers}
     nodes = {str(node.target): node for node in graph.nodes if node.op == "call_module" and node.target in layers}
     outputs = {name: not _feeds_model_output(model, node) for name, node in nodes.items()}

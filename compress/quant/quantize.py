@@ -17,9 +17,7 @@ from compress.quant.bn_fold import fold_batchnorm_
 from compress.quant.modules import ActQuantizer, QuantLayer, quant_layer_like
 from compress.quant.placement import Placement, place_quantizers
 from compress.quant.records import QuantRecords, QuantSettings
-
-_KINDS = (nn.Conv2d, nn.Linear)
-
+from compress.vocab.layers import is_compressible
 
 def quantize_model_(
     model: nn.Module,
@@ -78,7 +76,7 @@ def _check_layers(model: nn.Module, settings: dict[str, QuantSettings]) -> None:
     for name, layer_settings in settings.items():
         if name not in modules:
             raise ConfigError(f"quantization names {name!r}, which is not a module of the model")
-        if type(modules[name]) not in _KINDS:
+        if not is_compressible(modules[name]):
             raise ConfigError(f"{name} is a {type(modules[name]).__name__}; only Conv2d and Linear can be quantized")
         if layer_settings.act_bits is None and layer_settings.weight_bits is None:
             raise ConfigError(f"{name}: weight_bits and act_bits are both None; leave the layer out instead")

@@ -13,18 +13,11 @@ from compress.quant.records import QuantSettings
 from compress.recipe.problems import yaml_words
 from compress.recipe.rules import DEFAULT, PATTERN, applicable_rule, resolve_all
 from compress.recipe.schema import Recipe, is_float
-
-LAYER_KINDS = (nn.Conv2d, nn.Linear)
-
-
-def compressible_layers(model: nn.Module) -> list[str]:
-    """Names of the layers a recipe compresses (Conv2d and Linear), in module order."""
-    return [name for name, module in model.named_modules() if isinstance(module, LAYER_KINDS)]
-
+from compress.vocab.layers import compressible_layers
 
 def check_against_model(recipe: Recipe, model: nn.Module) -> list[str]:
     """Problems in the same ``path: message`` form as the schema's."""
-    layers = compressible_layers(model)
+    layers = list(compressible_layers(model))
     modules = dict(model.named_modules())
     problems = []
     for section, rules, config in (("quantization", recipe.quantization, QuantSettings),
@@ -93,10 +86,10 @@ def _quantizable(where: str, name: str, settings: QuantSettings, model: nn.Modul
 
 
 def _channel_groups(rules: dict, settings: dict[str, PruneSettings], model: nn.Module) -> list[str]:
-    """Channels are removed per group of coupled channels (``compress.prune.dependencies``): a
+    """Channels are removed per group of coupled channels (``compress.vocab.groups``): a
     group that must be left alone (model output, an op that is not channel-wise, ...) or whose
     producing layers ask for different settings is a problem rather than a silent no-op."""
-    from compress.prune.dependencies import channel_groups
+    from compress.vocab.groups import channel_groups
 
     channel = {name: s for name, s in settings.items() if s.pattern == "channel"}
     if not channel:

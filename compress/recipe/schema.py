@@ -28,9 +28,9 @@ from compress.quant.records import QuantSettings
 from compress.recipe.fields import check_field, check_rule, field_names
 from compress.recipe.problems import Problems, yaml_words
 from compress.recipe.rules import DEFAULT, PATTERN, resolve_all
+from compress.vocab.targets import EXPORT_TARGETS as TARGETS
 
 VERSION = 1
-TARGETS = ("onnx", "ort", "tensorrt")
 SALIENCY = ("fisher", "empirical-fisher", "hutchinson")
 SECTIONS = ("version", "model", "data", "quantization", "pruning", "finetune", "export", "plan")
 CALIBRATION_SAMPLES = 512

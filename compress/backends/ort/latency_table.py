@@ -1,29 +1,33 @@
-"""Per-layer latency on the target backend, measured, for ``latency_ms`` budgets.
+"""Per-layer latency on ONNX Runtime CPU, measured, for ``latency_ms`` budgets.
 
-Each planned layer is exported alone (``layer_onnx.py``) in every variant its options map to:
-float, weight-only (int8 codes dequantized on every call, as exported), int8 (weights ≤ 8 bits
-*and* an 8-bit input: the only case ONNX Runtime runs an integer kernel), and channel-pruned widths.
-Unstructured and 2:4 zeros cost the same as dense on ORT CPU (DESIGN §6), so they share the
-dense variant's time. All variants are timed round-robin in one run (``compress.export.latency``);
-the table keeps median and p90 per entry, and is cached per model structure, shapes, batch size,
-thread count and ORT version.
+Each planned layer is exported alone, by the real exporter, in every variant its options map to
+(``compress.vocab.costs.latency_variant``: float, weight-only, int8, with channels removed as the
+plan removes them; ``layer_variants.py``). All variants are timed round-robin in one run
+(``latency.py``); the table keeps median and p90 per entry, and is cached per model structure,
+shapes, variants, batch size, thread count, ORT version and processor. ``costs()`` is the plain
+table the planner consumes (``LatencyCosts``).
 
 A plan's latency is the sum of its layers' isolated times: it ranks options on this machine but
-leaves out the unplanned ops (activations, pooling, attention softmax) and inter-layer effects.
+leaves out the unplanned ops (pooling, attention softmax) and inter-layer effects.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from compress.plan.sensitivity import LayerOption
+from compress.plan.channels import ChannelPlan
+from compress.vocab.costs import LatencyCosts, latency_variant
+from compress.vocab.options import LayerOption
 
 BACKENDS = ("ort-cpu",)
+TABLE_VERSION = 2  # 2: variants written by the exporter (1: hand-written graphs)
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,11 @@ class LatencyTable:
     onnxruntime_version: str
 
     def latency(self, name: str, option: LayerOption) -> float:
-        return self.median_ms[name][variant(option)]
+        return self.median_ms[name][latency_variant(option)]
+
+    def costs(self) -> LatencyCosts:
+        """The medians as the planner's cost table."""
+        return LatencyCosts(self.backend, self.median_ms)
 
     def noise(self) -> float:
         """Median over entries of p90 / median − 1: how much one entry moves between runs."""
@@ -49,13 +57,6 @@ class LatencyTable:
     @staticmethod
     def from_dict(payload: dict) -> "LatencyTable":
         return LatencyTable(**payload)
-
-
-def variant(option: LayerOption) -> str:
-    """What the backend runs for an option: ``fp32``, ``weight-only`` or ``int8``, with ``+chS``
-    for channel pruning."""
-    kind = "fp32" if option.bits is None else ("weight-only" if option.act_bits is None else "int8")
-    return f"{kind}+ch{option.sparsity:g}" if option.pattern == "channel" and option.sparsity > 0 else kind
 
 
 def input_shapes(model: nn.Module, inputs: tuple[torch.Tensor, ...], names: list[str]) -> dict[str, tuple[int, ...]]:
@@ -72,36 +73,39 @@ def input_shapes(model: nn.Module, inputs: tuple[torch.Tensor, ...], names: list
 
 
 def latency_table(model: nn.Module, inputs: tuple[torch.Tensor, ...], options: dict[str, list[LayerOption]],
-                  batch_size: int = 1, threads: int = 1) -> LatencyTable:
-    """The measured (or cached) table for every layer and variant in ``options``."""
+                  batch_size: int = 1, threads: int = 1, channels: ChannelPlan | None = None) -> LatencyTable:
+    """The measured (or cached) table for every layer and variant in ``options``; ``channels`` is
+    the plan's channel-group view (needed when options remove channels)."""
     import onnxruntime
 
     from compress.cache import cache_dir
     from compress.jsonio import write_json
+    from compress.plan.channels import channel_plan
 
+    if channels is None:
+        removes = any(o.channel_sparsity() or o.input_sparsity for opts in options.values() for o in opts)
+        channels = channel_plan(model, list(options)) if removes else ChannelPlan(model, {}, {})
     shapes = input_shapes(model, inputs, list(options))
-    variants = {name: sorted({variant(o) for o in opts}) for name, opts in options.items()}
-    key = _cache_key(model, shapes, variants, batch_size, threads, onnxruntime.__version__)
+    variants = {name: {latency_variant(o): o for o in reversed(opts)} for name, opts in options.items()}
+    key = _cache_key(model, shapes, {n: sorted(v) for n, v in variants.items()}, batch_size, threads,
+                     onnxruntime.__version__)
     path = cache_dir("latency") / f"{key}.json"
     if path.exists():
         return LatencyTable.from_dict(json.loads(path.read_text()))
-    table = _measure(model, shapes, variants, batch_size, threads, onnxruntime.__version__)
+    table = _measure(model, channels, shapes, variants, batch_size, threads, onnxruntime.__version__)
     write_json(path, table.to_dict())
     return table
 
 
-def _measure(model: nn.Module, shapes: dict[str, tuple[int, ...]], variants: dict[str, list[str]],
-             batch_size: int, threads: int, version: str) -> LatencyTable:
-    from compress.export.latency import LatencySpec, measure_latency
-    from compress.plan.layer_onnx import layer_graph
+def _measure(model: nn.Module, channels: ChannelPlan, shapes: dict[str, tuple[int, ...]],
+             variants: dict[str, dict[str, LayerOption]], batch_size: int, threads: int, version: str) -> LatencyTable:
+    from compress.backends.ort.latency import LatencySpec, measure_latency
+    from compress.backends.ort.layer_variants import variant_files
 
-    graphs = {}
-    for name, kinds in variants.items():
-        module = model.get_submodule(name)
-        for kind in kinds:
-            base, _, pruned = kind.partition("+ch")
-            graphs[f"{name}|{kind}"] = layer_graph(module, (batch_size, *shapes[name]), base, float(pruned or 0))
-    result = measure_latency(graphs, LatencySpec(batch_sizes=(batch_size,), intra_op_threads=threads))
+    with tempfile.TemporaryDirectory() as folder:
+        files = {f"{name}|{kind}": variant_files(model, channels, name, option, (batch_size, *shapes[name]), Path(folder))
+                 for name, kinds in variants.items() for kind, option in kinds.items()}
+        result = measure_latency(files, LatencySpec(batch_sizes=(batch_size,), intra_op_threads=threads))
     median: dict[str, dict[str, float]] = {name: {} for name in variants}
     p90: dict[str, dict[str, float]] = {name: {} for name in variants}
     for measurement in result.measurements:
@@ -112,7 +116,7 @@ def _measure(model: nn.Module, shapes: dict[str, tuple[int, ...]], variants: dic
 
 def _cache_key(model: nn.Module, shapes: dict, variants: dict, batch_size: int, threads: int, version: str) -> str:
     layers = {name: [repr(model.get_submodule(name)), list(shapes[name]), variants[name]] for name in variants}
-    text = json.dumps([layers, batch_size, threads, version, _cpu()], sort_keys=True)
+    text = json.dumps([TABLE_VERSION, layers, batch_size, threads, version, _cpu()], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 

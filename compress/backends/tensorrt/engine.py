@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from compress.errors import InputError
-from compress.export.latency import MIN_RUNS, summarize
-from compress.export.tensorrt_rules import check_tensorrt_qdq
+from compress.backends.ort.latency import MIN_RUNS, summarize
+from compress.backends.tensorrt.rules import check_tensorrt_qdq
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from compress.errors import InputError
+from compress.vocab.layers import is_compressible, out_width
+from compress.vocab.tracing import require_fx_graph
 
 ADDS = (operator.add, operator.iadd, torch.add)
 ZERO_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.Tanh, nn.GELU, nn.SiLU, nn.Hardswish,
@@ -109,10 +110,7 @@ class _Spaces:
 
 def channel_groups(model: nn.Module) -> list[ChannelGroup]:
     """Every group with a Conv2d/Linear producer, in graph order."""
-    try:
-        graph = torch.fx.symbolic_trace(model).graph
-    except Exception as exc:  # noqa: BLE001 — any tracing failure is the user's model, reported in one line
-        raise InputError(f"channel pruning needs a torch.fx-traceable model: {type(exc).__name__}: {exc}") from exc
+    graph = require_fx_graph(model, "channel pruning")
     spaces, values, calls = _Spaces(), {}, {}
     for node in graph.nodes:
         values[node] = _visit(node, model, spaces, values, calls)
@@ -137,7 +135,7 @@ def _visit(node: torch.fx.Node, model: nn.Module, spaces: _Spaces, values: dict,
 
 
 def _visit_module(name: str, module: nn.Module, inputs: list[_Value], spaces: _Spaces) -> _Value | None:
-    if isinstance(module, (nn.Conv2d, nn.Linear)) and len(inputs) == 1:
+    if is_compressible(module) and len(inputs) == 1:
         return _visit_layer(name, module, inputs[0], spaces)
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)) and len(inputs) == 1:
         spaces.add(inputs[0].space, name, "bn")
@@ -219,7 +217,7 @@ def _roots_with_producers(spaces: _Spaces) -> list[int]:
 def _group(model: nn.Module, spaces: _Spaces, root: int, shared: set[str]) -> ChannelGroup:
     raw = sorted(spaces.members[root])
     producer = next(module for _, module, role, _ in raw if role == "out")
-    channels = _out_width(model.get_submodule(producer))
+    channels = out_width(model.get_submodule(producer))
     members = tuple(Member(m, role, _block(model.get_submodule(m), role, channels, flat)) for _, m, role, flat in raw)
     reasons = list(spaces.reasons[root])
     reasons += [f"{m.module} has no integer block of features per channel" for m in members if m.block == 0]
@@ -231,17 +229,13 @@ def _group(model: nn.Module, spaces: _Spaces, root: int, shared: set[str]) -> Ch
     return ChannelGroup(producer, channels, members, "; ".join(dict.fromkeys(reasons)) or None)
 
 
-def _out_width(layer: nn.Module) -> int:
-    return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
-
-
 def _width(module: nn.Module, role: str) -> int:
     """The size of the module's axis that the role slices."""
     if role == "bn":
         return module.num_features
     if role == "in":
         return module.in_features if isinstance(module, nn.Linear) else module.in_channels
-    return _out_width(module)
+    return out_width(module)
 
 
 def _block(module: nn.Module, role: str, channels: int, flat: bool) -> int:

@@ -24,7 +24,7 @@ from torch import nn
 
 from compress.jsonio import write_json
 
-from .ort_session import ort_session
+from compress.backends.ort.session import ort_session
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""ONNX Runtime on CPU: sessions, latency, per-layer latency table, fusion check, parity."""

@@ -1,0 +1,1 @@
+"""TensorRT: a structural check of its explicit-quantization rules, and engine build and timing."""
