@@ -79,7 +79,7 @@ def channel_plan(model: nn.Module, names: list[str]) -> ChannelPlan:
               and all(m.module in planned for m in g.members if m.role != "bn")}
     layers: dict[str, LayerChannels] = {}
     for group in groups.values():
-        for member in group.members:
+        for member in (m for m in group.members if m.role != "bn"):
             part = layers.get(member.module, LayerChannels())
             if member.role in ("out", "dw"):
                 part = LayerChannels(group.name, part.in_group, part.in_block)

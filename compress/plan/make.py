@@ -147,9 +147,11 @@ def candidate_options(spec: PlanSpec, weight_shape: tuple[int, ...], channels=No
     """Every bits × activation bits × (sparsity, pattern) × input-group fraction combination the
     layer can take: ``channel`` only for a layer producing a prunable group (``channels.out_group``),
     an input fraction only for a layer reading one (``channels.in_group`` of ``in_channels``
-    channels); 2:4 needs a (remaining) reduction size divisible by 4 and always prunes half."""
+    channels); 2:4 needs a (remaining) reduction size divisible by 4 and always prunes half. A layer that
+    reads and writes one group (a residual branch's last layer) removes the same fraction on both."""
     produces = channels is not None and channels.out_group is not None
     reads = channels is not None and channels.in_group is not None
+    same = produces and reads and channels.in_group == channels.out_group
     inputs = (0.0, *spec.channel_sparsities()) if reads else (0.0,)
     options = []
     for bits, act, sparsity, pattern, fraction in itertools.product(
@@ -162,6 +164,8 @@ def candidate_options(spec: PlanSpec, weight_shape: tuple[int, ...], channels=No
             options.append(LayerOption(bits, act_bits=act, input_sparsity=fraction))
         elif pattern != "channel" or produces:
             options.append(LayerOption(bits, sparsity, pattern, act, fraction))
+    if same:
+        options = [o for o in options if o.input_sparsity == o.channel_sparsity()]
     return list(dict.fromkeys(options))
 
 
