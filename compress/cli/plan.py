@@ -65,15 +65,15 @@ def run(args: argparse.Namespace) -> int:
     refuse_overwrite(output, args.force)  # before the expensive part
     if not args.budget and not args.sweep:
         raise InputError("give a budget (--budget avg_bits=4) or a sweep (--sweep size_mb=0.01:0.09:9)")
+    if args.verify < 1:
+        raise InputError(f"--verify must be at least 1, got {args.verify}")
+    if any(bits not in (8, None) for bits in _bits(args.act_bits, "--act-bits")):
+        raise InputError(f"bad --act-bits {args.act_bits!r}; activations are 8-bit or fp32 (what the backends run)")
     spec = PlanSpec(budgets=dict(parse_budget(b) for b in args.budget), bits=_bits(args.bits, "--bits"),
                     sparsities=_floats(args.sparsities, "--sparsities"), patterns=_patterns(args.patterns),
                     act_bits=_bits(args.act_bits, "--act-bits"),
                     overrides=tuple(parse_override(o) for o in args.override), sparsity_limit=args.sparsity_limit,
                     verify=args.verify)
-    if args.verify < 1:
-        raise InputError(f"--verify must be at least 1, got {args.verify}")
-    if any(bits not in (8, None) for bits in spec.act_bits):
-        raise InputError(f"bad --act-bits {args.act_bits!r}; activations are 8-bit or fp32 (what the backends run)")
     model, data, curvature = _model_data_curvature(args)
     evidence = gather_evidence(model, data, curvature, args.sensitivity == "hybrid", args.batch_size)
     if args.backend:
