@@ -7,7 +7,7 @@ import torch
 
 from compress.data.spec import load_data
 from compress.models.spec import build_model
-from tests.sources import TINY_MODEL_SOURCE
+from tests.helpers.sources import TINY_MODEL_SOURCE
 
 
 def test_eval_accuracy_matches_a_direct_computation(cli, factory_file, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from compress.plan.layer_onnx import layer_graph
 from compress.plan.latency_table import latency_table, variant
 from compress.plan.make import PlanEvidence, PlanSpec, layer_options, make_plan
 from compress.plan.sensitivity import LayerOption
-from tests.test_plan_constraints import curvature_for
+from tests.helpers.curvature import curvature_for
 
 LAYERS = [(nn.Conv2d(4, 8, 3, padding=1), (2, 4, 6, 6)), (nn.Conv2d(8, 8, 3, groups=8, padding=1), (2, 8, 5, 5)),
           (nn.Linear(16, 12), (2, 3, 16))]

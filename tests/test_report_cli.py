@@ -12,7 +12,7 @@ import pytest
 from compress.cli import main as cli_main
 from compress.cli import report as report_cmd
 from compress.errors import InputError
-from tests.test_report import write_stage_files
+from tests.helpers.report_files import write_stage_files
 
 
 def run_report(*argv: str) -> int:

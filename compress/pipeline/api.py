@@ -92,9 +92,11 @@ def apply_plan_(model: "str | nn.Module", plan: "Plan | Recipe", data: Any, trai
     from compress.pipeline.apply import apply_recipe_, as_recipe
     from compress.pipeline.inputs import data_source, first_samples, resolve_model
 
+    from compress.pipeline.inputs import loaded_from
+
     module, name = resolve_model(model)
-    recipe = as_recipe(plan, model if isinstance(model, str) else UNNAMED_MODEL,
-                       data if isinstance(data, str) else "<data>")
+    spec = model if isinstance(model, str) else loaded_from(model) or UNNAMED_MODEL
+    recipe = as_recipe(plan, spec, data if isinstance(data, str) else "<data>")
     if finetune is not None:
         section = asdict(finetune) if not isinstance(finetune, dict) else dict(finetune)
         recipe = replace(recipe, finetune=section)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from compress.errors import InputError
@@ -12,18 +13,27 @@ if TYPE_CHECKING:
     from compress.data.source import DataSource
 
 
+# The spec each module was loaded from, so that a module the user holds can still be saved as a
+# checkpoint that rebuilds it (weak: forgetting a module forgets its entry).
+_LOADED_FROM: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
+
+
 def resolve_model(model: "str | nn.Module", weights: str | None = None) -> tuple["nn.Module", str]:
-    """(module, name): a spec string or checkpoint directory is loaded; a module is used as is."""
+    """(module, name): a spec string or checkpoint directory is loaded; a module is used as is
+    (its name is the spec it was loaded from, else its class name)."""
     from torch import nn
 
     if isinstance(model, str):
         from compress.checkpoint.load import load_model
 
-        return load_model(model, weights), model
+        module = load_model(model, weights)
+        if weights is None:
+            _LOADED_FROM[module] = model
+        return module, model
     if isinstance(model, nn.Module):
         if weights is not None:
             raise InputError("weights apply to a model spec; load them into the module yourself")
-        return model, type(model).__name__
+        return model, loaded_from(model) or type(model).__name__
     raise InputError(f"cannot use {type(model).__name__} as a model; give a model spec string, "
                      "a checkpoint directory or a torch.nn.Module")
 
@@ -42,3 +52,8 @@ def data_source(data: Any, role: str, model: "nn.Module | None" = None, split: s
     from compress.data.adapt import as_data
 
     return as_data(data, split, role, model)
+
+
+def loaded_from(model: "nn.Module") -> str | None:
+    """The spec ``model`` was loaded from by ``resolve_model``, if it was."""
+    return _LOADED_FROM.get(model)
