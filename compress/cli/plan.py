@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     how = PlanMeasurements(args.sensitivity, args.backend, args.latency_batch, args.threads, args.batch_size)
     curvature = _read_curvature(args.curvature) if args.curvature else None
     model, data, curvature = plan_inputs(args.model, args.data, curvature, curvature_spec(args), args.max_samples,
-                                         args.weights, args.split)
+                                         args.weights, args.split, spec)
     evidence = gather(model, data, curvature, spec, how)
     if evidence.latency is not None:
         table = evidence.latency

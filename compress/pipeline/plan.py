@@ -69,16 +69,23 @@ def default_curvature_spec(batch_size: int = 128) -> "CurvatureSpec":
 
 def plan_inputs(model: "str | nn.Module", data: Any, curvature: "Curvature | None" = None,
                 curvature_spec: "CurvatureSpec | None" = None, max_samples: int | None = 1024,
-                weights: str | None = None, split: str | None = None
+                weights: str | None = None, split: str | None = None, spec: "PlanSpec | None" = None
                 ) -> tuple["nn.Module", "DataSource", "Curvature"]:
-    """The model, its calibration data and its curvature (measured unless given)."""
-    from compress.pipeline.curvature import measure_curvature
+    """The model, its calibration data and its curvature (measured unless given); ``spec``'s
+    overrides are checked against the model's layers first, before the expensive part."""
+    from compress.curvature.estimate import estimate_curvature
     from compress.pipeline.inputs import data_source, first_samples, resolve_model
 
-    if curvature is None:
-        return measure_curvature(model, data, curvature_spec or default_curvature_spec(), max_samples, weights, split)
     module, _ = resolve_model(model, weights)
-    return module, first_samples(data_source(data, "train", module, split), max_samples), curvature
+    if spec is not None:
+        from compress.plan.make import layer_options
+        from compress.plan.overrides import restrict_options
+
+        restrict_options(layer_options(module, spec), spec.overrides)
+    source = first_samples(data_source(data, "train", module, split), max_samples)
+    if curvature is None:
+        curvature = estimate_curvature(module, source, curvature_spec or default_curvature_spec())
+    return module, source, curvature
 
 
 def gather(model: "nn.Module", data: "DataSource", curvature: "Curvature", spec: "PlanSpec",
