@@ -21,7 +21,7 @@ from compress.finetune.spec import FinetuneSpec
 from compress.finetune.train import finetune_
 from compress.jsonio import write_json
 from compress.models.spec import build_model
-from tests.test_finetune_ste import quantize_and_prune_
+from tests.helpers.ste import quantize_and_prune_
 
 
 def accuracy(model: torch.nn.Module, data) -> float:

@@ -1,65 +1,94 @@
-"""``compress demo``: the whole pipeline on builtin:mnist-cnn, each stage through its own command
-so every intermediate file is the one a user would get:
+"""``compress demo``: the whole pipeline on builtin:mnist-cnn, composed from the pipeline verbs,
+writing every intermediate file a user of the CLI would get:
 
 curvature → plan (avg 4 weight bits, and a latency budget a quarter of the way from the fastest
 mix of the measured per-layer ONNX Runtime table to all-float: int8 where ORT's integer kernels
-are faster, float where they are not; the stem conv, one input channel, is pinned to float with
-``--override``: ORT runs it 3–4× faster in float, and its dequantized weights would also stop ORT
-pre-packing it, which the isolated per-layer table cannot see) → the plan plus a
-``finetune:`` section (QAT + KD, lr from the sharpness) applied → export to ONNX Runtime (fused
-int8, parity) → uniform INT8 and FP32 for comparison → latency side by side → report.
+are faster, float where they are not; the stem conv, one input channel, is pinned to float by an
+override: ORT runs it 3–4× faster in float, and its dequantized weights would also stop ORT
+pre-packing it, which the isolated per-layer table cannot see) → the plan plus a ``finetune:``
+section (QAT + KD, lr from the sharpness) applied → export to ONNX Runtime (fused int8, parity) →
+uniform INT8 and FP32 for comparison → latency side by side → report.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 MODEL, DATA = "builtin:mnist-cnn", "builtin:mnist5k"
 FINETUNE = {"mode": "qat+kd", "epochs": 2, "lr": "auto", "sharpness_every": 40, "checkpoint_every": 50}
 LATENCY_BATCH, LATENCY_SLACK, PLAN_BITS = 32, 0.25, (2, 3, 4, 8, None)
+SAMPLES, CURVATURE_SECONDS = 512, 120.0
 INT8_RECIPE = {"version": 1, "model": {"spec": MODEL}, "data": {"calibration": DATA},
                "quantization": {"layers": {"default": {"weight_bits": 8, "act_bits": 8, "act_signed": False}}}}
 
 
-def run_demo(work: Path, cli) -> Path:
-    """Run every stage into ``work`` (``cli(*args)`` runs one compress command and raises on failure);
-    returns the report's HTML path."""
+def run_demo(work: Path, announce: Callable[[str], None] = print) -> Path:
+    """Run every stage into ``work`` (``announce`` is told each stage as it starts); returns the
+    report's HTML path."""
+    from compress.jsonio import write_json
+    from compress.pipeline.apply import apply_to_checkpoint
+    from compress.pipeline.evaluate import evaluate_model
+    from compress.pipeline.export import export_checkpoint
+    from compress.pipeline.report import report_from_files
+
     work.mkdir(parents=True, exist_ok=True)
-    cli("curvature", MODEL, "--data", DATA, "--max-samples", "512", "--max-seconds", "120",
-        "--json", str(work / "curvature.json"))
-    cli("plan", MODEL, "--data", DATA, "--max-samples", "512", "--curvature", str(work / "curvature.json"),
-        "--budget", "avg_bits=4", "--budget", f"latency_ms={_latency_budget_ms():.6f}",
-        "--backend", "ort-cpu", "--latency-batch", str(LATENCY_BATCH), "--act-bits", "8,fp32",
-        "--sparsities", "0,0.5", "--override", "stem.0=fp32", "-o", str(work / "plan.yaml"))
+    announce("curvature")
+    model, data, curvature = _curvature()
+    write_json(work / "curvature.json", curvature.to_dict())
+    announce("plan")
+    _plan(model, data, curvature, work / "plan.yaml")
     _write_recipe(work / "plan.yaml", work / "recipe.yaml")
     _write_yaml(INT8_RECIPE, work / "int8.yaml")
     for name, recipe in (("plan", "recipe.yaml"), ("int8", "int8.yaml")):
-        cli("apply", str(work / recipe), "-o", str(work / name), "--json", str(work / f"{name}.apply.json"))
-        cli("eval", str(work / name), "--data", DATA, "--json", str(work / f"{name}.eval.json"))
-        cli("export", str(work / name), "--target", "ort", "-o", str(work / f"{name}-ort"))
-    cli("eval", MODEL, "--data", DATA, "--json", str(work / "fp32.eval.json"))
+        announce(f"apply {recipe}")
+        applied = apply_to_checkpoint(str(work / recipe), work / name)
+        write_json(work / f"{name}.apply.json", applied.checkpoint_info().to_dict())
+        announce(f"eval {name}")
+        write_json(work / f"{name}.eval.json", evaluate_model(str(work / name), DATA).to_dict())
+        announce(f"export {name} (ort)")
+        export_checkpoint(work / name, work / f"{name}-ort", "ort")
+    announce("eval fp32")
+    write_json(work / "fp32.eval.json", evaluate_model(MODEL, DATA).to_dict())
+    announce("latency")
     _latency(work)
     _finetune_result(work / "plan.apply.json", work / "finetune.json")
-    cli("report", "--curvature", str(work / "curvature.json"), "--plan", str(work / "plan.yaml"),
-        "--eval", f"fp32={work / 'fp32.eval.json'}", "--eval", f"uniform int8={work / 'int8.eval.json'}",
-        "--eval", f"plan={work / 'plan.eval.json'}", "--latency", str(work / "latency.json"),
-        "--finetune", str(work / "finetune.json"), "--parity", f"ort={work / 'plan-ort' / 'model.parity.json'}",
-        "--model", MODEL, "-o", str(work / "report"))
-    return work / "report" / "report.html"
+    announce("report")
+    report = report_from_files(
+        work / "report", MODEL, str(work / "curvature.json"), str(work / "plan.yaml"),
+        {"fp32": str(work / "fp32.eval.json"), "uniform int8": str(work / "int8.eval.json"),
+         "plan": str(work / "plan.eval.json")}, str(work / "latency.json"), str(work / "finetune.json"),
+        {"ort": str(work / "plan-ort" / "model.parity.json")})
+    return report.paths.html
 
 
-def _latency_budget_ms() -> float:
-    """fastest + slack·(float − fastest), from Σ over layers of the per-layer table the plan command
-    will use (measured here once and cached, so the plan reads the same table): always reachable."""
-    from compress.data.spec import load_data
-    from compress.models.spec import build_model
-    from compress.backends.ort.latency_table import latency_table
-    from compress.plan.make import PlanSpec, layer_options
+def _curvature():
+    from compress.curvature.estimate import CurvatureSpec
+    from compress.curvature.trace import TraceSpec
+    from compress.pipeline.curvature import measure_curvature
 
-    model = build_model(MODEL)
-    spec = PlanSpec(budgets={}, bits=PLAN_BITS, sparsities=(0.0, 0.5), act_bits=(8, None))
-    first = next(iter(load_data(DATA, None, "train").batches(1)))
-    table = latency_table(model, first.inputs, layer_options(model, spec), LATENCY_BATCH)
+    return measure_curvature(MODEL, DATA, CurvatureSpec(trace=TraceSpec(max_seconds=CURVATURE_SECONDS)), SAMPLES)
+
+
+def _plan(model, data, curvature, out: Path) -> None:
+    """Avg 4 weight bits and the latency budget, int8 or float activations, sparsity 0 or 0.5."""
+    from dataclasses import replace
+
+    from compress.pipeline.plan import PlanMeasurements, gather, plan_as_recipe, plan_spec, save_recipe, solve
+    from compress.plan.overrides import parse_override
+
+    spec = plan_spec({"avg_bits": 4.0}, bits=PLAN_BITS, sparsities=(0.0, 0.5), act_bits=(8, None),
+                     overrides=(parse_override("stem.0=fp32"),))
+    evidence = gather(model, data, curvature, spec, PlanMeasurements(backend="ort-cpu", latency_batch=LATENCY_BATCH))
+    budget = _latency_budget_ms(evidence.latency)
+    plan = solve(model, curvature, replace(spec, budgets={**spec.budgets, "latency_ms": budget}), evidence)
+    save_recipe(plan_as_recipe(plan, MODEL, DATA), out, f"compress demo plan: {MODEL} on {DATA}, "
+                f"avg_bits=4, latency_ms={budget:.6f}")
+
+
+def _latency_budget_ms(table) -> float:
+    """fastest + slack·(float − fastest), from Σ over layers of the per-layer table the plan uses:
+    always reachable."""
     fastest = sum(min(times.values()) for times in table.median_ms.values())
     return fastest + LATENCY_SLACK * (sum(times["fp32"] for times in table.median_ms.values()) - fastest)
 
@@ -84,12 +113,12 @@ def _write_yaml(payload: dict, path: Path) -> None:
 
 def _latency(work: Path) -> None:
     """FP32, uniform INT8 and the plan on ONNX Runtime, timed round-robin in one run."""
+    import torch
+
     from compress.backends.ort.latency import LatencySpec, measure_latency
     from compress.export.onnx_qdq import float_onnx
     from compress.jsonio import write_json
     from compress.models.spec import build_model
-
-    import torch
 
     fp32 = float_onnx(build_model(MODEL), (torch.zeros(1, 1, 28, 28),))
     models = {"fp32": fp32, "uniform int8": work / "int8-ort" / "model.onnx", "plan": work / "plan-ort" / "model.onnx"}

@@ -95,7 +95,7 @@ def evaluate(
                 score += _correct(output, batch.targets, model_name)
             else:
                 if reference is None:
-                    raise InputError(f"data {data.name} has no targets; give a --reference model to compare with")
+                    raise InputError(f"data {data.name} has no targets; name a reference model to compare with")
                 expected = forward(reference, batch, "reference", data.name)
                 score += torch.nn.functional.cosine_similarity(output.flatten(1), expected.flatten(1)).sum().item()
             total += len(batch)

@@ -12,7 +12,7 @@ from compress.errors import InputError
 def write_json(path: str | Path, payload: object) -> None:
     path = Path(path)
     if path.is_dir():
-        raise InputError(f"--json {path} is a directory; give a file path")
+        raise InputError(f"{path} is a directory; give a file path for the JSON")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")

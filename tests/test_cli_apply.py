@@ -21,8 +21,8 @@ RECIPE = {
 
 
 def test_apply_writes_a_checkpoint_that_reloads_without_the_recipe(cli, tmp_path: Path) -> None:
+    from compress.checkpoint.load import load_model
     from compress.data.spec import load_data
-    from compress.models.spec import build_model
 
     recipe, out = tmp_path / "r.yaml", tmp_path / "out"
     recipe.write_text(yaml.safe_dump(RECIPE))
@@ -30,7 +30,7 @@ def test_apply_writes_a_checkpoint_that_reloads_without_the_recipe(cli, tmp_path
     assert result.code == 0, result.err
     info = json.loads((out / "compressed.json").read_text())
     assert info["prune"]["groups"]["conv.0"]["kept"] == 16 and info["finetune"]["steps"] == 4
-    model = build_model(str(out))  # no recipe needed
+    model = load_model(str(out))  # no recipe needed
     assert model.conv[0].weight.shape[0] == 16 and model.block.dw[0].weight.shape[0] == 16
     assert float((model.head.weight == 0).float().mean()) >= 0.5
     digits = load_data("builtin:mnist5k", "heldout", "heldout")
@@ -39,7 +39,7 @@ def test_apply_writes_a_checkpoint_that_reloads_without_the_recipe(cli, tmp_path
     after = info["evaluation"]["after"]
     assert json.loads((tmp_path / "eval.json").read_text())["accuracy"] == after["accuracy"]
     assert after["size_mb"] < 0.5 * info["evaluation"]["before"]["size_mb"]
-    again = build_model(str(out))
+    again = load_model(str(out))
     with torch.no_grad():
         assert torch.equal(model(digits.inputs[0][:64]), again(digits.inputs[0][:64]))
 

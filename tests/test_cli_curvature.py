@@ -7,18 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-FACTORIES = """
-from compress.testing.tiny import tiny_convnet, tiny_data, trained
-
-def model():
-    return trained(tiny_convnet(), tiny_data("conv", 96))
-
-def data():
-    d = tiny_data("conv", 96)
-    return d.inputs[0], d.targets
-"""
-
+from tests.helpers.factories import FACTORIES
 
 @pytest.fixture
 def specs(factory_file) -> tuple[str, str]:

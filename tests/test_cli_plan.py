@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.test_cli_curvature import FACTORIES
+from tests.helpers.factories import FACTORIES
 
 
 def test_plan_writes_a_recipe_within_budget(cli, factory_file, tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from tests.test_cli_curvature import FACTORIES
+from tests.helpers.factories import FACTORIES
 
 
 def common(path: Path, output: Path) -> tuple[str, ...]:

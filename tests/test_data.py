@@ -10,7 +10,7 @@ from PIL import Image
 from compress.data.builtin import sentence_texts
 from compress.data.source import DatasetData
 from compress.data.spec import load_data
-from tests.sources import TINY_MODEL_SOURCE
+from tests.helpers.sources import TINY_MODEL_SOURCE
 
 
 def test_mnist5k_split_is_fixed_disjoint_and_shuffled() -> None:

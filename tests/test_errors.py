@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.sources import TINY_MODEL_SOURCE
+from tests.helpers.sources import TINY_MODEL_SOURCE
 
 
 def assert_user_error(result, *fragments: str) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from compress.errors import InputError
 from compress.backends.tensorrt.engine import EngineResult, build_and_time_engine, unavailable_reason
-from tests.test_export_tensorrt_rules import conv_model
+from tests.helpers.onnx_models import conv_model
 
 
 def expected_reason() -> str | None:

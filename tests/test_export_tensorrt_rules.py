@@ -9,52 +9,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from compress.errors import InputError
 from compress.backends.tensorrt.rules import RULES, check_tensorrt_qdq
-
-RNG = np.random.default_rng(0)
-
-
-def _const(name: str, array: np.ndarray, data_type: int | None = None) -> onnx.TensorProto:
-    if data_type is None:
-        return numpy_helper.from_array(array, name)
-    return helper.make_tensor(name, data_type, array.shape, array.ravel().tolist())
-
-
-def conv_model(*, opset: int = 13, act_zero: int = 0, act_type: int = TensorProto.INT8, act_scale=None,
-               weight_scale=None, weight_axis: int = 0, op: str = "Conv", extra_nodes=(), extra_inits=(),
-               extra_outputs=(), weight_type: int = TensorProto.INT8) -> onnx.ModelProto:
-    """x (1×4×6×6) → Q → DQ → op(·, DQ(W)) → y, the way a TensorRT-ready exporter writes it: int8
-    activations with one scale, int8 per-channel weights along the layer's output channels."""
-    c_out = 8
-    weight_shape = (c_out, 4, 3, 3) if op == "Conv" else (4, c_out, 3, 3)
-    weight_scale = np.full(c_out, 0.02, np.float32) if weight_scale is None else weight_scale
-    act_scale = np.array(0.05, np.float32) if act_scale is None else act_scale
-    codes = RNG.integers(-7 if weight_type == TensorProto.INT4 else -127, 8, size=weight_shape)
-    inits = [
-        _const("w_q", codes, weight_type),
-        _const("w_scale", weight_scale),
-        _const("w_zero", np.zeros(weight_scale.shape, np.int8), weight_type if weight_type != TensorProto.INT8
-               else None),
-        _const("x_scale", act_scale),
-        _const("x_zero", np.full(act_scale.shape, act_zero, np.int8 if act_type == TensorProto.INT8 else np.uint8)),
-        *extra_inits,
-    ]
-    act_axis = {"axis": 1} if act_scale.size > 1 else {}
-    nodes = [
-        helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["x_q"], "quant_x", **act_axis),
-        helper.make_node("DequantizeLinear", ["x_q", "x_scale", "x_zero"], ["x_dq"], "dequant_x", **act_axis),
-        helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], "dequant_w", axis=weight_axis),
-        helper.make_node(op, ["x_dq", "w"], ["y"], "layer"),
-        *extra_nodes,
-    ]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, list("nchw")), *extra_outputs], inits)
-    opsets = [helper.make_opsetid("", opset), *([helper.make_opsetid("com.microsoft", 1)] if extra_nodes else [])]
-    return helper.make_model(graph, opset_imports=opsets)
-
+from tests.helpers.onnx_models import RNG, const_tensor, conv_model
 
 def matmul_model(*, op: str = "MatMul", trans_b: int = 0, weight_axis: int = 1, block_size: int = 0,
                  weight_type: int = TensorProto.INT8, opset: int = 13) -> onnx.ModelProto:
@@ -65,9 +24,9 @@ def matmul_model(*, op: str = "MatMul", trans_b: int = 0, weight_axis: int = 1, 
     else:
         scale_shape = (shape[weight_axis],)
     block = {"block_size": block_size} if block_size else {}
-    inits = [_const("w_q", RNG.integers(-7, 8, size=shape), weight_type),
-             _const("w_scale", np.full(scale_shape, 0.03, np.float32)),
-             _const("x_scale", np.array(0.05, np.float32)), _const("x_zero", np.array(0, np.int8))]
+    inits = [const_tensor("w_q", RNG.integers(-7, 8, size=shape), weight_type),
+             const_tensor("w_scale", np.full(scale_shape, 0.03, np.float32)),
+             const_tensor("x_scale", np.array(0.05, np.float32)), const_tensor("x_zero", np.array(0, np.int8))]
     attrs = {"transB": trans_b} if op == "Gemm" else {}
     nodes = [helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["x_q"], "quant_x"),
              helper.make_node("DequantizeLinear", ["x_q", "x_scale", "x_zero"], ["x_dq"], "dequant_x"),
@@ -106,7 +65,7 @@ def test_legal_graphs_pass_and_run(name: str) -> None:
 
 
 MAT_INTEGER = helper.make_node("MatMulInteger", ["a_int", "a_int"], ["extra"], "int_mm")
-A_INT = _const("a_int", np.ones((2, 2), np.int8))
+A_INT = const_tensor("a_int", np.ones((2, 2), np.int8))
 EXTRA_OUT = helper.make_tensor_value_info("extra", TensorProto.INT32, list("ab"))
 GELU = helper.make_node("Gelu", ["y"], ["extra"], "ms_gelu", domain="com.microsoft")
 QUANT_TAP = helper.make_node("Identity", ["x_q"], ["extra"], "tap")
@@ -176,8 +135,8 @@ class _Reader:
 
 
 def _float_conv(path: Path) -> Path:
-    inits = [_const("w", RNG.standard_normal((4, 3, 3, 3)).astype(np.float32)),
-             _const("b", RNG.standard_normal(4).astype(np.float32))]
+    inits = [const_tensor("w", RNG.standard_normal((4, 3, 3, 3)).astype(np.float32)),
+             const_tensor("b", RNG.standard_normal(4).astype(np.float32))]
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], "conv"), helper.make_node("Relu", ["c"], ["y"], "relu")]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, list("nchw"))], inits)

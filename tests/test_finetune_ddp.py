@@ -23,7 +23,7 @@ import torch
 from compress.finetune.spec import FinetuneSpec
 from compress.finetune.train import finetune_
 from compress.testing.tiny import tiny_convnet, tiny_data, trained
-from tests.test_finetune_ste import quantize_and_prune_
+from tests.helpers.ste import quantize_and_prune_
 
 torch.set_default_dtype(torch.float64)
 data = tiny_data("conv", 96)

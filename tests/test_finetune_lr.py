@@ -12,7 +12,6 @@ from compress.data.source import TensorData
 from compress.finetune.sharpness import LR_FRACTION
 from compress.finetune.spec import FinetuneSpec
 from compress.finetune.train import finetune_
-from tests.test_finetune_ste import single_thread  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

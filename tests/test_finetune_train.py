@@ -16,7 +16,7 @@ from compress.finetune.order import epoch_order
 from compress.finetune.spec import FinetuneSpec
 from compress.finetune.train import finetune_
 from compress.testing.tiny import tiny_convnet, tiny_data, tiny_mlp, trained
-from tests.test_finetune_ste import quantize_and_prune_, single_thread  # noqa: F401 (fixture)
+from tests.helpers.ste import quantize_and_prune_
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -9,7 +9,7 @@ from torch import nn
 from compress.data.spec import load_data
 from compress.models.mnist_cnn import MnistCNN, TrainConfig, train_mnist_cnn
 from compress.models.spec import build_model
-from tests.sources import TINY_MODEL_SOURCE
+from tests.helpers.sources import TINY_MODEL_SOURCE
 
 
 def test_mnist_cnn_architecture_has_bn_depthwise_and_residual() -> None:

@@ -20,7 +20,7 @@ from compress.quant.modules import QuantLayer
 from compress.recipe.check import check_against_model
 from compress.recipe.schema import Recipe
 from compress.vocab.layers import compressible_layers
-from tests.test_plan_constraints import curvature_for
+from tests.helpers.curvature import curvature_for
 
 
 def deployed_bits(model: nn.Module) -> float:

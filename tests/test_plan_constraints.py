@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from compress.curvature.result import Curvature, LayerCurvature
 from compress.errors import BudgetError, InputError
 from compress.plan.allocation import allocate
 from compress.plan.frontier import parse_sweep, sweep
@@ -18,6 +17,7 @@ from compress.plan.measured import SingleLayerLoss
 from compress.plan.make import PlanEvidence, PlanSpec, make_plan
 from compress.plan.overrides import parse_override
 from compress.plan.ties import residual_groups, tie_tables
+from tests.helpers.curvature import curvature_for
 
 
 class Residual(nn.Module):
@@ -30,12 +30,6 @@ class Residual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.relu(self.a(x))
         return self.d(torch.relu(self.b(h) + self.c(h)))
-
-
-def curvature_for(model: nn.Module, traces: dict[str, float]) -> Curvature:
-    layers = {n: LayerCurvature(t, 0.0, sum(p.numel() for p in model.get_submodule(n).parameters()), 0)
-              for n, t in traces.items()}
-    return Curvature(layers, sum(traces.values()), 0.0, [], 0, 0.0, "ce", 0.0, "exact", True)
 
 
 def residual_setup():

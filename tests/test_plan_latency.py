@@ -14,7 +14,7 @@ from compress.backends.ort.layer_variants import export_variant, narrowed_layer
 from compress.plan.make import PlanEvidence, PlanSpec, layer_options, make_plan
 from compress.vocab.costs import latency_variant
 from compress.vocab.options import LayerOption
-from tests.test_plan_constraints import curvature_for
+from tests.helpers.curvature import curvature_for
 
 LAYERS = [(nn.Conv2d(4, 8, 3, padding=1), (2, 4, 6, 6)), (nn.Conv2d(8, 8, 3, groups=8, padding=1), (2, 8, 5, 5)),
           (nn.Linear(16, 12), (2, 3, 16))]

@@ -12,7 +12,7 @@ import pytest
 from compress.cli import main as cli_main
 from compress.cli import report as report_cmd
 from compress.errors import InputError
-from tests.test_report import write_stage_files
+from tests.helpers.report_files import write_stage_files
 
 
 def run_report(*argv: str) -> int:
@@ -40,12 +40,14 @@ def test_writes_the_report_and_prints_its_path(tmp_path: Path, capsys: pytest.Ca
     assert summary["size_reduction"]["plan"] == pytest.approx(4.0)
 
 
-def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+def test_refuses_to_overwrite_without_force(tmp_path: Path, cli) -> None:
     paths = write_stage_files(tmp_path)
     argv = ["--eval", f"fp32={paths['fp32']}", "-o", str(tmp_path / "r")]
     assert run_report(*argv) == 0
-    with pytest.raises(InputError, match="pass --force"):
+    with pytest.raises(InputError, match=r"set force=True"):  # the library names its parameter
         run_report(*argv)
+    refused = cli("report", *argv)  # the CLI shows the flag
+    assert refused.code == 2 and "--force" in refused.err and "force=True" not in refused.err
     assert run_report(*argv, "--force") == 0
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from compress.report.build import build_report
-from tests.test_report import load, write_stage_files
+from tests.helpers.report_files import load, write_stage_files
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(BROWSER is None, reason="chromium is not installed (apt-get install -y chromium)")

@@ -1,2 +1,2 @@
-"""The apply stage: a recipe's pruning and quantization, recovery by fine-tuning, and the
-compressed checkpoint directory that reloads without the recipe."""
+"""The apply stage: a recipe's pruning and quantization, then recovery by fine-tuning
+(``pipeline.py``). The checkpoint directory it is saved as lives in ``compress.checkpoint``."""

@@ -14,74 +14,76 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
         "the calibration data: Hessian-block traces with standard errors, top eigenvalues (Lanczos), "
         "spectral density (stochastic Lanczos quadrature).")
     add_curvature_options(parser)
-    parser.add_argument("--plot", metavar="PNG", help="write the density and per-layer traces as a picture")
+    parser.add_argument_group("output").add_argument(
+        "--plot", metavar="PNG", help="write the density and per-layer traces as a picture")
     parser.set_defaults(run=run)
 
 
-def add_curvature_options(parser: argparse.ArgumentParser) -> None:
-    """MODEL, --data and the estimator's options (shared with ``compress plan``)."""
-    parser.add_argument("model", metavar="MODEL")
-    parser.add_argument("--data", required=True, metavar="D")
-    parser.add_argument("--split", choices=("train", "heldout", "all"),
-                        help="default: train for builtin data, all otherwise")
-    parser.add_argument("--weights", metavar="PATH")
-    parser.add_argument("--loss", choices=("auto", "ce", "distill"), default="auto",
-                        help="ce needs targets; distill = self-distillation (Gauss-Newton); auto picks")
-    parser.add_argument("--max-samples", type=int, default=1024, metavar="N",
-                        help="use the first N samples of the split (default 1024)")
-    parser.add_argument("--batch-size", type=int, default=128, metavar="N")
-    parser.add_argument("--rel-error", type=float, default=0.05,
-                        help="stop when every layer is within this relative error at 95%% (default 0.05)")
-    parser.add_argument("--max-products", type=int, default=400, metavar="N",
-                        help="budget of Hessian-vector products for the traces (default 400)")
-    parser.add_argument("--max-seconds", type=float, default=400, metavar="S",
-                        help="wall-clock budget; stops with the error bars reached (default %(default)g)")
-    parser.add_argument("--deflation-steps", type=int, default=40, metavar="K",
-                        help="Lanczos steps whose subspace is traced exactly (default 40)")
-    parser.add_argument("--top-k", type=int, default=5, metavar="K")
-    parser.add_argument("--slq-runs", type=int, default=2, metavar="N",
-                        help="Lanczos runs for the spectral density (default 2)")
-    parser.add_argument("--product", choices=("reverse-over-reverse", "forward-over-reverse", "ggn"),
-                        default="reverse-over-reverse", help="how products are computed (ggn: Gauss-Newton)")
-    parser.add_argument("--no-reuse-graphs", dest="reuse_graphs", action="store_false",
-                        help="rebuild each batch's gradient graph for every product (less memory, slower)")
-    parser.add_argument("--exact", action="store_true", help="dense float64 Hessian (tiny models only)")
-    parser.add_argument("--allow-nondeterministic", action="store_true",
-                        help="skip the check that two forward passes agree")
+def add_model_data_options(parser: argparse.ArgumentParser) -> None:
+    """MODEL, --data, --split, --weights (shared with ``compress plan``)."""
+    group = parser.add_argument_group("model and data")
+    group.add_argument("model", metavar="MODEL", help="builtin:NAME, torchvision:NAME, FILE.py:FACTORY, FILE.pt/.pt2 "
+                       "or a compressed checkpoint directory")
+    group.add_argument("--data", required=True, metavar="D",
+                       help="calibration data: builtin:NAME, FILE.py:FACTORY or an image folder")
+    group.add_argument("--split", choices=("train", "heldout", "all"),
+                       help="which part of the data (default: train for builtin data, all otherwise)")
+    group.add_argument("--weights", metavar="PATH", help="state_dict file to load into MODEL (weights_only)")
+    group.add_argument("--max-samples", type=int, default=1024, metavar="N",
+                       help="use the first N samples of the split (default 1024)")
+    group.add_argument("--batch-size", type=int, default=128, metavar="N", help="batch size (default 128)")
 
 
-def calibration_data(args: argparse.Namespace):
-    """The first --max-samples of the split (train for builtin data)."""
-    from compress.data.spec import load_data
+def add_curvature_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """MODEL, --data and the estimator's options (shared with ``compress plan``); returns the
+    curvature group."""
+    add_model_data_options(parser)
+    group = parser.add_argument_group("curvature")
+    group.add_argument("--loss", choices=("auto", "ce", "distill"), default="auto",
+                       help="ce needs targets; distill = self-distillation (Gauss-Newton); auto picks")
+    group.add_argument("--rel-error", type=float, default=0.05,
+                       help="stop when every layer is within this relative error at 95%% (default 0.05)")
+    group.add_argument("--max-products", type=int, default=400, metavar="N",
+                       help="budget of Hessian-vector products for the traces (default 400)")
+    group.add_argument("--max-seconds", type=float, default=400, metavar="S",
+                       help="wall-clock budget; stops with the error bars reached (default %(default)g)")
+    group.add_argument("--deflation-steps", type=int, default=40, metavar="K",
+                       help="Lanczos steps whose subspace is traced exactly (default 40)")
+    group.add_argument("--top-k", type=int, default=5, metavar="K",
+                       help="how many of the largest eigenvalues to report (default 5)")
+    group.add_argument("--slq-runs", type=int, default=2, metavar="N",
+                       help="Lanczos runs for the spectral density (default 2)")
+    group.add_argument("--product", choices=("reverse-over-reverse", "forward-over-reverse", "ggn"),
+                       default="reverse-over-reverse", help="how products are computed (ggn: Gauss-Newton)")
+    group.add_argument("--no-reuse-graphs", dest="reuse_graphs", action="store_false",
+                       help="rebuild each batch's gradient graph for every product (less memory, slower)")
+    group.add_argument("--exact", action="store_true", help="dense float64 Hessian (tiny models only)")
+    group.add_argument("--allow-nondeterministic", action="store_true",
+                       help="skip the check that two forward passes agree")
+    return group
 
-    data = load_data(args.data, args.split, default_builtin_split="train")
-    if len(data) > args.max_samples:
-        data = data.subset(range(args.max_samples), f"{data.name}[:{args.max_samples}]")
-    return data
 
-
-def measure_curvature(args: argparse.Namespace):
-    """(model, data, Curvature) from the options of ``add_curvature_options``."""
-    from compress.curvature.estimate import CurvatureSpec, estimate_curvature
+def curvature_spec(args: argparse.Namespace):
+    """The CurvatureSpec the options describe."""
+    from compress.curvature.estimate import CurvatureSpec
     from compress.curvature.trace import TraceSpec
-    from compress.models.spec import build_model
 
     _check_positive(args)
-    model = build_model(args.model, args.weights)
-    data = calibration_data(args)
     trace = TraceSpec(rel_error=args.rel_error, deflation_steps=args.deflation_steps,
                       max_products=args.max_products, max_seconds=args.max_seconds, seed=args.seed)
-    spec = CurvatureSpec(loss=args.loss, batch_size=args.batch_size, product=args.product, trace=trace,
+    return CurvatureSpec(loss=args.loss, batch_size=args.batch_size, product=args.product, trace=trace,
                          top_k=args.top_k, slq_runs=args.slq_runs,
                          allow_nondeterministic=args.allow_nondeterministic, exact=args.exact,
                          reuse_graphs=args.reuse_graphs)
-    return model, data, estimate_curvature(model, data, spec)
 
 
 def run(args: argparse.Namespace) -> int:
+    from compress.pipeline.curvature import measure_curvature
+
     rank = _init_distributed()
     try:
-        model, data, curvature = measure_curvature(args)
+        _, data, curvature = measure_curvature(args.model, args.data, curvature_spec(args), args.max_samples,
+                                               args.weights, args.split)
         if rank == 0:
             _report(args, curvature, data.name, len(data))
     finally:
@@ -108,9 +110,9 @@ def _check_positive(args: argparse.Namespace) -> None:
 
     for option in ("max_samples", "batch_size", "max_products", "top_k"):
         if getattr(args, option) < 1:
-            raise InputError(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
+            raise InputError(f"{option} must be at least 1, got {getattr(args, option)}")
     if not 0 < args.rel_error < 1:
-        raise InputError(f"--rel-error must be between 0 and 1, got {args.rel_error}")
+        raise InputError(f"rel_error must be between 0 and 1, got {args.rel_error}")
 
 
 def _init_distributed() -> int:

@@ -10,7 +10,7 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
         "demo", parents=[parent], help="the whole pipeline on builtin:mnist-cnn, ending with a report",
         description="Runs curvature, plan (avg 4 weight bits, int8 activations, sparsity allowed), apply with "
         "QAT+KD, export to ONNX Runtime, uniform INT8 and FP32 baselines, latency side by side and the report, "
-        "each through its own command; every intermediate file is kept in the output directory.")
+        "each stage writing the file its command would; every intermediate file is kept in the output directory.")
     parser.add_argument("-o", "--output", default="compress-demo", metavar="DIR",
                         help="work directory (default ./compress-demo)")
     parser.add_argument("--force", action="store_true", help="replace an earlier demo in DIR")
@@ -33,22 +33,9 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{work} does not look like a demo directory; refusing to replace it")
         shutil.rmtree(work)
     start = time.perf_counter()
-    report = run_demo(work, _runner(args))
+    report = run_demo(work, lambda stage: print(f"\n== {stage}", flush=True))
     _print_summary(work, report, time.perf_counter() - start)
     return 0
-
-
-def _runner(args: argparse.Namespace):
-    from compress.cli.main import main
-    from compress.errors import InputError
-
-    def cli(*command: str) -> None:
-        print(f"\n$ compress {' '.join(command)}", flush=True)
-        extra = ("--debug",) if args.debug else ()
-        if main([command[0], *extra, *command[1:]]) != 0:
-            raise InputError(f"the demo stopped at `compress {command[0]}` (its error is above)")
-
-    return cli
 
 
 def _print_summary(work, report, seconds: float) -> None:

@@ -1,4 +1,5 @@
-"""``compress eval MODEL --data D``: accuracy (classifiers) or embedding fidelity, and size."""
+"""``compress eval MODEL --data D``: accuracy (classifiers) or embedding fidelity, and size.
+argv → ``compress.pipeline.evaluate`` → print."""
 
 from __future__ import annotations
 
@@ -11,51 +12,29 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
         parents=[parent],
         help="accuracy or embedding fidelity, and size, of a model on data",
         description="Top-1 accuracy when the data has labels; otherwise the mean cosine similarity "
-        "of the model's outputs to a reference model's (default: the same spec and weights).",
+        "of the model's outputs to a reference model's (a checkpoint's reference is its uncompressed model; "
+        "any other model needs --reference).",
     )
-    parser.add_argument("model", metavar="MODEL", help="builtin:NAME, torchvision:NAME, FILE.py:FACTORY or FILE.pt")
+    parser.add_argument("model", metavar="MODEL", help="builtin:NAME, torchvision:NAME, FILE.py:FACTORY, FILE.pt "
+                        "or a compressed checkpoint directory")
     parser.add_argument("--data", required=True, metavar="D", help="builtin:NAME, FILE.py:FACTORY or an image folder")
     parser.add_argument("--split", choices=("train", "heldout", "all"),
                         help="which part of the data (default: heldout for builtin data, all otherwise)")
     parser.add_argument("--weights", metavar="PATH", help="state_dict file to load into MODEL")
     parser.add_argument("--reference", metavar="MODEL", help="reference model for data without labels")
-    parser.add_argument("--batch-size", type=int, default=256, metavar="N")
+    parser.add_argument("--batch-size", type=int, default=256, metavar="N", help="evaluation batch size (default 256)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from compress.data.spec import load_data
-    from compress.errors import InputError
-    from compress.evaluation import evaluate
     from compress.jsonio import write_json
-    from compress.models.spec import build_model
+    from compress.pipeline.evaluate import evaluate_model
 
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
-    model = build_model(args.model, args.weights)
-    data = load_data(args.data, args.split, default_builtin_split="heldout")
-    reference = None
-    if not data.has_targets:
-        reference = build_model(args.reference) if args.reference else _default_reference(args, model)
-    result = evaluate(model, args.model, data, reference, args.batch_size)
+    result = evaluate_model(args.model, args.data, args.reference, args.batch_size, args.weights, args.split)
     _print_result(result)
     if args.json:
         write_json(args.json, result.to_dict())
     return 0
-
-
-def _default_reference(args: argparse.Namespace, model):
-    """A compressed checkpoint is compared with the uncompressed model it came from; any other
-    model with itself (fidelity 1 by construction, so give --reference)."""
-    from pathlib import Path
-
-    from compress.apply.checkpoint import is_checkpoint, read_info
-    from compress.models.spec import build_model
-
-    if is_checkpoint(Path(args.model)):
-        info = read_info(Path(args.model))
-        return build_model(info.model_spec, info.model_weights)
-    return model
 
 
 def _print_result(result: "object") -> None:

@@ -17,7 +17,8 @@ from compress.cli import export as export_cmd
 from compress.cli import plan as plan_cmd
 from compress.cli import report as report_cmd
 from compress.cli import validate as validate_cmd
-from compress.errors import CompressError
+from compress.cli.flags import flag_map, missing_extra, with_flags
+from compress.errors import CompressError, MissingDependencyError
 
 SUBCOMMANDS = (eval_cmd, curvature_cmd, plan_cmd, validate_cmd, apply_cmd, export_cmd, report_cmd, demo_cmd, env_cmd)
 
@@ -40,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parent = common_options()
     for command in SUBCOMMANDS:
         command.add_parser(subparsers, parent)
+    for name, subparser in subparsers.choices.items():
+        subparser.set_defaults(flags=flag_map(subparser))
     return parser
 
 
@@ -51,22 +54,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.manual_seed(args.seed)
         return int(args.run(args) or 0)
     except CompressError as exc:
-        if args.debug:
-            traceback.print_exc()
-        print(f"compress {args.command}: error: {exc}", file=sys.stderr)
-        return CompressError.exit_code
+        return _user_error(args, exc)
+    except ModuleNotFoundError as exc:
+        extra = missing_extra(exc)
+        if extra is None:
+            return _internal_error(args, exc)
+        return _user_error(args, MissingDependencyError(f"compress {args.command}", extra, str(exc)))
     except KeyboardInterrupt:
         print(f"compress {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug of ours: one line, the traceback on request
-        if args.debug:
-            traceback.print_exc()
-        print(
-            f"compress {args.command}: internal error: {type(exc).__name__}: {exc}; "
-            "rerun with --debug for the traceback",
-            file=sys.stderr,
-        )
-        return 1
+        return _internal_error(args, exc)
+
+
+def _user_error(args: argparse.Namespace, exc: CompressError) -> int:
+    """One line naming the problem (parameter names shown as this command's flags), exit status 2."""
+    if args.debug:
+        traceback.print_exc()
+    print(f"compress {args.command}: error: {with_flags(str(exc), args.flags)}", file=sys.stderr)
+    return CompressError.exit_code
+
+
+def _internal_error(args: argparse.Namespace, exc: BaseException) -> int:
+    if args.debug:
+        traceback.print_exc()
+    print(f"compress {args.command}: internal error: {type(exc).__name__}: {exc}; "
+          "rerun with --debug for the traceback", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

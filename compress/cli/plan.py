@@ -1,5 +1,5 @@
 """``compress plan MODEL --data D --budget avg_bits=4 -o plan.yaml``: bits (and sparsity) per
-layer from curvature, solved exactly under the budgets."""
+layer from curvature, solved exactly under the budgets. argv → ``compress.pipeline.plan`` → print."""
 
 from __future__ import annotations
 
@@ -14,100 +14,104 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
         description="Measure each layer's Hessian trace (or read --curvature JSON), predict the loss "
         "increase of every option (HAWQ-style trace-weighted perturbation) and choose one option per "
         "Linear/Conv layer by an integer program under the budgets.")
-    add_curvature_options(parser)
-    parser.add_argument("--budget", action="append", default=[], metavar="NAME=VALUE",
-                        help="avg_bits=4, size_mb=1.5 or gbops=0.05 (giga bit-operations per sample); "
-                        "repeat for several")
-    parser.add_argument("--sweep", metavar="NAME=LOW:HIGH:COUNT",
-                        help="instead of one plan, the Pareto frontier of predicted Δloss over COUNT values of "
-                        "one budget (other --budget values still hold); -o names the frontier JSON, a plot "
-                        "is written next to it")
-    parser.add_argument("--bits", default="2,3,4,8,fp32", help="candidate weight bits (default 2,3,4,8,fp32)")
-    parser.add_argument("--act-bits", default="fp32",
-                        help="candidate activation bits of each layer's input, e.g. 8,fp32 (default fp32: "
-                        "weights only); layers feeding one residual add are tied to equal activation bits")
-    parser.add_argument("--override", action="append", default=[], metavar="NAME=CHOICE",
-                        help="restrict a layer (exact name or re:REGEX) to options, e.g. head=w8 or "
-                        "'re:block[.].*=w8|fp32'; repeat for several")
-    parser.add_argument("--sparsity-limit", choices=("exclude", "penalise", "off"), default="exclude",
-                        help="options pruning past a layer's predicted limit (Zhang et al. 2023) are excluded "
-                        "(default), penalised (at least ε·s/limit) or allowed")
-    parser.add_argument("--sparsities", default="0", help="candidate pruned fractions (default 0)")
-    parser.add_argument("--patterns", default="unstructured", help="unstructured, 2:4, channel (comma-separated)")
-    parser.add_argument("--sensitivity", choices=("hybrid", "trace"), default="hybrid",
-                        help="trace: ½·(Tr/n)·‖ΔW‖² only; hybrid (default): the larger of that and the measured "
-                        "loss change of compressing the layer alone (one forward pass per option)")
-    parser.add_argument("--backend", choices=("ort-cpu",),
-                        help="measure a per-layer latency table on this backend (cached) for latency_ms budgets")
-    parser.add_argument("--latency-batch", type=int, default=1, help="batch size the latency table times (default 1)")
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads of the latency table (default 1)")
-    parser.add_argument("--verify", type=int, default=8, metavar="K",
-                        help="hybrid only: measure the whole-plan calibration loss of the K allocations with the "
-                        "least predicted loss and keep the best (default 8; 1 turns it off)")
-    parser.add_argument("--curvature", metavar="JSON", help="reuse a `compress curvature --json` result")
-    parser.add_argument("-o", "--output", required=True, metavar="YAML", help="where to write the plan recipe")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    add_curvature_options(parser).add_argument(
+        "--curvature", metavar="JSON", help="reuse a `compress curvature --json` result instead of measuring")
+    _candidate_options(parser.add_argument_group("candidates", "the options each layer may take"))
+    _budget_options(parser.add_argument_group("budgets", "what the plan must fit and how it is chosen"))
+    backend = parser.add_argument_group("backend", "the per-layer latency table behind latency_ms budgets")
+    backend.add_argument("--backend", choices=("ort-cpu",),
+                         help="measure a per-layer latency table on this backend (cached) for latency_ms budgets")
+    backend.add_argument("--latency-batch", type=int, default=1, help="batch size the latency table times (default 1)")
+    backend.add_argument("--threads", type=int, default=1, help="intra-op threads of the latency table (default 1)")
+    output = parser.add_argument_group("output")
+    output.add_argument("-o", "--output", required=True, metavar="YAML", help="where to write the plan recipe")
+    output.add_argument("--finetune", metavar="MODE", choices=("qat", "kd", "qat+kd"),
+                        help="add a finetune: section (qat, kd or qat+kd; lr from the sharpness) to the recipe")
+    output.add_argument("--force", action="store_true", help="overwrite an existing output file")
     # A plan needs the traces' ranking more than ±5% bars: a shorter curvature budget by default,
     # leaving time for the measured single-layer checks (MiniLM plans in under 10 minutes).
     parser.set_defaults(run=run, max_seconds=240)
 
 
+def _candidate_options(group) -> None:
+    group.add_argument("--bits", default="2,3,4,8,fp32", help="candidate weight bits (default 2,3,4,8,fp32)")
+    group.add_argument("--act-bits", default="fp32",
+                       help="candidate activation bits of each layer's input, e.g. 8,fp32 (default fp32: "
+                       "weights only); layers feeding one residual add are tied to equal activation bits")
+    group.add_argument("--sparsities", default="0", help="candidate pruned fractions (default 0)")
+    group.add_argument("--patterns", default="unstructured", help="unstructured, 2:4, channel (comma-separated)")
+    group.add_argument("--override", action="append", default=[], metavar="NAME=CHOICE",
+                       help="restrict a layer (exact name or re:REGEX) to options, e.g. head=w8 or "
+                       "'re:block[.].*=w8|fp32'; repeat for several")
+    group.add_argument("--sparsity-limit", choices=("exclude", "penalise", "off"), default="exclude",
+                       help="options pruning past a layer's predicted limit (Zhang et al. 2023) are excluded "
+                       "(default), penalised (at least ε·s/limit) or allowed")
+
+
+def _budget_options(group) -> None:
+    group.add_argument("--budget", action="append", default=[], metavar="NAME=VALUE",
+                       help="avg_bits=4, size_mb=1.5, gbops=0.05 (giga bit-operations per sample) or "
+                       "latency_ms=0.2 (needs --backend); repeat for several")
+    group.add_argument("--sweep", metavar="NAME=LOW:HIGH:COUNT",
+                       help="instead of one plan, the Pareto frontier of predicted Δloss over COUNT values of "
+                       "one budget (other --budget values still hold); -o names the frontier JSON, a plot "
+                       "is written next to it")
+    group.add_argument("--sensitivity", choices=("hybrid", "trace"), default="hybrid",
+                       help="trace: ½·(Tr/n)·‖ΔW‖² only; hybrid (default): the larger of that and the measured "
+                       "loss change of compressing the layer alone (one forward pass per option)")
+    group.add_argument("--verify", type=int, default=8, metavar="K",
+                       help="hybrid only: measure the whole-plan calibration loss of the K allocations with the "
+                       "least predicted loss and keep the best (default 8; 1 turns it off)")
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from compress.cli.curvature import curvature_spec
     from compress.errors import InputError
-    from compress.plan.evidence import gather_evidence
-    from compress.plan.make import PlanSpec, parse_budget
-    from compress.plan.overrides import parse_override
+    from compress.pipeline.plan import PlanMeasurements, gather, plan_inputs
     from compress.plan.recipe import refuse_overwrite
 
     output = Path(args.output)
     refuse_overwrite(output, args.force)  # before the expensive part
     if not args.budget and not args.sweep:
         raise InputError("give a budget (--budget avg_bits=4) or a sweep (--sweep size_mb=0.01:0.09:9)")
-    if args.verify < 1:
-        raise InputError(f"--verify must be at least 1, got {args.verify}")
-    if any(bits not in (8, None) for bits in _bits(args.act_bits, "--act-bits")):
-        raise InputError(f"bad --act-bits {args.act_bits!r}; activations are 8-bit or fp32 (what the backends run)")
-    spec = PlanSpec(budgets=dict(parse_budget(b) for b in args.budget), bits=_bits(args.bits, "--bits"),
-                    sparsities=_floats(args.sparsities, "--sparsities"), patterns=_patterns(args.patterns),
-                    act_bits=_bits(args.act_bits, "--act-bits"),
-                    overrides=tuple(parse_override(o) for o in args.override), sparsity_limit=args.sparsity_limit,
-                    verify=args.verify)
-    model, data, curvature = _model_data_curvature(args)
-    evidence = gather_evidence(model, data, curvature, args.sensitivity == "hybrid", args.batch_size)
-    if args.backend:
-        evidence = _with_latency(evidence, model, data, spec, args)
+    spec = _plan_spec(args)
+    how = PlanMeasurements(args.sensitivity, args.backend, args.latency_batch, args.threads, args.batch_size)
+    curvature = _read_curvature(args.curvature) if args.curvature else None
+    model, data, curvature = plan_inputs(args.model, args.data, curvature, curvature_spec(args), args.max_samples,
+                                         args.weights, args.split, spec)
+    evidence = gather(model, data, curvature, spec, how)
+    if evidence.latency is not None:
+        table = evidence.latency
+        print(f"latency table: {sum(map(len, table.median_ms.values()))} entries on {table.backend}, batch "
+              f"{table.batch_size}, {table.threads} thread(s); median entry noise (p90/median − 1) {table.noise():.1%}")
     if args.sweep:
         return _run_sweep(args, model, curvature, spec, evidence, output)
     return _write_plan(args, model, curvature, spec, evidence, output)
 
 
-def _with_latency(evidence, model, data, spec, args):
-    from dataclasses import replace
+def _plan_spec(args: argparse.Namespace):
+    from compress.pipeline.plan import plan_spec
+    from compress.plan.make import parse_budget
+    from compress.plan.overrides import parse_override
 
-    from compress.errors import InputError
-    from compress.backends.ort.latency_table import latency_table
-    from compress.plan.make import layer_options
-
-    if args.latency_batch < 1 or args.threads < 1:
-        raise InputError("--latency-batch and --threads must be at least 1")
-    first = next(iter(data.batches(1)))
-    table = latency_table(model, first.inputs, layer_options(model, spec), args.latency_batch, args.threads)
-    print(f"latency table: {sum(map(len, table.median_ms.values()))} entries on {table.backend}, batch "
-          f"{table.batch_size}, {table.threads} thread(s); median entry noise (p90/median − 1) {table.noise():.1%}")
-    return replace(evidence, latency=table.costs())
+    return plan_spec(dict(parse_budget(b) for b in args.budget), bits=_bits(args.bits, "bits"),
+                     sparsities=_floats(args.sparsities, "sparsities"), patterns=_patterns(args.patterns),
+                     act_bits=_bits(args.act_bits, "act_bits"),
+                     overrides=tuple(parse_override(o) for o in args.override), sparsity_limit=args.sparsity_limit,
+                     verify=args.verify)
 
 
 def _write_plan(args, model, curvature, spec, evidence, output) -> int:
     from compress.jsonio import write_json
-    from compress.plan.make import make_plan
-    from compress.plan.recipe import plan_recipe, write_recipe
+    from compress.pipeline.plan import plan_as_recipe, save_recipe, solve
 
-    plan = make_plan(model, curvature, spec, evidence)
+    plan = solve(model, curvature, spec, evidence)
+    finetune = None if args.finetune is None else {"mode": args.finetune}
+    recipe = plan_as_recipe(plan, args.model, args.data, args.weights, finetune)
     budgets = ", ".join(f"{k}={v:g}" for k, v in spec.budgets.items())
-    write_recipe(plan_recipe(plan, args.model, args.data, args.weights), output,
-                 f"compress plan: {args.model} on {args.data}, budget {budgets}", args.force)
+    save_recipe(recipe, output, f"compress plan: {args.model} on {args.data}, budget {budgets}", args.force)
     _print_plan(plan, output)
     if args.json:
         write_json(args.json, plan.to_dict())
@@ -115,15 +119,13 @@ def _write_plan(args, model, curvature, spec, evidence, output) -> int:
 
 
 def _run_sweep(args, model, curvature, spec, evidence, output) -> int:
-    from dataclasses import replace
-
     from compress.jsonio import write_json
-    from compress.plan.frontier import parse_sweep, plot_frontier, sweep
-    from compress.plan.make import BUDGETS, make_plan
+    from compress.pipeline.plan import sweep_plans
+    from compress.plan.frontier import parse_sweep, plot_frontier
+    from compress.plan.make import BUDGETS
 
     name, values = parse_sweep(args.sweep, BUDGETS)
-    frontier = sweep(lambda v: make_plan(model, curvature, replace(spec, budgets={**spec.budgets, name: v}), evidence),
-                     name, values)
+    frontier = sweep_plans(model, curvature, spec, evidence, name, values)
     write_json(output, frontier.to_dict())
     picture = output.with_suffix(".png")
     plot_frontier(frontier, str(picture))
@@ -131,22 +133,16 @@ def _run_sweep(args, model, curvature, spec, evidence, output) -> int:
     return 0
 
 
-def _model_data_curvature(args: argparse.Namespace):
-    from compress.cli.curvature import calibration_data, measure_curvature
-
-    if args.curvature is None:
-        return measure_curvature(args)
+def _read_curvature(path: str):
     import json
 
     from compress.curvature.result import Curvature
     from compress.errors import InputError
-    from compress.models.spec import build_model
 
     try:
-        curvature = Curvature.from_dict(json.loads(open(args.curvature, encoding="utf-8").read()))
+        return Curvature.from_dict(json.loads(open(path, encoding="utf-8").read()))
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"cannot read curvature {args.curvature}: {exc}; give a `compress curvature --json` file") from exc
-    return build_model(args.model, args.weights), calibration_data(args), curvature
+        raise InputError(f"cannot read curvature {path}: {exc}; give a `compress curvature --json` file") from exc
 
 
 def _bits(text: str, option: str) -> tuple[int | None, ...]:

@@ -33,16 +33,13 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
 
 def run(args: argparse.Namespace) -> int:
     from compress.jsonio import write_json
-    from compress.report.build import build_report
-    from compress.report.load import load_report_inputs
+    from compress.pipeline.report import report_from_files
     from compress.report.summary import summary
 
     evals, parity = _named(args.eval, "--eval"), _named(args.parity, "--parity")
-    if not (evals or args.latency or args.curvature or args.plan):
-        raise InputError("nothing to report; give at least one of --eval, --latency, --curvature, --plan")
-    inputs = load_report_inputs(args.model, args.curvature, args.plan, evals, args.latency, args.finetune, parity,
-                                args.measured)
-    paths = build_report(inputs, args.output, force=args.force)
+    report = report_from_files(args.output, args.model, args.curvature, args.plan, evals, args.latency,
+                               args.finetune, parity, args.measured, args.force)
+    inputs, paths = report.inputs, report.paths
     _print_summary(inputs, paths)
     if args.json:
         write_json(args.json, {"report": str(paths.html), "markdown": str(paths.markdown),

@@ -27,6 +27,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("--json writes each layer's resolved settings, which needs the model; drop --no-model")
         _print(_rules_view(recipe), f"{args.recipe}: valid (schema only; rules, not layers)", "rule")
         return 0
+    from compress.pipeline.validate import resolved_layers
+
     resolved = resolved_layers(recipe, args.recipe)
     _print(resolved, f"{args.recipe}: valid for {recipe.model['spec']}", "layer")
     if args.json:
@@ -34,28 +36,6 @@ def run(args: argparse.Namespace) -> int:
 
         write_json(args.json, resolved)
     return 0
-
-
-def resolved_layers(recipe, source: str) -> dict[str, dict]:
-    """Build the recipe's model, check the recipe against it (one InputError listing every
-    problem), and return each Conv2d/Linear layer's settings: ``{"quantization": QuantSettings
-    fields or None, "pruning": PruneSettings fields or None}``."""
-    from dataclasses import asdict
-
-    from compress.errors import InputError
-    from compress.models.spec import build_model
-    from compress.recipe.check import check_against_model, compressible_layers
-    from compress.recipe.problems import raise_problems
-
-    try:
-        model = build_model(recipe.model["spec"], recipe.model.get("weights"))
-    except InputError as exc:
-        raise InputError(f"{source}: model: {exc}") from exc
-    raise_problems(f"{source} with model {recipe.model['spec']}", check_against_model(recipe, model))
-    layers = compressible_layers(model)
-    quant, prune = recipe.quant_settings(layers), recipe.prune_settings(layers)
-    return {name: {"quantization": asdict(quant[name]) if name in quant else None,
-                   "pruning": asdict(prune[name]) if name in prune else None} for name in layers}
 
 
 def _rules_view(recipe) -> dict[str, dict]:

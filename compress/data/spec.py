@@ -58,6 +58,13 @@ def _from_factory_result(spec: str, result: object) -> DataSource:
         first = result[0]
         has_targets = isinstance(first, (tuple, list)) and len(first) == 2
         return DatasetData(spec, result, has_targets)
+    return tensor_data(spec, result)
+
+
+def tensor_data(name: str, result: object, verb: str = "returned") -> TensorData:
+    """``inputs`` or ``(inputs, targets)`` tensors (targets may be None; inputs may be a tuple)."""
+    import torch
+
     if isinstance(result, torch.Tensor):
         result = (result, None)
     if isinstance(result, (tuple, list)) and len(result) == 2:
@@ -66,10 +73,10 @@ def _from_factory_result(spec: str, result: object) -> DataSource:
         if all(isinstance(x, torch.Tensor) for x in inputs) and (
             targets is None or isinstance(targets, torch.Tensor)
         ):
-            _check_lengths(spec, inputs, targets)
-            return TensorData(spec, inputs, targets)
+            _check_lengths(name, inputs, targets)
+            return TensorData(name, inputs, targets)
     raise InputError(
-        f"{spec} returned {type(result).__name__}; a data factory must return (inputs, targets) "
+        f"{name} {verb} {type(result).__name__}; data must be (inputs, targets) "
         "tensors (targets may be None) or a torch.utils.data.Dataset"
     )
 

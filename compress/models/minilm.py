@@ -40,19 +40,25 @@ class SentenceEmbedder(nn.Module):
         return nn.functional.normalize(pooled, dim=-1)
 
 
-def build_minilm() -> SentenceEmbedder:
-    from transformers import AutoModel
-    from transformers.utils import logging
+def _transformers(what: str):
+    """The ``transformers`` module, or one line naming the extra that provides it."""
+    try:
+        import transformers
+    except ImportError as exc:
+        raise MissingDependencyError(what, "text", str(exc)) from exc
+    return transformers
 
-    logging.disable_progress_bar()
-    encoder = AutoModel.from_pretrained(model_dir(), attn_implementation="sdpa")
+
+def build_minilm() -> SentenceEmbedder:
+    transformers = _transformers("builtin:minilm")
+    folder = model_dir()
+    transformers.utils.logging.disable_progress_bar()
+    encoder = transformers.AutoModel.from_pretrained(folder, attn_implementation="sdpa")
     return SentenceEmbedder(encoder).eval()
 
 
 def tokenize(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask), padded to the longest text, truncated at MAX_TOKENS."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir())
+    tokenizer = _transformers("builtin:sentences").AutoTokenizer.from_pretrained(model_dir())
     encoded = tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
     return encoded["input_ids"], encoded["attention_mask"]

@@ -1,4 +1,7 @@
-"""Parse a model spec (DESIGN §2) and build the model it names, in eval mode."""
+"""Parse a float model spec (DESIGN §2) and build the model it names, in eval mode.
+
+Compressed checkpoint directories are an L3 format: ``compress.checkpoint.load_model`` reads
+them and falls back to ``build_model`` for every other spec."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 MODEL_SPEC_FORMS = ("builtin:NAME, torchvision:NAME, FILE.py:FACTORY, a saved FILE.pt/.pt2 "
-                    "or a compressed checkpoint directory")
+                    "or a compressed checkpoint directory")  # the last one is read by compress.checkpoint
 SAVED_SUFFIXES = (".pt", ".pt2", ".pth", ".ts")
 
 
@@ -49,12 +52,6 @@ def _in_eval_mode(model: "nn.Module") -> "nn.Module":
 
 
 def _build(spec: str) -> "nn.Module":
-    from compress.apply.checkpoint import is_checkpoint
-
-    if is_checkpoint(Path(spec)):
-        from compress.apply.checkpoint import load_checkpoint
-
-        return load_checkpoint(Path(spec))[0]
     kind, sep, name = spec.partition(":")
     if sep and kind == "builtin":
         builtins = _builtin_models()

@@ -29,9 +29,10 @@ def build_report(inputs: ReportInputs, out_dir: str | Path, force: bool = False)
     out = Path(out_dir)
     existing = [name for name in FILES if (out / name).exists()]
     if existing and not force:
-        raise InputError(f"{out} already holds {', '.join(existing)}; pass --force to overwrite or choose another -o")
+        raise InputError(f"{out} already holds {', '.join(existing)}; set force=True to overwrite or choose another "
+                         "out_dir")
     if out.exists() and not out.is_dir():
-        raise InputError(f"{out} is a file; -o needs a directory")
+        raise InputError(f"{out} is a file; out_dir must be a directory")
     paths = ReportPaths(*(out / name for name in FILES))
     tables = report_tables(inputs)
     notes = _notes(inputs)

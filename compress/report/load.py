@@ -1,6 +1,6 @@
 """Assemble ``ReportInputs`` from the files the other commands write: ``compress curvature
 --json``, the plan YAML, ``compress eval --json`` per variant, the latency JSON
-(``compress.export.latency.LatencyResult``), and optionally a fine-tuning result (sharpness
+(``compress.backends.ort.latency.LatencyResult``), and optionally a fine-tuning result (sharpness
 history), parity JSON per export target and measured per-layer loss changes."""
 
 from __future__ import annotations
@@ -22,19 +22,34 @@ def load_report_inputs(model: str | None = None, curvature: str | Path | None = 
                        measured: str | Path | None = None) -> ReportInputs:
     """``evals`` and ``parity`` map a variant / export-target name to its file; a latency
     measurement belongs to the variant of the same name (variants only timed are listed too)."""
-    curvature_data = _read_json(curvature, "compress curvature --json") if curvature else None
-    plan_data = _read_yaml(plan) if plan else None
-    eval_data = {name: _read_json(path, "compress eval --json") for name, path in (evals or {}).items()}
-    latency_data = _read_json(latency, "the latency harness") if latency else None
-    if model is None:
-        model = _model_name(plan_data, eval_data)
+    return report_inputs(
+        model,
+        _read_json(curvature, "compress curvature --json") if curvature else None,
+        _read_yaml(plan) if plan else None,
+        {name: _read_json(path, "compress eval --json") for name, path in (evals or {}).items()},
+        _read_json(latency, "the latency harness") if latency else None,
+        _read_json(finetune, "fine-tuning") if finetune else None,
+        {target: _read_json(path, "the ONNX exporter") for target, path in (parity or {}).items()},
+        _read_json(measured, "measured loss changes") if measured else None,
+    )
+
+
+def report_inputs(model: str | None = None, curvature: dict | None = None, plan: dict | None = None,
+                  evals: Mapping[str, dict] | None = None, latency: dict | None = None,
+                  finetune: dict | None = None, parity: Mapping[str, dict] | None = None,
+                  measured: dict | None = None) -> ReportInputs:
+    """The same from results in memory, each as its ``to_dict()`` (the plan: the recipe mapping
+    ``compress plan`` writes, with its ``plan:`` section)."""
+    evals = dict(evals or {})
+    if plan is not None and "plan" not in plan:
+        raise InputError("the plan has no plan: section; give the recipe the planner wrote")
     return ReportInputs(
-        model=model,
-        variants=_variants(eval_data, latency_data),
-        layers=_layers(curvature_data, plan_data, _read_json(measured, "measured loss changes") if measured else {}),
-        spectrum=_spectrum(curvature_data) if curvature_data else None,
-        sharpness=_sharpness(_read_json(finetune, "fine-tuning")) if finetune else (),
-        parity=tuple(_parity(target, _read_json(path, "the ONNX exporter")) for target, path in (parity or {}).items()),
+        model=model if model is not None else _model_name(plan, evals),
+        variants=_variants(evals, latency),
+        layers=_layers(curvature, plan, measured or {}),
+        spectrum=_spectrum(curvature) if curvature else None,
+        sharpness=_sharpness(finetune) if finetune else (),
+        parity=tuple(_parity(target, figures) for target, figures in (parity or {}).items()),
     )
 
 

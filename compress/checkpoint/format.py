@@ -75,7 +75,7 @@ def read_info(path: Path) -> CheckpointInfo:
 
 def load_checkpoint(path: Path) -> tuple[nn.Module, CheckpointInfo]:
     """The compressed model (eval mode) and its info."""
-    from compress.apply.resize import resize_to_state_dict_
+    from compress.checkpoint.resize import resize_to_state_dict_
     from compress.models.spec import build_model
 
     info = read_info(path)

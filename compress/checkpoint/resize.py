@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from compress.vocab.layers import is_compressible
+
 
 def resize_to_state_dict_(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
     for name, module in list(model.named_modules()):
@@ -22,7 +24,7 @@ def resize_to_state_dict_(model: nn.Module, state: dict[str, torch.Tensor]) -> n
 
 def _resized(module: nn.Module, name: str, state: dict[str, torch.Tensor]) -> nn.Module | None:
     prefix = f"{name}." if name else ""
-    if isinstance(module, (nn.Conv2d, nn.Linear)) and f"{prefix}weight" in state:
+    if is_compressible(module) and f"{prefix}weight" in state:
         shape = tuple(state[f"{prefix}weight"].shape)
         if shape == tuple(module.weight.shape):
             return None

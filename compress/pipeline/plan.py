@@ -1,0 +1,143 @@
+"""Plan → recipe: measure what the planner needs from the data given (curvature unless given,
+single-layer ΔL, sparsity limits, MACs, residual ties, the latency table for a backend), solve,
+and turn the plan into a validated ``Recipe`` (optionally with a fine-tuning section).
+
+The defaults are the CLI's: hybrid sensitivity (measured single-layer ΔL), verification of the 8
+least-Ω allocations, a 240 s curvature budget, the first 1,024 calibration samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compress.errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import nn
+
+    from compress.curvature.estimate import CurvatureSpec
+    from compress.curvature.result import Curvature
+    from compress.data.source import DataSource
+    from compress.plan.make import Plan, PlanEvidence, PlanSpec
+    from compress.recipe.schema import Recipe
+
+VERIFY = 8
+PLAN_CURVATURE_SECONDS = 240.0  # the traces' ranking matters more than ±5% bars: leave time for ΔL
+SENSITIVITIES = ("hybrid", "trace")
+BACKENDS = ("ort-cpu",)
+
+
+@dataclass(frozen=True)
+class PlanMeasurements:
+    """How the planner measures: sensitivity (``hybrid``: max of the trace Ω and the measured
+    single-layer ΔL; ``trace``: Ω only), the latency backend for ``latency_ms`` budgets, and the
+    batch size / thread count its per-layer table times."""
+
+    sensitivity: str = "hybrid"
+    backend: str | None = None
+    latency_batch: int = 1
+    threads: int = 1
+    batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        if self.sensitivity not in SENSITIVITIES:
+            raise InputError(f"sensitivity {self.sensitivity!r}: choose {' or '.join(SENSITIVITIES)}")
+        if self.backend not in (None, *BACKENDS):
+            raise InputError(f"backend {self.backend!r}: choose {', '.join(BACKENDS)} or None")
+        if self.latency_batch < 1 or self.threads < 1 or self.batch_size < 1:
+            raise InputError("latency_batch, threads and batch_size must be at least 1")
+
+
+def plan_spec(budgets: dict[str, float], **fields: Any) -> "PlanSpec":
+    """A ``PlanSpec`` with the CLI's defaults (verify the 8 least-Ω allocations)."""
+    from compress.plan.make import PlanSpec
+
+    spec = PlanSpec(budgets=dict(budgets), **{"verify": VERIFY, **fields})
+    return spec
+
+
+def default_curvature_spec(batch_size: int = 128) -> "CurvatureSpec":
+    from compress.curvature.estimate import CurvatureSpec
+    from compress.curvature.trace import TraceSpec
+
+    return CurvatureSpec(batch_size=batch_size, trace=TraceSpec(max_seconds=PLAN_CURVATURE_SECONDS))
+
+
+def plan_inputs(model: "str | nn.Module", data: Any, curvature: "Curvature | None" = None,
+                curvature_spec: "CurvatureSpec | None" = None, max_samples: int | None = 1024,
+                weights: str | None = None, split: str | None = None, spec: "PlanSpec | None" = None
+                ) -> tuple["nn.Module", "DataSource", "Curvature"]:
+    """The model, its calibration data and its curvature (measured unless given); ``spec``'s
+    overrides are checked against the model's layers first, before the expensive part."""
+    from compress.curvature.estimate import estimate_curvature
+    from compress.pipeline.inputs import data_source, first_samples, resolve_model
+
+    module, _ = resolve_model(model, weights)
+    if spec is not None:
+        from compress.plan.make import layer_options
+        from compress.plan.overrides import restrict_options
+
+        restrict_options(layer_options(module, spec), spec.overrides)
+    source = first_samples(data_source(data, "train", module, split), max_samples)
+    if curvature is None:
+        curvature = estimate_curvature(module, source, curvature_spec or default_curvature_spec())
+    return module, source, curvature
+
+
+def gather(model: "nn.Module", data: "DataSource", curvature: "Curvature", spec: "PlanSpec",
+           how: PlanMeasurements = PlanMeasurements()) -> "PlanEvidence":
+    """Everything the planner measures besides the curvature, with the latency table if a backend
+    is named."""
+    from compress.plan.evidence import gather_evidence
+
+    evidence = gather_evidence(model, data, curvature, how.sensitivity == "hybrid", how.batch_size)
+    if how.backend is None:
+        return evidence
+    from compress.backends.ort.latency_table import latency_table
+    from compress.plan.make import layer_options
+
+    first = next(iter(data.batches(1)))
+    table = latency_table(model, first.inputs, layer_options(model, spec), how.latency_batch, how.threads)
+    return replace(evidence, latency=table.costs())
+
+
+def solve(model: "nn.Module", curvature: "Curvature", spec: "PlanSpec", evidence: "PlanEvidence") -> "Plan":
+    """One plan under ``spec.budgets`` (``latency_ms`` needs evidence with a latency table)."""
+    from compress.plan.make import make_plan
+
+    return make_plan(model, curvature, spec, evidence)
+
+
+def sweep_plans(model: "nn.Module", curvature: "Curvature", spec: "PlanSpec", evidence: "PlanEvidence",
+                budget: str, values: "np.ndarray"):
+    """The Pareto frontier of predicted Δloss over ``values`` of one budget (others kept)."""
+    from compress.plan.frontier import sweep
+    from compress.plan.make import make_plan
+
+    return sweep(lambda v: make_plan(model, curvature, replace(spec, budgets={**spec.budgets, budget: v}), evidence),
+                 budget, values)
+
+
+
+def plan_as_recipe(plan: "Plan", model: str, data: str, weights: str | None = None,
+                   finetune: dict | None = None) -> "Recipe":
+    """The plan as a validated recipe naming ``model`` and ``data`` (spec strings), with an
+    optional ``finetune`` section (FinetuneSpec fields)."""
+    from compress.plan.recipe import plan_recipe
+    from compress.recipe.schema import parse_recipe
+
+    payload = plan_recipe(plan, model, data, weights)
+    if finetune is not None:
+        payload["finetune"] = dict(finetune)
+    return parse_recipe(payload, "the plan")
+
+
+def save_recipe(recipe: "Recipe", path: str | Path, header: str = "", force: bool = False) -> Path:
+    """Write the recipe YAML (what ``compress plan`` writes); never replaces a file unless ``force``."""
+    from compress.plan.recipe import write_recipe
+
+    write_recipe(recipe.to_dict(), Path(path), header, force)
+    return Path(path)
