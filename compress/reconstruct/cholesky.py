@@ -48,7 +48,8 @@ def inverse_factor(hessian: torch.Tensor, damp: float) -> InverseFactor:
         damped = hessian + damp * scale * eye
         lower, info = torch.linalg.cholesky_ex(damped)
         if int(info) == 0 and _well_conditioned(lower, damped):
-            upper, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(lower), upper=True)
+            lower_inverse = torch.linalg.solve_triangular(lower, eye, upper=False)
+            upper, info = torch.linalg.cholesky_ex(lower_inverse.T @ lower_inverse, upper=True)  # (LLᵀ)⁻¹
             if int(info) == 0 and torch.isfinite(upper).all():
                 return InverseFactor(upper, damp, raises)
         damp, raises = max(10 * damp, FIRST_RAISE), raises + 1
