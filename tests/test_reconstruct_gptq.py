@@ -51,7 +51,7 @@ def test_gptq_equals_reference_obq(block_size: int, weight_block: int | None) ->
     stats = _stats(x)
     settings = ReconstructSettings(bits=3, weight_block=weight_block, damp=0.0, block_size=block_size, act_order=False)
     result = reconstruct_layer(weight, stats, settings)
-    scales = column_scales(grid_scales(weight, 3, weight_block), weight.shape[1])
+    scales = column_scales(grid_scales(weight, 3, weight_block, torch.diagonal(stats.hessian[0])), weight.shape[1])
     expected = reference_obq(weight, stats.hessian[0], scales, 3)
     torch.testing.assert_close(result.weight, expected, rtol=1e-6, atol=1e-6)
     assert result.damp == 0.0 and result.damp_raises == 0
@@ -79,14 +79,17 @@ def test_damped_prediction_is_the_damped_objective() -> None:
 def test_act_order_keeps_static_grid_and_beats_round_to_nearest(weight_block: int | None) -> None:
     weight, x = _problem(columns=16, seed=3)
     x = x * torch.linspace(0.1, 3.0, 16, dtype=torch.float64)  # unequal input scales: order matters
-    result = reconstruct_layer(weight, _stats(x), ReconstructSettings(bits=3, weight_block=weight_block))
-    scales = grid_scales(weight, 3, weight_block)
+    stats = _stats(x)
+    result = reconstruct_layer(weight, stats, ReconstructSettings(bits=3, weight_block=weight_block))
+    scales = grid_scales(weight, 3, weight_block, torch.diagonal(stats.hessian[0]))
     torch.testing.assert_close(result.scales, scales)  # fixed on the original weight, original order
     expanded = column_scales(scales, 16)
     torch.testing.assert_close(result.codes(3) * expanded, result.weight, rtol=0, atol=1e-12)
     assert result.codes(3).abs().max() <= 3
     nearest = expanded * torch.clamp(torch.round(weight / expanded), -3, 3)
     assert _output_error(result.weight - weight, x) < 0.8 * _output_error(nearest - weight, x)
+    plain = column_scales(grid_scales(weight, 3, weight_block), 16)  # the clip that ignores H
+    assert _output_error(nearest - weight, x) <= _output_error(plain * torch.clamp(torch.round(weight / plain), -3, 3) - weight, x)
 
 
 def test_dead_inputs_get_zero_weights() -> None:

@@ -3,7 +3,8 @@ sweep, and each column is rounded to that grid when the sweep reaches it.
 
 Scales are the ones the rest of the toolkit uses (one definition, ``compress.quant.blocks``):
 symmetric, s = α·max|block|/q_max with the MSE-optimal clip α per block of ``weight_block`` input
-features, or per output channel (one block spanning the whole row). They are computed from the
+features, or per output channel (one block spanning the whole row); optionally with each input's
+error weighted by H_jj (the clip that minimises the output error of plain rounding). They are computed from the
 weight before any column is updated and in the original column order, so reordering the sweep
 (act-order) changes which column is fixed first but not which scale a column uses ("static groups":
 the exported layer needs no runtime index). Rounding is ``compress.quant.weights``'s
@@ -18,12 +19,14 @@ from compress.quant.blocks import block_codes, block_scales, expand_block_scales
 from compress.quant.weights import quantize_per_channel
 
 
-def grid_scales(weight: torch.Tensor, bits: int, weight_block: int | None) -> torch.Tensor:
-    """Scales of ``weight`` (any shape, axis 0 = output channel): [N] per channel, [N, K/B] per block."""
+def grid_scales(weight: torch.Tensor, bits: int, weight_block: int | None,
+                importance: torch.Tensor | None = None) -> torch.Tensor:
+    """Scales of ``weight`` (any shape, axis 0 = output channel): [N] per channel, [N, K/B] per block;
+    ``importance`` [K] (diag H) weighs each input's rounding error in the clip choice."""
     rows = weight.detach().reshape(weight.shape[0], -1)
     if weight_block is None:
-        return block_scales(rows, bits, rows.shape[1])[:, 0]
-    return block_scales(rows, bits, weight_block)
+        return block_scales(rows, bits, rows.shape[1], importance)[:, 0]
+    return block_scales(rows, bits, weight_block, importance)
 
 
 def column_scales(scales: torch.Tensor, columns: int) -> torch.Tensor:

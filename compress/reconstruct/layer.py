@@ -95,7 +95,8 @@ def reconstruct_layer(weight: torch.Tensor, stats: LayerStats, settings: Reconst
     hessians = stats.hessian.clone()
     dead = torch.stack([fix_dead_inputs(hessians[g]) for g in range(groups)])  # [groups, K]
     rows = rows * ~dead.repeat_interleave(per_group, dim=0)
-    scales = None if settings.bits is None else grid_scales(rows, settings.bits, settings.weight_block)
+    energy = torch.diagonal(hessians, dim1=1, dim2=2).repeat_interleave(per_group, dim=0)  # H_jj per row, [N, K]
+    scales = None if settings.bits is None else grid_scales(rows, settings.bits, settings.weight_block, energy)
     weights = torch.ones(rows.shape[0], dtype=torch.float64) if row_weights is None else row_weights.double()
     select = _selector(settings, rows, stats)
     fixed, keeps, errors, damp, raises = [], [], [], 0.0, 0

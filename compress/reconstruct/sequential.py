@@ -166,3 +166,6 @@ def _check(model: nn.Module, settings: dict[str, ReconstructSettings], batches: 
         if not supports(modules[name]):
             raise ConfigError(f"{name} is a {type(modules[name]).__name__}; second-order reconstruction "
                               "handles Conv2d and Linear (use method rtn / magnitude for other layers)")
+        reduction = modules[name].weight[0].numel()
+        if settings[name].prunes and settings[name].pattern == "2:4" and reduction % 4:
+            raise ConfigError(f"{name}: 2:4 needs a reduction size divisible by 4, got {reduction}")
