@@ -123,3 +123,18 @@ def test_grouped_conv_prediction_matches_unfolded_output_error() -> None:
     measured = float(delta.pow(2).sum() / stats.count)
     assert result.predicted_error == pytest.approx(measured, rel=1e-6)
     assert layer_samples(conv, batches[0]).shape == (2, 4 * 36, 18)
+
+
+def test_option_error_prices_both_methods_in_output_units() -> None:
+    from compress.reconstruct.price import option_error
+
+    weight, x = _problem(seed=11)
+    priced = option_error(weight, _stats(x), ReconstructSettings(bits=3, ratio=0.25))
+    result = reconstruct_layer(weight, _stats(x), ReconstructSettings(bits=3, ratio=0.25))
+    assert priced.reconstructed == pytest.approx(_output_error(result.weight - weight, x), rel=1e-9)
+    from compress.prune.masks import pruning_mask
+    from compress.quant.weights import fake_quantize_per_channel
+
+    first = fake_quantize_per_channel(weight * pruning_mask(weight, 0.25, "unstructured"), 3)
+    assert priced.first_order == pytest.approx(_output_error(first - weight, x), rel=1e-9)
+    assert priced.reconstructed < priced.first_order
