@@ -189,6 +189,8 @@ def main() -> None:
         setup = mnist_setup()
         report["mnist_cnn_quantization"] = mnist_quantization(*setup)
         report["mnist_cnn_pruning"] = mnist_pruning(*setup)
+        if args.json:  # written after each part, so a long MiniLM run cannot lose it
+            write_json(args.json, report)
     if args.part in ("minilm", "all"):
         report["minilm_w4"] = minilm(args.loss_aware_minilm)
     if args.json:
