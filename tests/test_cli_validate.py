@@ -30,7 +30,9 @@ def test_a_valid_recipe_prints_each_layer_and_writes_json(cli, tmp_path: Path) -
         "stem.0": 8, "conv.0": 4, "block.dw.0": 8, "block.pw.0": 4, "head": 3}
     assert layers["head"] == {"quantization": {"weight_bits": 3, "act_bits": 8, "act_signed": False,
                                                "calibrator": "minmax", "percentile": 99.99, "learnable_scales": False,
-                                               "act_dynamic": False, "weight_block": None}, "pruning": None}
+                                               "act_dynamic": False, "weight_block": None, "method": "gptq",
+                                               "damp": 0.01, "block_size": 128, "act_order": True,
+                                               "loss_aware": False}, "pruning": None}
 
 
 def test_schema_problems_all_at_once_exit_2(cli, tmp_path: Path) -> None:

@@ -1,26 +1,33 @@
-"""``apply_(model, spec, data) -> ApplyOutcome``: prune, quantize, recover, in that order.
+"""``apply_(model, spec, data) -> ApplyOutcome``: prune, reconstruct, quantize, recover, in that order.
 
 1. Channel pruning first: it changes shapes, so everything after sees the narrow model.
-2. Quantization (BatchNorms folded, fake-quant layers swapped in, activations calibrated on the
-   calibration data).
-3. Unstructured / 2:4 masks on the (folded, quantized) weights, so the magnitudes ranked are the
-   ones deployed; the masks persist through fine-tuning.
-4. Fine-tuning (QAT / KD / both) against the uncompressed teacher, checkpointed and resumable.
-5. Masks baked into plain weights, records re-read (LSQ scales may have moved).
+2. BatchNorms folded (when quantizing), then second-order reconstruction (``compress.reconstruct``)
+   of every layer quantized with ``method: gptq`` or pruned by ``wanda`` / ``sparsegpt``, true-
+   sequentially on the calibration data: GPTQ weights and SparseGPT masks, written in place.
+3. Quantization (fake-quant layers swapped in, reconstructed layers holding the reconstruction's
+   scales fixed, activations calibrated on the calibration data).
+4. Unstructured / 2:4 masks: the reconstruction's where it chose them, else ranked on the (folded,
+   quantized) weights, so the magnitudes ranked are the ones deployed; the masks persist through
+   fine-tuning.
+5. Fine-tuning (QAT / KD / both) against the uncompressed teacher, checkpointed and resumable,
+   starting from the reconstructed weights.
+6. Masks baked into plain weights, records re-read (LSQ scales may have moved).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from compress.data.source import DataSource
 from compress.finetune.spec import FinetuneResult, FinetuneSpec
-from compress.prune.records import PruneRecords, PruneSettings
+from compress.prune.records import MaskRecord, PruneRecords, PruneSettings
 from compress.quant.records import QuantRecords, QuantSettings
+from compress.reconstruct.sequential import ReconstructReport
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,8 @@ class ApplySpec:
     pruning: dict[str, PruneSettings] = field(default_factory=dict)
     finetune: FinetuneSpec | None = None
     saliency_curvature: str = "fisher"  # diagonal behind ``obs`` pruning: fisher | ggn | hutchinson
-    loss: str = "ce"  # for saliency: ce with labels, distill without
+    loss: str = "ce"  # for saliency and loss-aware reconstruction: ce with labels, distill without
+    sequential: bool = True  # reconstruct each layer from the already-compressed earlier layers' outputs
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,7 @@ class ApplyOutcome:
     quant: QuantRecords | None
     prune: PruneRecords | None
     finetune: FinetuneResult | None
+    reconstruction: ReconstructReport | None = None
 
 
 def apply_(model: nn.Module, spec: ApplySpec, calibration: DataSource, train: DataSource | None,
@@ -44,23 +53,61 @@ def apply_(model: nn.Module, spec: ApplySpec, calibration: DataSource, train: Da
     """In place; ``train`` is needed when ``spec.finetune`` is set."""
     from compress.prune.apply import prune_model_
     from compress.prune.persist import remove_masks_
+    from compress.quant.bn_fold import fold_batchnorm_
     from compress.quant.quantize import quantize_model_, records_of
 
     teacher = copy.deepcopy(model).eval()
     channel = {n: s for n, s in spec.pruning.items() if s.pattern == "channel"}
-    masked = {n: s for n, s in spec.pruning.items() if s.pattern != "channel"}
     groups = prune_model_(model, channel, _saliency(model, channel, spec, calibration)) if channel else None
+    folded = fold_batchnorm_(model.eval()) if spec.quantization else []
+    reconstructed, report = _reconstruct(model, spec, calibration, batch_size)
     quant = None
     if spec.quantization:
-        quant = quantize_model_(model, spec.quantization, (b.inputs for b in calibration.batches(batch_size)))
+        scales = {n: r.scales for n, r in reconstructed.items() if r.scales is not None}
+        quant = quantize_model_(model, spec.quantization, (b.inputs for b in calibration.batches(batch_size)), scales)
+        quant = replace(quant, folded=tuple(folded) + quant.folded)
+    kept = {n: r.keep for n, r in reconstructed.items() if r.keep is not None}
+    masked = {n: s for n, s in spec.pruning.items() if s.pattern != "channel" and n not in kept}
     masks = prune_model_(model, masked, _saliency(model, masked, spec, calibration)) if masked else None
+    masks = _with_reconstructed_masks(model, masks, kept, spec.pruning)
     result = None
     if spec.finetune is not None:
         result = _finetune(model, teacher, train, spec.finetune, checkpoint_dir)
     remove_masks_(model)
     if quant is not None:
         quant = records_of(model.eval(), quant.folded)
-    return ApplyOutcome(quant, _merged(groups, masks), result)
+    return ApplyOutcome(quant, _merged(groups, masks), result, report)
+
+
+def _reconstruct(model: nn.Module, spec: ApplySpec, calibration: DataSource, batch_size: int):
+    """GPTQ / SparseGPT / Wanda on the layers the spec asks for (nothing to do: empty, None)."""
+    from compress.reconstruct.output import output_row_weights
+    from compress.reconstruct.sequential import reconstruct_model_
+    from compress.reconstruct.settings import loss_aware_layers, reconstruct_settings
+
+    settings = reconstruct_settings(spec.quantization, spec.pruning)
+    if not settings:
+        return {}, None
+    batches = list(calibration.batches(batch_size))
+    aware = loss_aware_layers(spec.quantization, spec.pruning, settings)
+    row_weights = None
+    if aware:
+        row_weights = output_row_weights(copy.deepcopy(model), [(b.inputs, b.targets) for b in batches], aware, spec.loss)
+    return reconstruct_model_(model, settings, [b.inputs for b in batches], spec.sequential, row_weights)
+
+
+def _with_reconstructed_masks(model: nn.Module, masks: PruneRecords | None, kept: dict[str, torch.Tensor],
+                              settings: dict[str, PruneSettings]) -> PruneRecords | None:
+    """Attach the masks the reconstruction chose (persistent, as ``prune_model_`` does) and record them."""
+    if not kept:
+        return masks
+    from compress.prune.persist import apply_mask_
+
+    records = dict(masks.masks) if masks else {}
+    for name, keep in kept.items():
+        apply_mask_(model.get_submodule(name), keep)
+        records[name] = MaskRecord(settings[name], 1 - int(keep.sum()) / keep.numel())
+    return PruneRecords(records, masks.groups if masks else {})
 
 
 def _merged(groups: PruneRecords | None, masks: PruneRecords | None) -> PruneRecords | None:

@@ -12,7 +12,8 @@ from compress.errors import ConfigError, InputError
 from compress.vocab.options import PATTERNS
 
 RECORDS_VERSION = 1
-CRITERIA = ("magnitude", "obs")
+CRITERIA = ("magnitude", "obs", "wanda", "sparsegpt")
+RECONSTRUCTED = ("wanda", "sparsegpt")  # chosen from calibration data by compress.reconstruct
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class PruneSettings:
     pattern: str = "unstructured"
     criterion: str = "magnitude"
     round_to: int | None = None
+    loss_aware: bool = False
 
     def __post_init__(self) -> None:
         if self.pattern not in PATTERNS:
@@ -41,6 +43,8 @@ class PruneSettings:
             raise ConfigError(f"ratio {self.ratio} is not allowed (allowed: 0 <= ratio < 1)")
         if self.pattern == "2:4" and self.ratio != 0.5:
             raise ConfigError(f"ratio {self.ratio} is not allowed for 2:4 (it always prunes half: use 0.5)")
+        if self.criterion in RECONSTRUCTED and self.pattern == "channel":
+            raise ConfigError(f"criterion {self.criterion} is not allowed for channel pruning (allowed: magnitude, obs)")
         if self.round_to is not None and (self.pattern != "channel" or self.round_to < 1):
             raise ConfigError(f"round_to {self.round_to} is not allowed (allowed: an integer >= 1, channel pattern only)")
 

@@ -27,26 +27,30 @@ def _blocks(weight: torch.Tensor, block: int) -> torch.Tensor:
 CLIPS = tuple(0.5 + 0.05 * i for i in range(11))
 
 
-def block_scales(weight: torch.Tensor, bits: int, block: int) -> torch.Tensor:
+def block_scales(weight: torch.Tensor, bits: int, block: int, importance: torch.Tensor | None = None) -> torch.Tensor:
     """s_nj = α_nj · max|W[n, jB:(j+1)B]| / q_max with the MSE-optimal clip α_nj, shape [N, K/B];
-    1 for all-zero blocks."""
+    1 for all-zero blocks. ``importance`` ([K], or [N, K] per row) weighs each input feature's squared error (GPTQ passes
+    diag H, the energy of each input, so the clip minimises the output error of rounding)."""
     q_max = 2 ** (bits - 1) - 1
     blocks = _blocks(weight.detach(), block)
+    if importance is not None:
+        importance = importance.to(blocks.dtype).reshape(-1, *blocks.shape[1:])
     largest = blocks.abs().amax(dim=2)
     nonzero = largest > 0
     best, best_error = torch.ones_like(largest), torch.full_like(largest, float("inf"))
     for clip in CLIPS:
         scales = torch.where(nonzero, clip * largest / q_max, torch.ones_like(largest))
-        error = _block_error(blocks, scales, q_max)
+        error = _block_error(blocks, scales, q_max, importance)
         better = error < best_error
         best, best_error = torch.where(better, scales, best), torch.where(better, error, best_error)
     return best
 
 
-def _block_error(blocks: torch.Tensor, scales: torch.Tensor, q_max: int) -> torch.Tensor:
-    """‖Q_s(block) − block‖² per block."""
+def _block_error(blocks: torch.Tensor, scales: torch.Tensor, q_max: int, importance: torch.Tensor | None = None) -> torch.Tensor:
+    """‖Q_s(block) − block‖² per block (each entry weighted by ``importance`` when given)."""
     codes = torch.clamp(torch.round(blocks / scales[..., None]), -q_max, q_max)
-    return (codes * scales[..., None] - blocks).pow(2).sum(dim=2)
+    squared = (codes * scales[..., None] - blocks).pow(2)
+    return (squared if importance is None else squared * importance).sum(dim=2)
 
 
 def block_codes(weight: torch.Tensor, scales: torch.Tensor, bits: int) -> torch.Tensor:

@@ -4,7 +4,7 @@ parameter names: ``stem.0.weight`` stays ``stem.0.weight``), and the activation 
 A quantized layer computes  y = layer(Q_in(x); Q_w(W), Q_b(b))  then  Q_out(y), where
 - Q_w: per-output-channel symmetric, codes in [−q_max, q_max], s_c = max|W_c|/q_max, or learnable
   (LSQ, Esser et al. 2020) initialised there; or per block of input features (``weight_block``,
-  ``compress.quant.blocks``);
+  ``compress.quant.blocks``); or fixed at the scales a reconstruction chose (``fix_weight_scales``);
 - Q_in / Q_out: per-tensor activation quantizers (``ActQuantizer``), present as placed by
   ``compress.quant.placement``; or, with ``act_dynamic``, Q_in computed from each input tensor's
   own range at run time (``compress.quant.fake.dynamic_fake_quantize``) and no Q_out;
@@ -88,11 +88,28 @@ class QuantLayer:
         """Whether the input lies on a calibrated (static) grid."""
         return self.settings.act_bits is not None and not self.settings.act_dynamic
 
+    def fix_weight_scales(self, scales: torch.Tensor) -> None:
+        """Hold the weight scales at ``scales`` ([N], or [N, K/B] with ``weight_block``; e.g. a GPTQ
+        reconstruction's) instead of recomputing them from the weight, so the codes the weights were
+        reconstructed for stay the codes: a buffer, carried by the state dict. With learnable scales
+        they initialise the LSQ scales instead."""
+        scales = scales.detach().to(self.weight.dtype)
+        if self.settings.learnable_scales:
+            with torch.no_grad():
+                self.weight_scale.copy_(scales.reshape(self.weight_scale.shape))
+        else:
+            self.register_buffer("fixed_weight_scales", scales.clone())
+
+    def has_fixed_scales(self) -> bool:
+        return "fixed_weight_scales" in self._buffers
+
     def weight_scales(self) -> torch.Tensor:
-        """s_c per output channel: learnable (LSQ) or max|W_c|/q_max; [N, K/B] block scales with
-        ``weight_block``."""
+        """s_c per output channel: learnable (LSQ), fixed (``fix_weight_scales``) or max|W_c|/q_max;
+        [N, K/B] block scales with ``weight_block``."""
         if self.settings.learnable_scales:
             return self.weight_scale
+        if self.has_fixed_scales():
+            return self.fixed_weight_scales
         if self.settings.weight_block is not None:
             return block_scales(self.weight, self.settings.weight_bits, self.settings.weight_block)
         return per_channel_scales(self.weight, self.settings.weight_bits)
@@ -144,6 +161,7 @@ class QuantLayer:
             input_from=self.input_from,
             input_scale=float(self.input_scale) if has_input_grid else None,
             output=None if self.output_quantizer is None else self.output_quantizer.record(),
+            fixed_scales=self.has_fixed_scales(),
         )
 
 

@@ -23,9 +23,11 @@ def quantize_model_(
     model: nn.Module,
     settings: dict[str, QuantSettings],
     calibration: Iterable[torch.Tensor | tuple[torch.Tensor, ...]],
+    weight_scales: dict[str, torch.Tensor] | None = None,
 ) -> QuantRecords:
     """In place: fold BNs, quantize the layers named in ``settings``, calibrate on ``calibration``
-    (an iterable of model inputs: a tensor or a tuple of positional tensors per batch)."""
+    (an iterable of model inputs: a tensor or a tuple of positional tensors per batch).
+    ``weight_scales``: per layer, scales to hold fixed (from a reconstruction)."""
     model.eval()
     folded = fold_batchnorm_(model)
     _check_layers(model, settings)
@@ -34,6 +36,8 @@ def quantize_model_(
     for name, layer_settings in settings.items():
         placement = placements.get(name, Placement(None, False, False))
         layer = quant_layer_like(model.get_submodule(name), layer_settings, placement.input_from)
+        if weight_scales and name in weight_scales:
+            layer.fix_weight_scales(weight_scales[name])
         _attach_quantizers(layer, placement)
         model.set_submodule(name, layer)
     _calibrate(model, calibration)
@@ -67,6 +71,9 @@ def rebuild_quantized_(model: nn.Module, records: QuantRecords) -> nn.Module:
             layer.output_quantizer = ActQuantizer.from_record(record.output)
         if record.input_scale is not None:
             layer.input_scale.fill_(record.input_scale)
+        if record.fixed_scales:
+            scales = torch.tensor(record.weight_scales).reshape(layer.weight.shape[0], -1)  # [N, K/B]
+            layer.fix_weight_scales(scales if record.settings.weight_block is not None else scales[:, 0])
         model.set_submodule(name, layer)
     return model.eval()
 

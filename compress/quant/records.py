@@ -13,6 +13,7 @@ from compress.quant.calibrate import CALIBRATORS, code_range
 
 RECORDS_VERSION = 1
 ACT_BITS = (8,)
+METHODS = ("rtn", "gptq")
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,13 @@ class QuantSettings:
     does (asymmetric uint8 over the whole tensor; no calibration, no output quantizer; Linear only,
     exported for ORT's DynamicQuantizeMatMul). ``weight_block``: symmetric weight scales per block
     of ``weight_block`` consecutive input features instead of per output channel (Linear only,
-    float activations; 4-bit blocks export as ORT's MatMulNBits).
+    float activations; 4-bit blocks export as ORT's MatMulNBits). ``method``: how the weights are
+    put on their grid: ``gptq`` (second-order reconstruction from calibration data, Frantar et al.
+    2022: scales fixed by the MSE clip, columns rounded in turn with the error compensated in the
+    rest; ``damp`` is the damping as a fraction of mean(diag H), ``block_size`` the columns per lazy
+    update, ``act_order`` sweeps columns by decreasing input energy, ``loss_aware`` weights the
+    predicted error by the loss's output curvature) or ``rtn`` (round to nearest, scales from
+    max|W|). Float weights (``weight_bits`` None) ignore the method.
     """
 
     weight_bits: int | None = 8
@@ -38,6 +45,11 @@ class QuantSettings:
     learnable_scales: bool = False
     act_dynamic: bool = False
     weight_block: int | None = None
+    method: str = "gptq"
+    damp: float = 0.01
+    block_size: int = 128
+    act_order: bool = True
+    loss_aware: bool = False
 
     def __post_init__(self) -> None:
         if self.weight_bits is not None and not 2 <= self.weight_bits <= 8:
@@ -54,6 +66,15 @@ class QuantSettings:
             raise ConfigError("act_dynamic quantizes inputs like ONNX DynamicQuantizeLinear (uint8): set act_bits 8 and act_signed false")
         if self.weight_block is not None:
             self._check_weight_block()
+        self._check_method()
+
+    def _check_method(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"method {self.method!r} is not allowed (allowed: {', '.join(METHODS)})")
+        if not 0 <= self.damp <= 1:
+            raise ConfigError(f"damp {self.damp} is not allowed (allowed: 0 <= damp <= 1)")
+        if self.block_size < 1:
+            raise ConfigError(f"block_size {self.block_size} is not allowed (allowed: an integer >= 1)")
 
     def _check_weight_block(self) -> None:
         block = self.weight_block
@@ -85,7 +106,9 @@ class ActRecord:
 class LayerRecord:
     """One quantized layer. ``input`` is its own input quantizer; ``input_from`` names the layer whose
     output quantizer already puts this layer's input on a grid (then ``input`` is None);
-    ``input_scale`` is the scale of that grid (the bias grid is ``input_scale · weight_scales``)."""
+    ``input_scale`` is the scale of that grid (the bias grid is ``input_scale · weight_scales``);
+    ``fixed_scales``: the weight scales are held at ``weight_scales`` (set by a reconstruction)
+    rather than recomputed from the weight."""
 
     kind: str
     settings: QuantSettings
@@ -94,6 +117,7 @@ class LayerRecord:
     input_from: str | None
     input_scale: float | None
     output: ActRecord | None
+    fixed_scales: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self) | {"weight_scales": None if self.weight_scales is None else list(self.weight_scales)}
@@ -109,6 +133,7 @@ class LayerRecord:
             input_from=data["input_from"],
             input_scale=data["input_scale"],
             output=None if data["output"] is None else ActRecord(**data["output"]),
+            fixed_scales=data.get("fixed_scales", False),
         )
 
 

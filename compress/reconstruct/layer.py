@@ -1,0 +1,161 @@
+"""One layer's second-order reconstruction: GPTQ quantization, SparseGPT/Wanda/magnitude pruning, or
+both in one sweep, from the layer's input statistics (``stats.LayerStats``).
+
+Objective (per output row r, per group of a grouped conv): e_r = ½·Δw_r·(H + λI)·Δw_rᵀ with
+H = 2·XᵀX/N, i.e. ‖Δw_r·Xᵀ‖²/N (the mean squared output error of that row) up to the damping term.
+``LayerReconstruction.row_error`` holds e_r as predicted by the sweep (Σ (w − q)²/U_ii²/2; exact for
+the damped objective), and ``predicted_error`` = Σ_r ρ_r·e_r with the loss-aware row weights ρ
+(ρ ≡ 1 when plain): the number the planner maps to loss units.
+
+Sequence per group: dead inputs (H_jj = 0) zeroed; scales fixed on the original weight; columns
+optionally reordered by descending H_jj (act-order; not for 2:4, whose groups follow the original
+order); U = chol((H + λI)⁻¹) with λ raised on failure; the sweep; columns put back in order; when
+only pruning, the kept weights re-fitted by least squares (``refit.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from compress.errors import ConfigError, InputError
+from compress.prune.masks import pruning_mask
+from compress.reconstruct.cholesky import fix_dead_inputs, inverse_factor
+from compress.reconstruct.gptq import codes, column_scales, grid_scales, round_to_grid
+from compress.reconstruct.sparsegpt import FixedSelector, NMSelector, UnstructuredSelector, wanda_keep
+from compress.reconstruct.stats import LayerStats
+from compress.reconstruct.refit import refit_kept, row_objective
+from compress.reconstruct.sweep import SweepResult, obs_sweep
+
+PRUNE_METHODS = ("magnitude", "wanda", "sparsegpt")
+PRUNE_PATTERNS = ("unstructured", "2:4")
+MASK_GROUP = 16  # columns per unstructured mask choice: re-chosen often, on compensated weights
+
+
+@dataclass(frozen=True)
+class ReconstructSettings:
+    """What to do to one layer. ``bits`` (2..8) / ``weight_block``: the quantization grid (None: keep
+    float values); ``ratio``/``pattern``/``prune_method``: pruning (ratio 0: none); ``damp``: λ as a
+    fraction of mean(diag H); ``block_size``: columns per lazy update; ``act_order``: sweep columns by
+    descending H_jj; ``row_weights`` are passed separately (loss-aware)."""
+
+    bits: int | None = None
+    weight_block: int | None = None
+    ratio: float = 0.0
+    pattern: str = "unstructured"
+    prune_method: str = "sparsegpt"
+    damp: float = 0.01
+    block_size: int = 128
+    act_order: bool = True
+
+    def __post_init__(self) -> None:
+        if self.bits is not None and not 2 <= self.bits <= 8:
+            raise ConfigError(f"bits {self.bits} is not allowed (allowed: 2..8 or None)")
+        if self.pattern not in PRUNE_PATTERNS:
+            raise ConfigError(f"pattern {self.pattern!r} cannot be reconstructed (allowed: {', '.join(PRUNE_PATTERNS)})")
+        if self.prune_method not in PRUNE_METHODS:
+            raise ConfigError(f"pruning method {self.prune_method!r} cannot be reconstructed (allowed: {', '.join(PRUNE_METHODS)})")
+        if self.damp < 0 or self.block_size < 1:
+            raise ConfigError(f"damp {self.damp} and block_size {self.block_size} are not allowed (allowed: damp >= 0, block_size >= 1)")
+
+    @property
+    def prunes(self) -> bool:
+        return self.ratio > 0 or self.pattern == "2:4"
+
+
+@dataclass(frozen=True)
+class LayerReconstruction:
+    """The result for one layer: ``weight`` (original shape and dtype, on the grid and masked),
+    ``scales`` ([N] per channel or [N, K/B]; None without quantization), ``keep`` (bool, weight-shaped;
+    None without pruning), the relative ``damp`` used (largest over groups) and how many times it was
+    raised, each row's predicted error e_r and the (row-weighted) ``predicted_error``."""
+
+    weight: torch.Tensor
+    scales: torch.Tensor | None
+    keep: torch.Tensor | None
+    damp: float
+    damp_raises: int
+    row_error: torch.Tensor
+    predicted_error: float
+
+    def codes(self, bits: int) -> torch.Tensor:
+        """The integer codes the exporter writes (weight reshaped to [N, K])."""
+        rows = self.weight.reshape(self.weight.shape[0], -1).double()
+        return codes(rows, self.scales.double(), bits)
+
+
+def reconstruct_layer(weight: torch.Tensor, stats: LayerStats, settings: ReconstructSettings,
+                      row_weights: torch.Tensor | None = None) -> LayerReconstruction:
+    """Reconstruct ``weight`` (Linear [N, K] or Conv2d [N, C/g, kh, kw]) against ``stats``."""
+    rows = weight.detach().reshape(weight.shape[0], -1).to(torch.float64)
+    groups, per_group = stats.groups, rows.shape[0] // stats.groups
+    if rows.shape[1] != stats.dim or rows.shape[0] % groups:
+        raise InputError(f"weight {tuple(weight.shape)} does not match statistics of {groups} group(s) of {stats.dim} inputs")
+    hessians = stats.hessian.clone()
+    dead = torch.stack([fix_dead_inputs(hessians[g]) for g in range(groups)])  # [groups, K]
+    rows = rows * ~dead.repeat_interleave(per_group, dim=0)
+    energy = torch.diagonal(hessians, dim1=1, dim2=2).repeat_interleave(per_group, dim=0)  # H_jj per row, [N, K]
+    scales = None if settings.bits is None else grid_scales(rows, settings.bits, settings.weight_block, energy)
+    weights = torch.ones(rows.shape[0], dtype=torch.float64) if row_weights is None else row_weights.double()
+    select = _selector(settings, rows, stats)
+    fixed, keeps, errors, damp, raises = [], [], [], 0.0, 0
+    for g in range(groups):
+        part = slice(g * per_group, (g + 1) * per_group)
+        part_scales = None if scales is None else column_scales(scales, rows.shape[1])[part]
+        if isinstance(select, UnstructuredSelector):
+            select.row_weights = None if row_weights is None else weights[part]
+        group_select = FixedSelector(select.keep[part]) if isinstance(select, FixedSelector) else select
+        result, factor = _sweep_group(rows[part], hessians[g], part_scales, group_select, settings)
+        fixed.append(result.weight), errors.append(result.row_error), keeps.append(result.keep)
+        damp, raises = max(damp, factor.damp), max(raises, factor.raises)
+    row_error = torch.cat(errors)
+    keep = None if select is None else torch.cat(keeps).reshape(weight.shape)
+    return LayerReconstruction(
+        weight=torch.cat(fixed).reshape(weight.shape).to(weight.dtype),
+        scales=None if scales is None else scales.to(weight.dtype),
+        keep=keep, damp=damp, damp_raises=raises, row_error=row_error,
+        predicted_error=float((weights * row_error).sum()),
+    )  # fmt: skip
+
+
+def _selector(settings: ReconstructSettings, rows: torch.Tensor, stats: LayerStats):
+    """The pruning rule of the sweep (None without pruning); Wanda and magnitude masks are chosen
+    up front from the original weights and then held fixed."""
+    if not settings.prunes:
+        return None
+    if settings.pattern == "2:4" and rows.shape[1] % 4:
+        raise InputError(f"2:4 needs a reduction size divisible by 4, got {rows.shape[1]}")
+    if settings.prune_method == "sparsegpt":
+        return NMSelector(2, 4) if settings.pattern == "2:4" else UnstructuredSelector(settings.ratio, MASK_GROUP)
+    per_group = rows.shape[0] // stats.groups
+    diagonal = torch.diagonal(stats.hessian, dim1=1, dim2=2).repeat_interleave(per_group, dim=0)  # [N, K]
+    if settings.prune_method == "wanda":
+        keep = wanda_keep(rows, diagonal, settings.ratio, settings.pattern)
+    else:
+        keep = pruning_mask(rows, settings.ratio, settings.pattern)
+    return FixedSelector(keep)
+
+
+def _sweep_group(rows: torch.Tensor, hessian: torch.Tensor, scales: torch.Tensor | None, select, settings: ReconstructSettings):
+    """The sweep of one group's rows, with act-order applied and undone."""
+    order = torch.arange(rows.shape[1])
+    if settings.act_order and settings.pattern != "2:4":
+        order = torch.argsort(torch.diagonal(hessian), descending=True, stable=True)
+    factor = inverse_factor(hessian[order][:, order], settings.damp)
+    permuted_scales = None if scales is None else scales[:, order]
+
+    def target(column: int, values: torch.Tensor) -> torch.Tensor:
+        return values if permuted_scales is None else round_to_grid(values, permuted_scales[:, column], settings.bits)
+
+    if isinstance(select, FixedSelector):
+        select = FixedSelector(select.keep[:, order])
+    result = obs_sweep(rows[:, order], factor.upper, target, select, settings.block_size)
+    inverse = torch.argsort(order)
+    keep = None if result.keep is None else result.keep[:, inverse]
+    fixed, row_error = result.weight[:, inverse], result.row_error
+    if keep is not None and scales is None:  # pruning only: the kept weights are free to re-fit
+        damped = hessian + factor.damp * torch.diagonal(hessian).mean() * torch.eye(hessian.shape[0], dtype=hessian.dtype)
+        fixed = refit_kept(rows, damped, keep)
+        row_error = row_objective(fixed - rows, damped)
+    return SweepResult(fixed, keep, row_error), factor
