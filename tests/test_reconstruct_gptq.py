@@ -9,23 +9,7 @@ import torch
 
 from compress.reconstruct.gptq import column_scales, grid_scales
 from compress.reconstruct.layer import ReconstructSettings, reconstruct_layer
-from compress.reconstruct.stats import LayerStats
-
-
-def _problem(rows: int = 6, columns: int = 20, samples: int = 300, seed: int = 0):
-    generator = torch.Generator().manual_seed(seed)
-    mixing = torch.randn(columns, columns, generator=generator, dtype=torch.float64) / columns**0.5
-    x = torch.randn(samples, columns, generator=generator, dtype=torch.float64) @ (torch.eye(columns) + mixing)
-    weight = torch.randn(rows, columns, generator=generator, dtype=torch.float64)
-    return weight, x
-
-
-def _stats(x: torch.Tensor) -> LayerStats:
-    return LayerStats(hessian=(2 * x.T @ x / len(x))[None], mean=x.mean(0)[None], count=len(x))
-
-
-def _output_error(delta: torch.Tensor, x: torch.Tensor) -> float:
-    return float((delta @ x.T).pow(2).sum() / len(x))
+from tests.helpers.least_squares import output_error as _output_error, problem as _problem, stats_of as _stats
 
 
 def reference_obq(weight: torch.Tensor, hessian: torch.Tensor, scales: torch.Tensor, bits: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 from compress.prune.masks import pruning_mask
 from compress.reconstruct.layer import ReconstructSettings, reconstruct_layer
 from compress.reconstruct.sparsegpt import wanda_keep
-from tests.test_reconstruct_gptq import _output_error, _problem, _stats
+from tests.helpers.least_squares import output_error as _output_error, problem as _problem, stats_of as _stats
 
 
 @pytest.mark.parametrize("seed", range(4))

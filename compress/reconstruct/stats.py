@@ -29,6 +29,7 @@ from torch import nn
 
 from compress.curvature.distributed import all_reduce_sum
 from compress.errors import InputError
+from compress.vocab.layers import is_compressible
 
 CHUNK_ROWS = 16384  # samples per product (bounds the float32 rounding of one partial sum)
 
@@ -60,8 +61,8 @@ class LayerStats:
 
 
 def supports(module: nn.Module) -> bool:
-    """Whether statistics can be collected for ``module`` (Linear, or Conv2d)."""
-    return isinstance(module, (nn.Linear, nn.Conv2d))
+    """Whether statistics can be collected for ``module``: every compressible layer (Linear, Conv2d)."""
+    return is_compressible(module)
 
 
 def layer_samples(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
