@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from compress.lowrank.apply import apply_lowrank_
+from compress.errors import ConfigError
+from compress.lowrank.apply import apply_lowrank_, predicted_errors
 from compress.lowrank.records import LowRankRecord
 from compress.lowrank.settings import LowRankSettings
 from compress.reconstruct.stats import collect_layer_stats
@@ -144,3 +145,25 @@ def test_whitened_conv_prediction_is_the_measured_output_error(groups: int) -> N
     images = torch.randn(6, 6, 10, 10, dtype=DT).cumsum(dim=3)  # correlated neighbouring pixels
     approx, record = factorised(conv, images, rank=1, method="whitened", damping=0.0)
     assert record.predicted_error == pytest.approx(output_error(conv, approx, images), rel=1e-8)
+
+
+@pytest.mark.parametrize("method", ["svd", "whitened", "fisher_whitened"])
+def test_error_curve_gives_every_rank_prediction_from_one_svd(method: str) -> None:
+    layer, inputs = random_linear(12, 20, seed=13), correlated_inputs(200, 20, seed=14)
+    fisher = torch.rand(12, generator=torch.Generator().manual_seed(15), dtype=DT)
+    stats = collect_layer_stats(nn.Sequential(layer), [(inputs,)], ["0"])["0"]
+    curve = predicted_errors(layer, method, stats, fisher)
+    assert len(curve) == 13 and curve[-1] == 0.0 and curve == sorted(curve, reverse=True)
+    for rank in (1, 4, 7):
+        _, record = factorised(layer, inputs, fisher, rank=rank, method=method)
+        assert curve[rank] == pytest.approx(record.predicted_error, rel=1e-10)
+
+
+def test_singular_statistics_without_damping_are_refused_and_change_nothing() -> None:
+    model = nn.Sequential(nn.Linear(10, 8, dtype=DT), nn.Linear(8, 8, dtype=DT))
+    inputs = torch.randn(5, 10, dtype=DT)  # 5 samples: H of the first layer has rank ≤ 5
+    stats = collect_layer_stats(model, [(inputs,)], ["0", "1"])
+    settings = {"1": LowRankSettings(rank=2, method="svd"), "0": LowRankSettings(rank=2, method="whitened", damping=0.0)}
+    with pytest.raises(ConfigError, match=r"0: its input statistics H are singular .* with damping 0.0; raise damping"):
+        apply_lowrank_(model, settings, stats)
+    assert all(isinstance(layer, nn.Linear) for layer in model)

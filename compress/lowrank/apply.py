@@ -4,8 +4,8 @@
 ``LowRankSettings``; ``stats`` maps them to ``LayerStats`` (``compress/reconstruct/stats.py``,
 collected on the uncompressed model; needed by the whitened methods, and used by every method to
 measure the output error); ``output_fisher`` maps them to the output Fisher diagonal
-(``fisher.output_fisher_diag``; needed by the Fisher methods). Every layer is checked before any is
-replaced, so a bad setting leaves the model untouched.
+(``fisher.output_fisher_diag``; needed by the Fisher methods). Every layer is factorised before any is
+replaced, so an error (a bad setting, singular statistics) leaves the model untouched.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from compress.errors import ConfigError, InputError
-from compress.lowrank.factorize import damped, truncated_factors, whitening_factor
+from compress.lowrank.factorize import WeightedSVD, damped, truncated_factors, weighted_svd, whitening_factor
 from compress.lowrank.modules import LAYER_KINDS, factorised_module, matrix_shape, weight_matrices
 from compress.lowrank.records import LowRankRecord, LowRankRecords
 from compress.lowrank.settings import FISHER, WHITENED, LowRankSettings
@@ -32,39 +32,55 @@ def apply_lowrank_(model: nn.Module, settings: Mapping[str, LowRankSettings],
                    output_fisher: Mapping[str, torch.Tensor] | None = None) -> LowRankRecords:
     """In place: every layer named in ``settings`` becomes an ``nn.Sequential`` of two layers."""
     ranks = {name: _checked_rank(model, name, config, stats, output_fisher) for name, config in settings.items()}
-    records = {}
+    replacements, records = {}, {}
     with progress_bar("low-rank", len(settings)) as advance:
         for name, config in settings.items():
             layer_stats = None if stats is None else stats.get(name)
             fisher = None if output_fisher is None else output_fisher.get(name)
-            replacement, records[name] = factorise_layer(model.get_submodule(name), config, ranks[name],
-                                                         layer_stats, fisher)
-            model.set_submodule(name, replacement)
+            replacements[name], records[name] = factorise_layer(model.get_submodule(name), config, ranks[name],
+                                                                layer_stats, fisher, name)
             advance(1, status=name)
+    for name, replacement in replacements.items():  # only once every layer has succeeded
+        model.set_submodule(name, replacement)
     return LowRankRecords(records)
 
 
 def factorise_layer(layer: nn.Module, config: LowRankSettings, rank: int, stats: LayerStats | None,
-                    output_fisher: torch.Tensor | None) -> tuple[nn.Sequential, LowRankRecord]:
-    """One layer's factorisation at ``rank`` (per group) and its record; each group of a grouped
-    conv is factorised with its own H and its own rows of the Fisher diagonal."""
+                    output_fisher: torch.Tensor | None, name: str = "layer") -> tuple[nn.Sequential, LowRankRecord]:
+    """One layer's factorisation at ``rank`` (per group) and its record."""
     m, n, groups = matrix_shape(layer)
-    weights = weight_matrices(layer).to(torch.float64)
-    row_weights = None if config.method not in FISHER else damped(output_fisher.to(torch.float64), config.damping)
-    firsts, seconds, predicted = [], [], 0.0
-    for g in range(groups):
-        whitening = whitening_factor(stats.hessian[g], config.damping) if config.method in WHITENED else None
-        rows = None if row_weights is None else row_weights[g * m:(g + 1) * m]
-        factors = truncated_factors(weights[g], rank, whitening, rows)
-        firsts.append(factors.first)
-        seconds.append(factors.second)
-        predicted += factors.predicted_error
-    first, second = torch.stack(firsts), torch.stack(seconds)
+    factors = [truncated_factors(svd, rank) for svd in group_svds(layer, config.method, config.damping, stats,
+                                                                   output_fisher, name)]
+    first = torch.stack([f.first for f in factors])
+    second = torch.stack([f.second for f in factors])
     bias = layer.bias is not None
+    delta = weight_matrices(layer).to(torch.float64) - second @ first
     record = LowRankRecord(type(layer).__name__, config, m, n, groups, rank, layer_params(m, n, groups, bias),
-                           factorised_params(m, n, rank, groups, bias), predicted, METRICS[config.method],
-                           None if stats is None else output_error(weights - second @ first, stats))
+                           factorised_params(m, n, rank, groups, bias), sum(f.predicted_error for f in factors),
+                           METRICS[config.method], None if stats is None else output_error(delta, stats))
     return factorised_module(layer, first, second), record
+
+
+def group_svds(layer: nn.Module, method: str, damping: float, stats: LayerStats | None,
+               output_fisher: torch.Tensor | None, name: str = "layer") -> list[WeightedSVD]:
+    """The weighted SVD of each group's m×n matrix for ``method``: each group of a grouped conv is
+    whitened with its own H and weighted by its own rows of the Fisher diagonal."""
+    m, _, groups = matrix_shape(layer)
+    weights = weight_matrices(layer).to(torch.float64)
+    row_weights = damped(output_fisher.to(torch.float64), damping) if method in FISHER else None
+    return [weighted_svd(weights[g],
+                         whitening_factor(stats.hessian[g], damping, name) if method in WHITENED else None,
+                         None if row_weights is None else row_weights[g * m:(g + 1) * m])
+            for g in range(groups)]
+
+
+def predicted_errors(layer: nn.Module, method: str, stats: LayerStats | None = None,
+                     output_fisher: torch.Tensor | None = None, damping: float = 0.01) -> list[float]:
+    """The predicted error (as in ``LowRankRecord.predicted_error``) of every rank r = 0 … min(m, n)
+    of ``layer``, index r, from one SVD per group: the planner's error curve. Only ranks
+    1 … ``max_useful_rank(m, n)`` save parameters."""
+    return torch.stack([svd.errors() for svd in group_svds(layer, method, damping, stats, output_fisher)]
+                       ).sum(dim=0).tolist()
 
 
 def output_error(delta: torch.Tensor, stats: LayerStats) -> float:

@@ -54,13 +54,28 @@ def whitening_factor(hessian: torch.Tensor, damping: float, layer: str = "layer"
     return factor
 
 
-def truncated_factors(weight: torch.Tensor, rank: int, whitening: torch.Tensor | None = None,
-                      row_weights: torch.Tensor | None = None) -> Factors:
-    """Rank-``rank`` factors of ``weight`` (m×n) minimising ‖D^½·ΔW·L‖_F, in float64.
+@dataclass(frozen=True)
+class WeightedSVD:
+    """D^½·W·L = U·diag(σ)·Vᵀ, with the row scale D^½ (or None) and L (or None) kept to undo them."""
 
-    ``whitening``: L (n×n, lower triangular, from ``whitening_factor``) or None for L = I.
-    ``row_weights``: the (already damped, positive) diagonal d of D, or None for D = I.
-    """
+    u: torch.Tensor
+    sigma: torch.Tensor
+    vh: torch.Tensor
+    scale: torch.Tensor | None
+    whitening: torch.Tensor | None
+
+    def errors(self) -> torch.Tensor:
+        """Predicted error of every rank r = 0 … min(m, n): Σ_{i≥r} σ_i² (½ of it with L)."""
+        tails = (self.sigma.flip(0) ** 2).cumsum(0).flip(0)
+        tails = torch.cat([tails, tails.new_zeros(1)])
+        return tails / 2 if self.whitening is not None else tails
+
+
+def weighted_svd(weight: torch.Tensor, whitening: torch.Tensor | None = None,
+                 row_weights: torch.Tensor | None = None) -> WeightedSVD:
+    """The SVD of D^½·W·L in float64. ``whitening``: L (n×n, lower triangular, from
+    ``whitening_factor``) or None for L = I. ``row_weights``: the (already damped, positive)
+    diagonal d of D, or None for D = I."""
     matrix = weight.to(torch.float64)
     scale = None if row_weights is None else row_weights.to(torch.float64).sqrt()
     if scale is not None:
@@ -68,12 +83,16 @@ def truncated_factors(weight: torch.Tensor, rank: int, whitening: torch.Tensor |
     if whitening is not None:
         matrix = matrix @ whitening
     u, sigma, vh = torch.linalg.svd(matrix, full_matrices=False)
-    root = sigma[:rank].sqrt()
-    first = root[:, None] * vh[:rank]
-    if whitening is not None:  # first · L⁻¹ = (L⁻ᵀ · firstᵀ)ᵀ
-        first = torch.linalg.solve_triangular(whitening.T, first.T, upper=True).T
-    second = u[:, :rank] * root[None, :]
-    if scale is not None:
-        second = second / scale[:, None]
-    discarded = float((sigma[rank:] ** 2).sum())
-    return Factors(first, second, discarded / 2 if whitening is not None else discarded)
+    return WeightedSVD(u, sigma, vh, scale, whitening)
+
+
+def truncated_factors(svd: WeightedSVD, rank: int) -> Factors:
+    """Rank-``rank`` factors minimising ‖D^½·ΔW·L‖_F, from the weighted SVD."""
+    root = svd.sigma[:rank].sqrt()
+    first = root[:, None] * svd.vh[:rank]
+    if svd.whitening is not None:  # first · L⁻¹ = (L⁻ᵀ · firstᵀ)ᵀ
+        first = torch.linalg.solve_triangular(svd.whitening.T, first.T, upper=True).T
+    second = svd.u[:, :rank] * root[None, :]
+    if svd.scale is not None:
+        second = second / svd.scale[:, None]
+    return Factors(first, second, float(svd.errors()[rank]))
