@@ -40,7 +40,8 @@ def factorised_convnet() -> tuple[nn.Module, LowRankRecords]:
     names = ["conv", "head"]
     stats = collect_layer_stats(model, batches, names)
     fisher = output_fisher_diag(model, batches, names)
-    settings = {"conv": LowRankSettings(rank=4, method="whitened"), "head": LowRankSettings(rank_ratio=0.5, method="fisher_whitened")}
+    settings = {"conv": LowRankSettings(rank=4, method="whitened"),
+                "head": LowRankSettings(rank_ratio=0.5, method="fisher_whitened")}
     return model, apply_lowrank_(model, settings, stats, fisher)
 
 

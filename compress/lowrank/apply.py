@@ -17,15 +17,12 @@ from torch import nn
 
 from compress.errors import ConfigError, InputError
 from compress.lowrank.factorize import WeightedSVD, damped, truncated_factors, weighted_svd, whitening_factor
-from compress.lowrank.modules import LAYER_KINDS, factorised_module, matrix_shape, weight_matrices
+from compress.lowrank.modules import factorised_module, matrix_shape, weight_matrices
 from compress.lowrank.records import LowRankRecord, LowRankRecords
-from compress.lowrank.settings import FISHER, WHITENED, LowRankSettings
+from compress.lowrank.settings import FISHER, METRICS, WHITENED, LowRankSettings
 from compress.lowrank.size import factorised_params, layer_params
 from compress.progress import progress_bar
 from compress.reconstruct.stats import LayerStats
-
-METRICS = {"svd": "weight", "whitened": "output", "fisher": "fisher_weight", "fisher_whitened": "fisher_output"}
-
 
 def apply_lowrank_(model: nn.Module, settings: Mapping[str, LowRankSettings],
                    stats: Mapping[str, LayerStats] | None = None,
@@ -106,9 +103,7 @@ def _checked_rank(model: nn.Module, name: str, config: LowRankSettings, stats: M
         layer = model.get_submodule(name)
     except AttributeError as exc:
         raise ConfigError(f"low-rank settings name {name!r}, which is not a module of the model") from exc
-    if not isinstance(layer, LAYER_KINDS):
-        raise ConfigError(f"{name} is a {type(layer).__name__}; only Conv2d and Linear layers can be factorised")
-    m, n, groups = matrix_shape(layer)
+    m, n, groups = matrix_shape(layer, name)
     if groups > 1 and m == 1:
         raise ConfigError(f"{name}: a depthwise conv with one output per group ({m}×{n} per group) "
                           "cannot be factorised; leave it unfactorised")

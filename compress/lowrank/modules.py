@@ -15,16 +15,14 @@ from torch import nn
 
 from compress.errors import ConfigError
 
-LAYER_KINDS = (nn.Linear, nn.Conv2d)
-
-
-def matrix_shape(layer: nn.Module) -> tuple[int, int, int]:
-    """(m, n, groups) of the layer's weight viewed as ``groups`` matrices of m×n."""
+def matrix_shape(layer: nn.Module, name: str = "layer") -> tuple[int, int, int]:
+    """(m, n, groups) of the layer's weight viewed as ``groups`` matrices of m×n (``ConfigError``
+    for anything but Linear and Conv2d)."""
     if isinstance(layer, nn.Linear):
         return layer.out_features, layer.in_features, 1
     if isinstance(layer, nn.Conv2d):
         return layer.out_channels // layer.groups, layer.weight[0].numel(), layer.groups
-    raise ConfigError(f"low-rank factorisation needs a Linear or Conv2d layer, got {type(layer).__name__}")
+    raise ConfigError(f"{name} is a {type(layer).__name__}; only Conv2d and Linear layers can be factorised")
 
 
 def weight_matrices(layer: nn.Module) -> torch.Tensor:
