@@ -1,0 +1,121 @@
+"""The verb: replace named Conv2d/Linear layers in place by their rank-r factorisations.
+
+``apply_lowrank_(model, settings, stats, output_fisher)``: ``settings`` maps layer names to
+``LowRankSettings``; ``stats`` maps them to ``LayerStats`` (``compress/reconstruct/stats.py``,
+collected on the uncompressed model; needed by the whitened methods, and used by every method to
+measure the output error); ``output_fisher`` maps them to the output Fisher diagonal
+(``fisher.output_fisher_diag``; needed by the Fisher methods). Every layer is factorised before any is
+replaced, so an error (a bad setting, singular statistics) leaves the model untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from compress.errors import ConfigError, InputError
+from compress.lowrank.factorize import WeightedSVD, damped, truncated_factors, weighted_svd, whitening_factor
+from compress.lowrank.modules import factorised_module, matrix_shape, weight_matrices
+from compress.lowrank.records import LowRankRecord, LowRankRecords
+from compress.lowrank.settings import FISHER, METRICS, WHITENED, LowRankSettings
+from compress.lowrank.size import factorised_params, layer_params
+from compress.progress import progress_bar
+from compress.reconstruct.stats import LayerStats
+
+def apply_lowrank_(model: nn.Module, settings: Mapping[str, LowRankSettings],
+                   stats: Mapping[str, LayerStats] | None = None,
+                   output_fisher: Mapping[str, torch.Tensor] | None = None) -> LowRankRecords:
+    """In place: every layer named in ``settings`` becomes an ``nn.Sequential`` of two layers."""
+    ranks = {name: _checked_rank(model, name, config, stats, output_fisher) for name, config in settings.items()}
+    replacements, records = {}, {}
+    with progress_bar("low-rank", len(settings)) as advance:
+        for name, config in settings.items():
+            layer_stats = None if stats is None else stats.get(name)
+            fisher = None if output_fisher is None else output_fisher.get(name)
+            replacements[name], records[name] = factorise_layer(model.get_submodule(name), config, ranks[name],
+                                                                layer_stats, fisher, name)
+            advance(1, status=name)
+    for name, replacement in replacements.items():  # only once every layer has succeeded
+        model.set_submodule(name, replacement)
+    return LowRankRecords(records)
+
+
+def factorise_layer(layer: nn.Module, config: LowRankSettings, rank: int, stats: LayerStats | None,
+                    output_fisher: torch.Tensor | None, name: str = "layer") -> tuple[nn.Sequential, LowRankRecord]:
+    """One layer's factorisation at ``rank`` (per group) and its record."""
+    m, n, groups = matrix_shape(layer)
+    factors = [truncated_factors(svd, rank) for svd in group_svds(layer, config.method, config.damping, stats,
+                                                                   output_fisher, name)]
+    first = torch.stack([f.first for f in factors])
+    second = torch.stack([f.second for f in factors])
+    bias = layer.bias is not None
+    delta = weight_matrices(layer).to(torch.float64) - second @ first
+    record = LowRankRecord(type(layer).__name__, config, m, n, groups, rank, layer_params(m, n, groups, bias),
+                           factorised_params(m, n, rank, groups, bias), sum(f.predicted_error for f in factors),
+                           METRICS[config.method], None if stats is None else output_error(delta, stats))
+    return factorised_module(layer, first, second), record
+
+
+def group_svds(layer: nn.Module, method: str, damping: float, stats: LayerStats | None,
+               output_fisher: torch.Tensor | None, name: str = "layer") -> list[WeightedSVD]:
+    """The weighted SVD of each group's m×n matrix for ``method``: each group of a grouped conv is
+    whitened with its own H and weighted by its own rows of the Fisher diagonal."""
+    m, _, groups = matrix_shape(layer)
+    weights = weight_matrices(layer).to(torch.float64)
+    row_weights = damped(output_fisher.to(torch.float64), damping) if method in FISHER else None
+    return [weighted_svd(weights[g],
+                         whitening_factor(stats.hessian[g], damping, name) if method in WHITENED else None,
+                         None if row_weights is None else row_weights[g * m:(g + 1) * m])
+            for g in range(groups)]
+
+
+def predicted_errors(layer: nn.Module, method: str, stats: LayerStats | None = None,
+                     output_fisher: torch.Tensor | None = None, damping: float = 0.01) -> list[float]:
+    """The predicted error (as in ``LowRankRecord.predicted_error``) of every rank r = 0 … min(m, n)
+    of ``layer``, index r, from one SVD per group: the planner's error curve. Only ranks
+    1 … ``max_useful_rank(m, n)`` save parameters."""
+    return torch.stack([svd.errors() for svd in group_svds(layer, method, damping, stats, output_fisher)]
+                       ).sum(dim=0).tolist()
+
+
+def output_error(delta: torch.Tensor, stats: LayerStats) -> float:
+    """(1/N)·Σ_t ‖ΔW·x_t‖² = ½·Σ_g tr(ΔW_g·H_g·ΔW_gᵀ) for per-group ΔW [groups, m, n]."""
+    return float(0.5 * torch.einsum("gmi,gij,gmj->", delta, stats.hessian.to(torch.float64), delta))
+
+
+def restore_structure_(model: nn.Module, records: LowRankRecords) -> nn.Module:
+    """In place: every recorded layer becomes a factorised module of its recorded rank (weights
+    zero), so that a factorised model's ``state_dict`` loads into a freshly built model."""
+    for name, record in records.layers.items():
+        first = torch.zeros(record.groups, record.rank, record.n)
+        second = torch.zeros(record.groups, record.m, record.rank)
+        model.set_submodule(name, factorised_module(model.get_submodule(name), first, second))
+    return model
+
+
+def _checked_rank(model: nn.Module, name: str, config: LowRankSettings, stats: Mapping[str, LayerStats] | None,
+                  output_fisher: Mapping[str, torch.Tensor] | None) -> int:
+    """The layer's rank, after checking that the layer exists, is factorisable at that rank and has
+    the statistics its method needs."""
+    try:
+        layer = model.get_submodule(name)
+    except AttributeError as exc:
+        raise ConfigError(f"low-rank settings name {name!r}, which is not a module of the model") from exc
+    m, n, groups = matrix_shape(layer, name)
+    if groups > 1 and m == 1:
+        raise ConfigError(f"{name}: a depthwise conv with one output per group ({m}×{n} per group) "
+                          "cannot be factorised; leave it unfactorised")
+    rank = config.rank_for(m, n, name)
+    if config.method in WHITENED and (stats is None or name not in stats):
+        raise InputError(f"{name}: method {config.method} needs the layer's input statistics (stats)")
+    if stats is not None and name in stats and tuple(stats[name].hessian.shape) != (groups, n, n):
+        raise InputError(f"{name}: its statistics H have shape {tuple(stats[name].hessian.shape)}, "
+                         f"expected {(groups, n, n)}; collect them on this model")
+    if config.method in FISHER:
+        fisher = None if output_fisher is None else output_fisher.get(name)
+        if fisher is None or fisher.shape != (m * groups,) or not bool(fisher.sum() > 0):
+            raise InputError(f"{name}: method {config.method} needs the layer's output Fisher diagonal "
+                             f"(output_fisher: {m * groups} non-negative values, not all zero)")
+    return rank
