@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 GRID_PRESERVING = ("Relu", "MaxPool", "Reshape", "Flatten", "Identity", "Squeeze", "Unsqueeze", "Transpose")
 
 
+INT4_BITS = 4  # codes of at most this many bits are stored as ONNX INT4 (opset 21)
+FLOAT, INT8 = 1, 3  # onnx.TensorProto element types, without importing onnx
+
+
 class GraphEditor:
     """A mutable view of ``graph`` with tensor → producer / consumers maps kept up to date."""
 
@@ -32,13 +36,42 @@ class GraphEditor:
         """Add or replace the initializer ``name`` with ``array``."""
         from onnx import numpy_helper
 
-        tensor = numpy_helper.from_array(array, name)
-        if name in self.initializers:
-            self.initializers[name].CopyFrom(tensor)
+        return self._put(numpy_helper.from_array(array, name))
+
+    def _put(self, tensor: "onnx.TensorProto") -> str:
+        if tensor.name in self.initializers:
+            self.initializers[tensor.name].CopyFrom(tensor)
         else:
             self.graph.initializer.append(tensor)
-            self.initializers[name] = self.graph.initializer[-1]
-        return name
+            self.initializers[tensor.name] = self.graph.initializer[-1]
+        return tensor.name
+
+    def set_codes(self, name: str, codes: np.ndarray, bits: int, int4: bool) -> str:
+        """Integer weight codes as the initializer ``name`` at their real size: with ``int4`` and
+        at most 4 bits an ONNX INT4 tensor (opset 21; two codes per byte, low nibble first),
+        else int8. Consumers read it through ``as_type``."""
+        if not int4 or bits > INT4_BITS:
+            return self.set_initializer(name, codes.astype(np.int8))
+        import torch
+        from onnx import TensorProto, helper
+
+        from compress.pack.bits import pack_bits
+
+        nibbles = torch.from_numpy(codes.astype(np.int64).reshape(-1) & 0xF)
+        return self._put(helper.make_tensor(name, TensorProto.INT4, codes.shape, pack_bits(nibbles, 4).numpy().tobytes(), raw=True))
+
+    def as_type(self, name: str, elem_type: int) -> str:
+        """The initializer ``name`` as ``elem_type`` (an onnx.TensorProto type): itself, or a
+        Cast of it. ONNX Runtime constant-folds a Cast of an initializer when the session starts
+        (unlike a DequantizeLinear, which it keeps so as to fuse it), so the cast costs nothing
+        per call and what ORT's Q/DQ fusions see is an int8 (or float) initializer."""
+        if self.initializers[name].data_type == elem_type:
+            return name
+        from onnx import TensorProto
+
+        cast = f"{name}/{TensorProto.DataType.Name(elem_type).lower()}"
+        self.add_node("Cast", [name], [cast], f"{name}/Cast", to=elem_type)
+        return cast
 
     def array(self, name: str) -> np.ndarray:
         from onnx import numpy_helper
