@@ -6,8 +6,8 @@ transB=1. Either is replaced, writing the same output tensor, by:
 - ``act_dynamic`` (int8 weights, uint8 activations quantized at run time): the standard-ops pattern
   DynamicQuantizeLinear(x) → MatMulInteger(x_q, W_q^T, z_x, 0) → Cast → Mul(s_x · s_w), which ORT
   fuses into DynamicQuantizeMatMul, or into MatMulIntegerToFloat when several layers share one
-  input (their DynamicQuantizeLinear is shared, as in q/k/v projections). Codes of ≤ 4 bits are
-  stored as INT4 and read through Cast(to INT8), which ORT folds at session start. It computes
+  input (their DynamicQuantizeLinear is shared, as in q/k/v projections). The codes are
+  stored at their real size (``GraphEditor.set_codes``), decoded to int8 by ORT at session start. It computes
   Σ_k (q_x − z_x)·q_w · s_x·s_w,n — the PyTorch model's F.linear(x̂, Ŵ) up to float rounding;
 - ``weight_block`` (b-bit block-wise weights, float activations): com.microsoft MatMulNBits with
   B packed as [N, K/B, B·b/8] uint8, two 4-bit codes per byte, low nibble first, stored as
@@ -27,7 +27,7 @@ from compress.quant.blocks import block_codes
 from compress.quant.modules import QuantLayer
 from compress.quant.weights import quantize_per_channel
 
-from .qdq_graph import FLOAT, INT8, GraphEditor
+from .qdq_graph import FLOAT, GraphEditor
 
 NBITS_DOMAIN = "com.microsoft"
 
@@ -82,12 +82,12 @@ def _dynamic_matmul(editor: GraphEditor, name: str, layer: QuantLayer, source: s
     with torch.no_grad():
         scales = layer.weight_scales().detach().float()
         codes = quantize_per_channel(layer.weight.detach().float(), scales, bits)
-    weight = editor.set_codes(f"{name}.weight", np.ascontiguousarray(codes.numpy().T), bits, int4=True)
+    weight = editor.set_codes(f"{name}.weight", np.ascontiguousarray(codes.numpy().T), bits, compact=True)
     scale = editor.set_initializer(f"{name}.weight_scale", scales.numpy())
     zero_point = editor.set_initializer(f"{name}.weight_zero_point", np.zeros(len(scales), dtype=np.int8))
     quantized, input_scale, input_zero_point = _dynamic_quantized(editor, source)
     integer, real, combined = f"{name}/MatMulInteger", f"{name}/Cast", f"{name}/scale"
-    editor.add_node("MatMulInteger", [quantized, editor.as_type(weight, INT8), input_zero_point, zero_point], [integer], integer)
+    editor.add_node("MatMulInteger", [quantized, weight, input_zero_point, zero_point], [integer], integer)
     editor.add_node("Cast", [integer], [real], real, to=FLOAT)
     editor.add_node("Mul", [input_scale, scale], [combined], f"{name}/ScaleMul")
     editor.add_node("Mul", [real, combined], [output], f"{name}/OutputMul")

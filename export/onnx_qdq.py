@@ -7,9 +7,11 @@ initializer ``<layer>.weight``):
 
 - weight: the initializer becomes the codes round(W/s_c) ∈ [−q_max, q_max] (same name) feeding
   DequantizeLinear, per channel, axis 0 (Conv [O, I, kh, kw]; Gemm with transB=1 [O, I]). For
-  ``ort`` codes of ≤ 4 bits are stored as INT4 and read through Cast(to INT8): ORT folds that
-  Cast at session start and fuses the int8 DequantizeLinear (it does not fuse an INT4 one into
-  QLinearConv; checked on ORT 1.32), so the file has the real size and the kernel is the same;
+  ``ort`` the codes are stored at their real size (``GraphEditor.set_codes``: INT4, or packed
+  bytes of any width with a keep-mask where smaller) and widened to int8 by a Cast or a small
+  decoding graph that ORT constant-folds at session start, so it still fuses the int8
+  DequantizeLinear (it does not fuse an INT4 DequantizeLinear into QLinearConv; checked on ORT
+  1.32): the file at its real size, the kernel unchanged;
 - weight-only layers (float activations), ``weight_only="fold"`` (the ``ort`` default): codes →
   Cast(to FLOAT) → Mul(s_c) instead of DequantizeLinear. ORT constant-folds it into a float
   weight at session start, so the layer runs at float speed while the file keeps the codes: a
@@ -51,7 +53,7 @@ from compress.quant.records import ActRecord, LayerRecord
 from compress.quant.weights import quantize_per_channel
 
 from .matmul_qdq import quantize_matmul_layer
-from .qdq_graph import FLOAT, GRID_PRESERVING, INT8, GraphEditor
+from .qdq_graph import FLOAT, GRID_PRESERVING, GraphEditor
 
 if TYPE_CHECKING:
     import onnx
@@ -249,23 +251,25 @@ def _pool_before_relu(editor: GraphEditor, tensor: str) -> str:
 
 
 def _quantize_weight(editor: GraphEditor, name: str, node, record: LayerRecord, layer: QuantLayer, target: str, fold: bool) -> None:
-    """The codes under the weight's own name (INT4 for ``ort`` at ≤ 4 bits), then per-channel
-    (axis 0) DequantizeLinear, or with ``fold`` Cast(to FLOAT) · s_c."""
+    """The codes under the weight's own name (at their real size for ``ort``:
+    ``GraphEditor.set_codes``), then per-channel (axis 0) DequantizeLinear, or with ``fold``
+    Cast(to FLOAT) · s_c."""
     bits = record.settings.weight_bits
     scales = layer.weight_scales().detach().float()
     codes = quantize_per_channel(layer.weight.detach().float(), scales, bits)
-    weight = editor.set_codes(f"{name}.weight", codes.numpy(), bits, int4=target == "ort")
     dequantized = f"{name}.weight/dq"
-    editor.rewire(weight, dequantized, [node])
+    editor.rewire(f"{name}.weight", dequantized, [node])
+    weight = editor.set_codes(f"{name}.weight", codes.numpy(), bits, compact=target == "ort")
     if fold:
         shape = (-1,) + (1,) * (codes.ndim - 1)
         scale = editor.set_initializer(f"{name}.weight_scale", scales.numpy().reshape(shape))
-        editor.add_node("Mul", [editor.as_type(weight, FLOAT), scale], [dequantized], f"{name}.weight/Mul")
+        real = f"{name}.weight/float"
+        editor.add_node("Cast", [weight], [real], f"{name}.weight/CastFloat", to=FLOAT)
+        editor.add_node("Mul", [real, scale], [dequantized], f"{name}.weight/Mul")
         return
     scale = editor.set_initializer(f"{name}.weight_scale", scales.numpy())
     zero_point = editor.set_initializer(f"{name}.weight_zero_point", np.zeros(len(scales), dtype=np.int8))
-    editor.add_node("DequantizeLinear", [editor.as_type(weight, INT8), scale, zero_point], [dequantized],
-                    f"{name}.weight/DequantizeLinear", axis=0)
+    editor.add_node("DequantizeLinear", [weight, scale, zero_point], [dequantized], f"{name}.weight/DequantizeLinear", axis=0)
 
 
 def _write_bias(editor: GraphEditor, name: str, node, layer: QuantLayer, target: str) -> None:
