@@ -6,7 +6,8 @@ transB=1. Either is replaced, writing the same output tensor, by:
 - ``act_dynamic`` (int8 weights, uint8 activations quantized at run time): the standard-ops pattern
   DynamicQuantizeLinear(x) → MatMulInteger(x_q, W_q^T, z_x, 0) → Cast → Mul(s_x · s_w), which ORT
   fuses into DynamicQuantizeMatMul, or into MatMulIntegerToFloat when several layers share one
-  input (their DynamicQuantizeLinear is shared, as in q/k/v projections). It computes
+  input (their DynamicQuantizeLinear is shared, as in q/k/v projections). The codes are
+  stored at their real size (``GraphEditor.set_codes``), decoded to int8 by ORT at session start. It computes
   Σ_k (q_x − z_x)·q_w · s_x·s_w,n — the PyTorch model's F.linear(x̂, Ŵ) up to float rounding;
 - ``weight_block`` (b-bit block-wise weights, float activations): com.microsoft MatMulNBits with
   B packed as [N, K/B, B·b/8] uint8, two 4-bit codes per byte, low nibble first, stored as
@@ -26,10 +27,9 @@ from compress.quant.blocks import block_codes
 from compress.quant.modules import QuantLayer
 from compress.quant.weights import quantize_per_channel
 
-from .qdq_graph import GraphEditor
+from .qdq_graph import FLOAT, GraphEditor
 
 NBITS_DOMAIN = "com.microsoft"
-FLOAT = 1  # onnx.TensorProto.FLOAT
 
 
 def quantize_matmul_layer(editor: GraphEditor, name: str, layer: QuantLayer) -> None:
@@ -82,7 +82,7 @@ def _dynamic_matmul(editor: GraphEditor, name: str, layer: QuantLayer, source: s
     with torch.no_grad():
         scales = layer.weight_scales().detach().float()
         codes = quantize_per_channel(layer.weight.detach().float(), scales, bits)
-    weight = editor.set_initializer(f"{name}.weight", np.ascontiguousarray(codes.numpy().T).astype(np.int8))
+    weight = editor.set_codes(f"{name}.weight", np.ascontiguousarray(codes.numpy().T), bits, compact=True)
     scale = editor.set_initializer(f"{name}.weight_scale", scales.numpy())
     zero_point = editor.set_initializer(f"{name}.weight_zero_point", np.zeros(len(scales), dtype=np.int8))
     quantized, input_scale, input_zero_point = _dynamic_quantized(editor, source)

@@ -1,11 +1,23 @@
-"""Export a fake-quantized model (``compress.quant.quantize_model_``) as Q/DQ ONNX (opset 17).
+"""Export a fake-quantized model (``compress.quant.quantize_model_``) as Q/DQ ONNX (opset 21 for
+ONNX Runtime, 17 for TensorRT).
 
 The float twin of the model (quantized layers swapped back to plain Conv2d/Linear sharing their
 weights) is exported with its parameter names; then, per quantized layer (found by its weight
 initializer ``<layer>.weight``):
 
-- weight: the initializer becomes int8 codes round(W/s_c) ∈ [−q_max, q_max] (same name) feeding
-  DequantizeLinear, per channel, axis 0 (Conv [O, I, kh, kw]; Gemm with transB=1 [O, I]);
+- weight: the initializer becomes the codes round(W/s_c) ∈ [−q_max, q_max] (same name) feeding
+  DequantizeLinear, per channel, axis 0 (Conv [O, I, kh, kw]; Gemm with transB=1 [O, I]). For
+  ``ort`` the codes are stored at their real size (``GraphEditor.set_codes``: INT4, or packed
+  bytes of any width with a keep-mask where smaller) and widened to int8 by a Cast or a small
+  decoding graph that ORT constant-folds at session start, so it still fuses the int8
+  DequantizeLinear (it does not fuse an INT4 DequantizeLinear into QLinearConv; checked on ORT
+  1.32): the file at its real size, the kernel unchanged;
+- weight-only layers (float activations), ``weight_only="fold"`` (the ``ort`` default): codes →
+  Cast(to FLOAT) → Mul(s_c) instead of DequantizeLinear. ORT constant-folds it into a float
+  weight at session start, so the layer runs at float speed while the file keeps the codes: a
+  size option only on ORT (``float_at_runtime`` names these layers). ``"dequantize"`` keeps the
+  DequantizeLinear, which ORT does NOT fold and runs on every call (DESIGN §4: 0.18× FP32 on a
+  small CNN); TensorRT reads weight-only layers that way, so it is the ``tensorrt`` form;
 - bias (target ``ort``): int32 codes on the grid s_in·s_w,c + DequantizeLinear (QLinearConv/QGemm
   need it); target ``tensorrt``: the float value of the fake-quantized bias;
 - its input quantizer: Q→DQ on the input, moved back through single-consumer layout ops
@@ -41,23 +53,33 @@ from compress.quant.records import ActRecord, LayerRecord
 from compress.quant.weights import quantize_per_channel
 
 from .matmul_qdq import quantize_matmul_layer
-from .qdq_graph import GRID_PRESERVING, GraphEditor
+from .qdq_graph import FLOAT, GRID_PRESERVING, GraphEditor
 
 if TYPE_CHECKING:
     import onnx
 
 TARGETS = ("ort", "tensorrt")
-OPSET = 17
+OPSETS = {"ort": 21, "tensorrt": 17}  # 21: INT4 tensors; TensorRT gets int8 codes at the opset it has long read
+WEIGHT_ONLY_FORMS = ("fold", "dequantize")
+DEFAULT_WEIGHT_ONLY = {"ort": "fold", "tensorrt": "dequantize"}
+FLOAT_AT_RUNTIME_KEY = "compress.float_at_runtime"
 
 
 def export_onnx(
-    model: nn.Module, example_inputs: tuple[torch.Tensor, ...], path: str | Path, target: str = "ort"
+    model: nn.Module, example_inputs: tuple[torch.Tensor, ...], path: str | Path, target: str = "ort",
+    weight_only: str | None = None,
 ) -> Path:
-    """Write ``model`` (fake-quantized in place by ``quantize_model_``) as Q/DQ ONNX to ``path``."""
+    """Write ``model`` (fake-quantized in place by ``quantize_model_``) as Q/DQ ONNX to ``path``;
+    ``weight_only`` (``fold`` | ``dequantize``, default per target) is the form of weight-only
+    layers (module docstring)."""
     import onnx
 
     if target not in TARGETS:
         raise InputError(f"unknown export target {target!r}; choose one of {', '.join(TARGETS)}")
+    weight_only = weight_only or DEFAULT_WEIGHT_ONLY[target]
+    if weight_only not in WEIGHT_ONLY_FORMS or (target == "tensorrt" and weight_only != "dequantize"):
+        raise InputError(f"weight_only {weight_only!r} is not a form for target {target}; choose "
+                         f"{'dequantize' if target == 'tensorrt' else ' or '.join(WEIGHT_ONLY_FORMS)}")
     layers = records_of(model, ()).layers
     if not layers:
         raise InputError("the model has no quantized layers; run quantize_model_ (compress apply) first")
@@ -65,23 +87,37 @@ def export_onnx(
         _check_tensorrt_compatible(layers)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    proto = float_onnx(model, example_inputs)
+    proto = float_onnx(model, example_inputs, OPSETS[target])
     editor = GraphEditor(proto.graph)
+    folded = []
     for name, record in layers.items():
         if record.settings.act_dynamic or record.settings.weight_block is not None:
             quantize_matmul_layer(editor, name, model.get_submodule(name))
-        else:
-            _quantize_layer(editor, name, record, model.get_submodule(name), target)
+            continue
+        fold = weight_only == "fold" and record.settings.act_bits is None
+        _quantize_layer(editor, name, record, model.get_submodule(name), target, fold)
+        folded += [name] if fold else []
     _propagate_grids(editor)
     editor.sort()
     proto.opset_import.extend(onnx.helper.make_opsetid(domain, 1) for domain in sorted(editor.domains))
+    if folded:
+        onnx.helper.set_model_props(proto, {FLOAT_AT_RUNTIME_KEY: ",".join(folded)})
     onnx.checker.check_model(proto)
     onnx.save(proto, path)
     return path
 
 
-def float_onnx(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> "onnx.ModelProto":
-    """The float twin of ``model`` as ONNX; initializers keep the parameter names."""
+def float_at_runtime(path: str | Path) -> tuple[str, ...]:
+    """The layers of an exported file that ONNX Runtime runs in float (weight-only layers in the
+    ``fold`` form: stored as codes, a size option only)."""
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return tuple(name for name in props.get(FLOAT_AT_RUNTIME_KEY, "").split(",") if name)
+
+
+def float_onnx(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], opset: int = OPSETS["ort"]) -> "onnx.ModelProto":
+    """The float twin of ``model`` as ONNX (``opset``); initializers keep the parameter names."""
     import io
 
     import onnx
@@ -93,7 +129,7 @@ def float_onnx(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> "o
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            twin, tuple(example_inputs), buffer, dynamo=False, opset_version=OPSET,
+            twin, tuple(example_inputs), buffer, dynamo=False, opset_version=opset,
             do_constant_folding=False, input_names=names, output_names=["output"],
             dynamic_axes=axes,
         )  # fmt: skip
@@ -149,7 +185,7 @@ def _attribute(node, key: str, default: int) -> int:
     return next((int(a.i) for a in node.attribute if a.name == key), default)
 
 
-def _quantize_layer(editor: GraphEditor, name: str, record: LayerRecord, layer: QuantLayer, target: str) -> None:
+def _quantize_layer(editor: GraphEditor, name: str, record: LayerRecord, layer: QuantLayer, target: str, fold: bool) -> None:
     node = _layer_node(editor, name)
     relu_transparent = target == "ort" and record.settings.act_signed
     if record.input is not None:
@@ -160,7 +196,7 @@ def _quantize_layer(editor: GraphEditor, name: str, record: LayerRecord, layer: 
         only = [node] if origin == node.input[0] else None
         editor.insert_qdq(origin, scale, zero_point, f"{name}.input_quantizer", only=only)
     if record.weight_scales is not None:
-        _quantize_weight(editor, name, node, record, layer)
+        _quantize_weight(editor, name, node, record, layer, target, fold)
     if layer.bias is not None:
         _write_bias(editor, name, node, layer, target)
     if record.output is not None:
@@ -214,16 +250,25 @@ def _pool_before_relu(editor: GraphEditor, tensor: str) -> str:
     return tensor
 
 
-def _quantize_weight(editor: GraphEditor, name: str, node, record: LayerRecord, layer: QuantLayer) -> None:
-    """int8 codes under the weight's own name + per-channel DequantizeLinear (axis 0)."""
+def _quantize_weight(editor: GraphEditor, name: str, node, record: LayerRecord, layer: QuantLayer, target: str, fold: bool) -> None:
+    """The codes under the weight's own name (at their real size for ``ort``:
+    ``GraphEditor.set_codes``), then per-channel (axis 0) DequantizeLinear, or with ``fold``
+    Cast(to FLOAT) · s_c."""
     bits = record.settings.weight_bits
     scales = layer.weight_scales().detach().float()
     codes = quantize_per_channel(layer.weight.detach().float(), scales, bits)
-    weight = editor.set_initializer(f"{name}.weight", codes.numpy().astype(np.int8))
+    dequantized = f"{name}.weight/dq"
+    editor.rewire(f"{name}.weight", dequantized, [node])
+    weight = editor.set_codes(f"{name}.weight", codes.numpy(), bits, compact=target == "ort")
+    if fold:
+        shape = (-1,) + (1,) * (codes.ndim - 1)
+        scale = editor.set_initializer(f"{name}.weight_scale", scales.numpy().reshape(shape))
+        real = f"{name}.weight/float"
+        editor.add_node("Cast", [weight], [real], f"{name}.weight/CastFloat", to=FLOAT)
+        editor.add_node("Mul", [real, scale], [dequantized], f"{name}.weight/Mul")
+        return
     scale = editor.set_initializer(f"{name}.weight_scale", scales.numpy())
     zero_point = editor.set_initializer(f"{name}.weight_zero_point", np.zeros(len(scales), dtype=np.int8))
-    dequantized = f"{name}.weight/dq"
-    editor.rewire(weight, dequantized, [node])
     editor.add_node("DequantizeLinear", [weight, scale, zero_point], [dequantized], f"{name}.weight/DequantizeLinear", axis=0)
 
 

@@ -14,6 +14,8 @@ from compress.export.onnx_qdq import export_onnx
 from compress.backends.ort.fusion import check_fusion
 from compress.backends.ort.parity import Parity, measure_parity, write_parity
 from compress.models.mnist_cnn import MnistCNN
+from compress.pack.bits import packed_bytes
+from compress.pack.codes import decode_codes
 from compress.models.spec import build_model
 from compress.quant.quantize import quantize_model_, rebuild_quantized_
 from compress.quant.records import QuantRecords, QuantSettings
@@ -59,12 +61,21 @@ def test_parity_with_pytorch_fake_quant(exported, heldout) -> None:
 
 
 def test_weights_are_integer_codes_on_the_layer_grid(exported) -> None:
-    _, model, records, path = exported
+    """int8 codes, or for ORT at <= 4 bits INT4 or packed bytes (the file at its real size)."""
+    target, model, records, path = exported
     initializers = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
     for name, record in records.layers.items():
         codes = initializers[f"{name}.weight"]
-        q_max = 2 ** (record.settings.weight_bits - 1) - 1
-        assert codes.dtype == np.int8 and np.abs(codes).max() <= q_max
+        bits = record.settings.weight_bits
+        if codes.dtype == np.uint8:  # packed (compress.pack.codes), with a keep-mask or not
+            count = initializers[f"{name}.weight/shp"].prod()
+            masked = codes.size != packed_bytes(count, bits)
+            kept = int(np.count_nonzero(model.get_submodule(name).quantized_weight().detach().numpy()))
+            codes = decode_codes(torch.from_numpy(codes.copy()), bits, count, masked, kept).numpy()
+            codes = codes.reshape(initializers[f"{name}.weight/shp"])
+        assert codes.dtype.name in (("int4", "int8", "int64") if target == "ort" and bits <= 4 else ("int8",)), name
+        codes = codes.astype(np.int8)
+        assert np.abs(codes).max() <= 2 ** (bits - 1) - 1
         dequantized = codes.astype(np.float32) * initializers[f"{name}.weight_scale"].reshape((-1,) + (1,) * (codes.ndim - 1))
         np.testing.assert_array_equal(dequantized, model.get_submodule(name).quantized_weight().detach().numpy())
 

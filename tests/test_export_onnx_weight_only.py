@@ -1,0 +1,65 @@
+"""Weight-only layers exported for ONNX Runtime: the ``fold`` form (codes → Cast → Mul) that ORT
+constant-folds into float weights at session start, so a weight-only layer never runs slower than
+float, against the DequantizeLinear form that ORT keeps and runs on every call (DESIGN §4)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from compress.data.spec import load_data
+from compress.errors import InputError
+from compress.export.onnx_qdq import export_onnx, float_at_runtime
+from compress.export.ort_check import check_fusion
+from compress.export.parity import measure_parity
+from compress.models.spec import build_model
+from compress.quant.quantize import quantize_model_
+from compress.quant.records import QuantSettings
+
+onnx = pytest.importorskip("onnx")
+LAYERS = ("stem.0", "conv.0", "block.dw.0", "block.pw.0", "head")
+
+
+def _weight_only(bits: int) -> torch.nn.Module:
+    model = build_model("builtin:mnist-cnn")
+    quantize_model_(model, dict.fromkeys(LAYERS, QuantSettings(weight_bits=bits, act_bits=None)), [])
+    return model
+
+
+@pytest.fixture(scope="module")
+def heldout():
+    return load_data("builtin:mnist5k", "heldout", "heldout")
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_fold_form_runs_float_weights_with_parity(bits: int, tmp_path, heldout) -> None:
+    model = _weight_only(bits)
+    path = export_onnx(model, (heldout.inputs[0][:1],), tmp_path / "model.onnx", "ort")
+    parity = measure_parity(model, path, [batch.inputs for batch in heldout.batches(500)])
+    assert parity.max_error_steps <= 1.0, f"max error {parity.max_error_steps:.3f} output steps"
+    assert parity.top1_agreement >= 0.999, f"top-1 agreement {parity.top1_agreement:.4f}"
+    assert float_at_runtime(path) == LAYERS
+    written = {i.name: i for i in onnx.load(str(path)).graph.initializer}
+    for name in LAYERS:
+        assert written[f"{name}.weight"].data_type == (onnx.TensorProto.INT4 if bits <= 4 else onnx.TensorProto.INT8)
+    report = check_fusion(path)
+    optimized = onnx.load(report.optimized).graph
+    assert not [n.op_type for n in optimized.node if n.op_type in ("Cast", "Mul", "DequantizeLinear", "QuantizeLinear")]
+    assert len(report.float_layers) == len(LAYERS) and report.fused == {}
+
+
+def test_dequantize_form_is_kept_by_ort(tmp_path, heldout) -> None:
+    """Why ``fold`` is the ORT default: ORT leaves a weight's DequantizeLinear in the graph."""
+    model = _weight_only(8)
+    path = export_onnx(model, (heldout.inputs[0][:1],), tmp_path / "model.onnx", "ort", weight_only="dequantize")
+    assert float_at_runtime(path) == ()
+    report = check_fusion(path)
+    assert len([name for name in report.unfused_qdq if "weight" in name]) == len(LAYERS)
+
+
+def test_weight_only_form_must_suit_the_target(tmp_path, heldout) -> None:
+    model = _weight_only(8)
+    with pytest.raises(InputError, match="not a form for target tensorrt"):
+        export_onnx(model, (heldout.inputs[0][:1],), tmp_path / "m.onnx", "tensorrt", weight_only="fold")
+    with pytest.raises(InputError, match="not a form for target ort"):
+        export_onnx(model, (heldout.inputs[0][:1],), tmp_path / "m.onnx", "ort", weight_only="float")
