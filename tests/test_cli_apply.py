@@ -54,7 +54,7 @@ def test_apply_never_replaces_work_silently(cli, tmp_path: Path) -> None:
     nothing = cli("apply", str(recipe), "-o", str(out), "--resume")
     assert nothing.code == 2 and "nothing to resume" in nothing.err
     assert cli("apply", str(recipe), "-o", str(out), "--force").code == 0
-    assert (out / "notes.txt").read_text() == "mine" and (out / "weights.pt").exists()
+    assert (out / "notes.txt").read_text() == "mine" and (out / "weights.safetensors").exists()
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**RECIPE, "quantization": {"layers": {"nope": {"weight_bits": 4}}}}))
     invalid = cli("apply", str(bad), "-o", str(tmp_path / "other"))

@@ -11,9 +11,9 @@ import pytest
 from compress.data.spec import load_data
 from compress.evaluation import model_size
 from compress.export.onnx_qdq import export_onnx
-from compress.export.ort_check import check_fusion
-from compress.export.parity import measure_parity
-from tests.applied_recipes import RECIPES, apply_recipe
+from compress.backends.ort.fusion import check_fusion
+from compress.backends.ort.parity import measure_parity
+from tests.helpers.applied_recipes import RECIPES, apply_recipe
 
 onnx = pytest.importorskip("onnx")
 SIZE_TOLERANCE = 0.15

@@ -10,8 +10,8 @@ import torch
 from compress.data.spec import load_data
 from compress.errors import InputError
 from compress.export.onnx_qdq import export_onnx, float_at_runtime
-from compress.export.ort_check import check_fusion
-from compress.export.parity import measure_parity
+from compress.backends.ort.fusion import check_fusion
+from compress.backends.ort.parity import measure_parity
 from compress.models.spec import build_model
 from compress.quant.quantize import quantize_model_
 from compress.quant.records import QuantSettings

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from compress.apply.resize import resize_to_state_dict_
+from compress.checkpoint.resize import resize_to_state_dict_
 from compress.data.spec import load_data
 from compress.errors import InputError
 from compress.evaluation import model_size
@@ -20,7 +20,7 @@ from compress.models.spec import build_model
 from compress.pack.state import layout_path, read_packed_state, write_packed_state
 from compress.quant.modules import QuantLayer
 from compress.quant.quantize import rebuild_quantized_
-from tests.applied_recipes import RECIPES, apply_recipe
+from tests.helpers.applied_recipes import RECIPES, apply_recipe
 
 SIZE_TOLERANCE = 0.10
 

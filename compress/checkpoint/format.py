@@ -3,8 +3,13 @@
     OUT/compressed.json   model spec, quantization and pruning records (scales, zero points,
                           calibration ranges, kept widths), the recipe and plan, the fine-tuning
                           result (sharpness history), evaluations before and after
-    OUT/weights.pt        the state dict (masks baked in, BatchNorms folded), loaded with
-                          ``weights_only=True``
+    OUT/weights.safetensors + OUT/weights.layout.json
+                          the state dict (masks baked in, BatchNorms folded) at its real size:
+                          integer codes packed at their bit width, zeros implied by a keep-mask
+                          where smaller, no pickle (``compress.pack``)
+
+Format version 1 directories (``weights.pt``, a pickled state dict) still load, with
+``weights_only=True``; a directory from a newer version is refused in one line.
 
 Reloading builds the model from its spec, resizes channel-pruned layers to the saved widths,
 replays the quantized structure from the records and loads the weights strictly.
@@ -13,8 +18,7 @@ replays the quantized structure from the records and loads the weights strictly.
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -23,9 +27,11 @@ from torch import nn
 from compress.errors import InputError
 
 INFO_FILE = "compressed.json"
-WEIGHTS_FILE = "weights.pt"
+WEIGHTS_FILE = "weights.safetensors"
+PICKLED_WEIGHTS_FILE = "weights.pt"  # format version 1
 FORMAT = "compress-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ class CheckpointInfo:
     prune: dict | None = None  # PruneRecords.to_dict()
     finetune: dict | None = None  # FinetuneResult.to_dict()
     evaluation: dict = field(default_factory=dict)  # name -> EvalResult dict (before / after)
+    files: dict = field(default_factory=dict)  # measured bytes on disk (PackedSize.to_dict())
     format: str = FORMAT
     version: int = FORMAT_VERSION
 
@@ -45,9 +52,12 @@ class CheckpointInfo:
 
     @staticmethod
     def from_dict(payload: dict) -> "CheckpointInfo":
-        if payload.get("format") != FORMAT or payload.get("version") != FORMAT_VERSION:
-            raise InputError(f"not a compress checkpoint of version {FORMAT_VERSION} "
-                            f"(format {payload.get('format')!r}, version {payload.get('version')!r})")
+        if payload.get("format") != FORMAT:
+            raise InputError(f"not a compress checkpoint (format {payload.get('format')!r})")
+        version = payload.get("version")
+        if version not in READABLE_VERSIONS:
+            raise InputError(f"checkpoint format version {version!r} is not readable by compress of this version "
+                             f"(reads {', '.join(map(str, READABLE_VERSIONS))}); upgrade compress")
         return CheckpointInfo(**payload)
 
 
@@ -55,15 +65,18 @@ def is_checkpoint(path: Path) -> bool:
     return path.is_dir() and (path / INFO_FILE).is_file()
 
 
-def save_checkpoint(model: nn.Module, info: CheckpointInfo, out_dir: Path) -> None:
-    """Write weights then info, each atomically: a crash leaves no directory that looks complete."""
+def save_checkpoint(model: nn.Module, info: CheckpointInfo, out_dir: Path) -> CheckpointInfo:
+    """Write the packed weights then the info, each atomically: a crash leaves no directory that
+    looks complete. Returns the info as written (with the measured file sizes)."""
     from compress.jsonio import write_json
+    from compress.pack.state import write_packed_state
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    partial = out_dir / f".{WEIGHTS_FILE}.{os.getpid()}.tmp"
-    torch.save(model.state_dict(), partial)
-    os.replace(partial, out_dir / WEIGHTS_FILE)
-    write_json(out_dir / INFO_FILE, info.to_dict())
+    (out_dir / PICKLED_WEIGHTS_FILE).unlink(missing_ok=True)  # a replaced version-1 checkpoint
+    sizes = write_packed_state(out_dir / WEIGHTS_FILE, model)
+    written = replace(info, files=sizes.to_dict(), format=FORMAT, version=FORMAT_VERSION)
+    write_json(out_dir / INFO_FILE, written.to_dict())
+    return written
 
 
 def read_info(path: Path) -> CheckpointInfo:
@@ -79,10 +92,7 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, CheckpointInfo]:
     from compress.models.spec import build_model
 
     info = read_info(path)
-    try:
-        state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as exc:
-        raise InputError(f"cannot read {path / WEIGHTS_FILE}: {exc}") from exc
+    state = _read_state(path, info.version)
     model = resize_to_state_dict_(build_model(info.model_spec), state)
     if info.quant is not None:
         from compress.quant.quantize import rebuild_quantized_
@@ -95,3 +105,16 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, CheckpointInfo]:
         raise InputError(f"checkpoint {path} does not fit its model {info.model_spec}: "
                         f"{str(exc).splitlines()[0]}") from exc
     return model.eval(), info
+
+
+def _read_state(path: Path, version: int) -> dict[str, torch.Tensor]:
+    """The saved state dict: packed safetensors (version 2) or a pickle read with
+    ``weights_only=True`` (version 1)."""
+    if version >= 2:
+        from compress.pack.state import read_packed_state
+
+        return read_packed_state(path / WEIGHTS_FILE)
+    try:
+        return torch.load(path / PICKLED_WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as exc:
+        raise InputError(f"cannot read {path / PICKLED_WEIGHTS_FILE}: {exc}") from exc

@@ -12,7 +12,7 @@ from torch import nn
 
 from compress.quant.records import QuantRecords
 
-RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("mnist-cnn-*.yaml"))
+RECIPES = sorted((Path(__file__).parents[2] / "recipes").glob("mnist-cnn-*.yaml"))
 CALIBRATION_SAMPLES = 128
 
 
