@@ -152,3 +152,14 @@ def test_missing_folder_unknown_task_and_untrained_head(folders, tmp_path: Path)
 def test_hf_source_is_none_for_other_models() -> None:
     assert hf_source(nn.Linear(2, 2)) is None
     assert HFSource(Path("x"), "embedding", ()).transposed == ()
+
+
+def test_missing_transformers_names_the_text_extra(folders, monkeypatch) -> None:
+    import sys
+
+    from compress.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers raises ImportError
+    with pytest.raises(MissingDependencyError) as error:
+        build_hf_model(folders["gpt2"])
+    assert error.value.extra == "text" and "hf: models" in str(error.value)

@@ -55,7 +55,7 @@ def build_hf_model(path: str | Path, task: str | None = None) -> nn.Module:
     ``architectures`` names (a bare encoder means ``embedding``)."""
     folder = checkpoint_folder(path)
     task = _task(folder, task)
-    transformers = _transformers(f"hf:{folder}")
+    transformers = _transformers("hf: models")
     from transformers.utils import logging
 
     logging.disable_progress_bar()
