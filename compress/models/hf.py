@@ -144,8 +144,7 @@ def conv1d_to_linear_(model: nn.Module) -> tuple[str, ...]:
     for name in names:
         conv = model.get_submodule(name)
         linear = nn.Linear(conv.nx, conv.nf, device=conv.weight.device, dtype=conv.weight.dtype)
-        with torch.no_grad():
-            linear.weight = nn.Parameter(conv.weight.detach().t().contiguous(), conv.weight.requires_grad)
+        linear.weight = nn.Parameter(conv.weight.detach().t().contiguous(), conv.weight.requires_grad)
         linear.bias = conv.bias
         model.set_submodule(name, linear.train(conv.training))
     return names
