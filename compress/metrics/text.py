@@ -12,11 +12,49 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 
 import torch
+from torch import nn
 
+from compress.data.source import DataSource
 from compress.data.text import IGNORE_INDEX
 from compress.errors import InputError
+
+
+@dataclass(frozen=True)
+class TextScores:
+    """A causal LM on next-token data: perplexity over ``num_targets`` predicted tokens, and the
+    mean per-token KL to the reference model over ``num_positions`` unpadded positions (None
+    without a reference)."""
+
+    perplexity: float
+    num_targets: int
+    mean_token_kl: float | None
+    num_positions: int
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def causal_lm_scores(model: nn.Module, data: DataSource, reference: nn.Module | None = None,
+                     batch_size: int = 32) -> TextScores:
+    """Perplexity of ``model`` on ``data`` (inputs ``(input_ids, attention_mask)``, next-token
+    targets, as ``compress.data.text`` makes them) and, given ``reference``, its mean per-token
+    KL to it."""
+    if not data.has_targets:
+        raise InputError(f"data {data.name} has no next-token targets; give causal-lm text data")
+    nll, num_targets, kl, num_positions = 0.0, 0, 0.0, 0
+    with torch.inference_mode():
+        for batch in data.batches(batch_size):
+            logits = model(*batch.inputs)
+            batch_nll, count = token_nll(logits, batch.targets)
+            nll, num_targets = nll + batch_nll, num_targets + count
+            if reference is not None:
+                batch_kl, count = token_kl(logits, reference(*batch.inputs), batch.inputs[1])
+                kl, num_positions = kl + batch_kl, num_positions + count
+    mean_kl = kl / num_positions if reference is not None and num_positions else None
+    return TextScores(perplexity(nll, num_targets), num_targets, mean_kl, num_positions)
 
 
 def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, int]:
