@@ -1,6 +1,6 @@
 """Losses whose curvature we measure: mean over the dataset of a per-sample loss.
 
-- ``ce``: cross-entropy against the data's class targets.
+- ``ce``: cross-entropy against the data's class targets (or a causal LM's next tokens).
 - ``distill``: self-distillation ½‖f(x) − f₀(x)‖² against the uncompressed model's own outputs
   f₀; at the start point its gradient is zero and its Hessian is the Gauss-Newton matrix JᵀJ.
 """
@@ -16,6 +16,13 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def cross_entropy(output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean of −log softmax(z)_y over the predictions: class logits ``[B, C]`` against ``[B]``
+    targets, or per-token logits ``[B, T, V]`` against ``[B, T]`` next-token targets (a causal
+    LM), where positions with target ``IGNORE_INDEX`` (padding, no next token) count for nothing."""
+    if output.ndim == 3 and targets.ndim == 2:
+        from compress.data.text import IGNORE_INDEX
+
+        return torch.nn.functional.cross_entropy(output.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
     return torch.nn.functional.cross_entropy(output, targets)
 
 

@@ -14,8 +14,8 @@ from compress.pyfile import call_factory, split_file_spec
 if TYPE_CHECKING:
     from torch import nn
 
-MODEL_SPEC_FORMS = ("builtin:NAME, torchvision:NAME, FILE.py:FACTORY, a saved FILE.pt/.pt2 "
-                    "or a compressed checkpoint directory")  # the last one is read by compress.checkpoint
+MODEL_SPEC_FORMS = ("builtin:NAME, torchvision:NAME, hf:FOLDER (a local transformers checkpoint), FILE.py:FACTORY, "
+                    "a saved FILE.pt/.pt2 or a compressed checkpoint directory")  # the last one is read by compress.checkpoint
 SAVED_SUFFIXES = (".pt", ".pt2", ".pth", ".ts")
 
 
@@ -60,6 +60,10 @@ def _build(spec: str) -> "nn.Module":
         return builtins[name]()
     if sep and kind == "torchvision":
         return _torchvision(name)
+    if sep and kind == "hf":
+        from compress.models.hf import build_hf_model
+
+        return build_hf_model(name)
     file_spec = split_file_spec(spec)
     if file_spec is not None:
         return _checked_module(spec, call_factory(*file_spec))
