@@ -27,8 +27,12 @@ def add_curvature_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", metavar="PATH")
     parser.add_argument("--loss", choices=("auto", "ce", "distill"), default="auto",
                         help="ce needs targets; distill = self-distillation (Gauss-Newton); auto picks")
-    parser.add_argument("--max-samples", type=int, default=1024, metavar="N",
-                        help="use the first N samples of the split (default 1024)")
+    parser.add_argument("--max-samples", type=int, default=None, metavar="N",
+                        help="compute on a random N of the split; the ± then adds the data part of the error "
+                        "(default: all of it)")
+    parser.add_argument("--method", choices=("auto", "hutchinson", "gauss-newton"), default="auto",
+                        help="traces from Hessian probes (hutchinson) or output-space Gauss-Newton probes; "
+                        "auto: gauss-newton for the distill loss (there it is the Hessian), else hutchinson")
     parser.add_argument("--batch-size", type=int, default=128, metavar="N")
     parser.add_argument("--rel-error", type=float, default=0.05,
                         help="stop when every layer is within this relative error at 95%% (default 0.05)")
@@ -51,13 +55,10 @@ def add_curvature_options(parser: argparse.ArgumentParser) -> None:
 
 
 def calibration_data(args: argparse.Namespace):
-    """The first --max-samples of the split (train for builtin data)."""
+    """The split (train for builtin data); the curvature stage subsets it for --max-samples."""
     from compress.data.spec import load_data
 
-    data = load_data(args.data, args.split, default_builtin_split="train")
-    if len(data) > args.max_samples:
-        data = data.subset(range(args.max_samples), f"{data.name}[:{args.max_samples}]")
-    return data
+    return load_data(args.data, args.split, default_builtin_split="train")
 
 
 def measure_curvature(args: argparse.Namespace):
@@ -71,7 +72,8 @@ def measure_curvature(args: argparse.Namespace):
     data = calibration_data(args)
     trace = TraceSpec(rel_error=args.rel_error, deflation_steps=args.deflation_steps,
                       max_products=args.max_products, max_seconds=args.max_seconds, seed=args.seed)
-    spec = CurvatureSpec(loss=args.loss, batch_size=args.batch_size, product=args.product, trace=trace,
+    spec = CurvatureSpec(loss=args.loss, batch_size=args.batch_size, max_samples=args.max_samples,
+                         method=args.method, product=args.product, trace=trace,
                          top_k=args.top_k, slq_runs=args.slq_runs,
                          allow_nondeterministic=args.allow_nondeterministic, exact=args.exact,
                          reuse_graphs=args.reuse_graphs)
@@ -94,7 +96,8 @@ def _report(args: argparse.Namespace, curvature, data_name: str, num_samples: in
 
     from compress.jsonio import write_json
 
-    _print_table(curvature, f"compress curvature: {args.model} on {data_name} ({num_samples} samples)")
+    used = f"a random {curvature.num_samples} of {num_samples}" if curvature.num_samples < num_samples else "all"
+    _print_table(curvature, f"compress curvature: {args.model} on {data_name} ({used} samples)")
     if args.json:
         write_json(args.json, curvature.to_dict())
     if args.plot:
@@ -107,7 +110,7 @@ def _check_positive(args: argparse.Namespace) -> None:
     from compress.errors import InputError
 
     for option in ("max_samples", "batch_size", "max_products", "top_k"):
-        if getattr(args, option) < 1:
+        if getattr(args, option) is not None and getattr(args, option) < 1:
             raise InputError(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
     if not 0 < args.rel_error < 1:
         raise InputError(f"--rel-error must be between 0 and 1, got {args.rel_error}")
@@ -140,13 +143,15 @@ def _print_table(curvature, title: str) -> None:
     from compress.curvature.trace import Z95
 
     table = Table(title=title)
-    for column in ("layer", "params", "trace", "± (95%)", "trace / param"):
+    for column in ("layer", "params", "trace", "± (95%)", "± probes", "± data", "trace / param"):
         table.add_column(column, justify="left" if column == "layer" else "right")
     for name, layer in curvature.layers.items():
         table.add_row(name, f"{layer.num_params:,}", f"{layer.trace:.5g}", f"{Z95 * layer.trace_stderr:.2g}",
+                      f"{Z95 * layer.trace_stderr_probe:.2g}", f"{Z95 * layer.trace_stderr_data:.2g}",
                       f"{layer.trace / layer.num_params:.3g}")
     total_params = sum(layer.num_params for layer in curvature.layers.values())
     table.add_row("total", f"{total_params:,}", f"{curvature.trace:.5g}", f"{Z95 * curvature.trace_stderr:.2g}",
+                  f"{Z95 * curvature.trace_stderr_probe:.2g}", f"{Z95 * curvature.trace_stderr_data:.2g}",
                   f"{curvature.trace / max(total_params, 1):.3g}", style="bold")
     console = Console()
     console.print(table)
@@ -156,5 +161,5 @@ def _print_table(curvature, title: str) -> None:
                   f"loss {curvature.loss} = {curvature.loss_value:.4g}; {curvature.num_hvps} products, "
                   f"{curvature.seconds:.1f} s, method: {curvature.method}")
     if not curvature.converged:
-        console.print("[yellow]not every layer reached the requested error before the budget ran out; "
-                      "raise --max-products / --max-seconds or lower --max-samples[/yellow]")
+        console.print("[yellow]not every layer reached the requested error: raise --max-products / --max-seconds "
+                      "for the probe part, or --max-samples for the data part[/yellow]")
