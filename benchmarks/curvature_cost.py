@@ -21,7 +21,7 @@ import time
 import torch
 
 from compress.curvature.prepare import prepare_operator
-from compress.curvature.trace import Z95, TraceSpec, estimate_layer_traces, rademacher
+from compress.curvature.trace import Z95, QuadraticForms, TraceSpec, estimate_layer_traces, rademacher
 from compress.data.spec import load_data
 from compress.jsonio import write_json
 from compress.models.spec import build_model
@@ -97,7 +97,9 @@ def main() -> None:
 
     def run(spec: TraceSpec):
         operator.num_products = 0
-        result, seconds = timed(lambda: estimate_layer_traces(operator.matvec, operator.layout, operator.dtype, spec))
+        forms = QuadraticForms(operator.batch_sizes, len(operator.layout.layers), operator.total_samples)
+        result, seconds = timed(lambda: estimate_layer_traces(operator.matvec, operator.layout, operator.dtype, spec,
+                                                              forms))
         return result, seconds, operator.num_products
 
     ours, ours_s, ours_n = run(TraceSpec(max_products=args.max_products))

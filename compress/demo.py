@@ -67,7 +67,7 @@ def _curvature():
     from compress.curvature.trace import TraceSpec
     from compress.pipeline.curvature import measure_curvature
 
-    return measure_curvature(MODEL, DATA, CurvatureSpec(trace=TraceSpec(max_seconds=CURVATURE_SECONDS)), SAMPLES)
+    return measure_curvature(MODEL, DATA, CurvatureSpec(max_samples=SAMPLES, trace=TraceSpec(max_seconds=CURVATURE_SECONDS)))
 
 
 def _plan(model, data, curvature, out: Path) -> None:

@@ -82,5 +82,5 @@ def test_exact_refuses_large_models() -> None:
 
     model = torch.nn.Linear(100, 60)
     data = TensorData("x", (torch.randn(8, 100),), torch.randint(0, 60, (8,)))
-    with pytest.raises(InputError, match="--exact"):
+    with pytest.raises(InputError, match="exact=True"):
         estimate_curvature(model, data, CurvatureSpec(exact=True))

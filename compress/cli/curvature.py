@@ -19,8 +19,10 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
     parser.set_defaults(run=run)
 
 
-def add_model_data_options(parser: argparse.ArgumentParser) -> None:
-    """MODEL, --data, --split, --weights (shared with ``compress plan``)."""
+def add_model_data_options(parser: argparse.ArgumentParser, max_samples: int | None = None,
+                           max_samples_help: str = "compute on a random N of the split; the ± then adds the data part "
+                           "of the error (default: all of it)") -> None:
+    """MODEL, --data, --split, --weights, --max-samples, --batch-size (shared with ``compress plan``)."""
     group = parser.add_argument_group("model and data")
     group.add_argument("model", metavar="MODEL", help="builtin:NAME, torchvision:NAME, FILE.py:FACTORY, FILE.pt/.pt2 "
                        "or a compressed checkpoint directory")
@@ -29,16 +31,18 @@ def add_model_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--split", choices=("train", "heldout", "all"),
                        help="which part of the data (default: train for builtin data, all otherwise)")
     group.add_argument("--weights", metavar="PATH", help="state_dict file to load into MODEL (weights_only)")
-    group.add_argument("--max-samples", type=int, default=1024, metavar="N",
-                       help="use the first N samples of the split (default 1024)")
+    group.add_argument("--max-samples", type=int, default=max_samples, metavar="N", help=max_samples_help)
     group.add_argument("--batch-size", type=int, default=128, metavar="N", help="batch size (default 128)")
 
 
-def add_curvature_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+def add_curvature_options(parser: argparse.ArgumentParser, **model_data: object) -> argparse._ArgumentGroup:
     """MODEL, --data and the estimator's options (shared with ``compress plan``); returns the
     curvature group."""
-    add_model_data_options(parser)
+    add_model_data_options(parser, **model_data)
     group = parser.add_argument_group("curvature")
+    group.add_argument("--method", choices=("auto", "hutchinson", "gauss-newton"), default="auto",
+                       help="traces from Hessian probes (hutchinson) or output-space Gauss-Newton probes; "
+                       "auto: gauss-newton for the distill loss (there it is the Hessian), else hutchinson")
     group.add_argument("--loss", choices=("auto", "ce", "distill"), default="auto",
                        help="ce needs targets; distill = self-distillation (Gauss-Newton); auto picks")
     group.add_argument("--rel-error", type=float, default=0.05,
@@ -71,7 +75,8 @@ def curvature_spec(args: argparse.Namespace):
     _check_positive(args)
     trace = TraceSpec(rel_error=args.rel_error, deflation_steps=args.deflation_steps,
                       max_products=args.max_products, max_seconds=args.max_seconds, seed=args.seed)
-    return CurvatureSpec(loss=args.loss, batch_size=args.batch_size, product=args.product, trace=trace,
+    return CurvatureSpec(loss=args.loss, batch_size=args.batch_size, max_samples=args.max_samples,
+                         method=args.method, product=args.product, trace=trace,
                          top_k=args.top_k, slq_runs=args.slq_runs,
                          allow_nondeterministic=args.allow_nondeterministic, exact=args.exact,
                          reuse_graphs=args.reuse_graphs)
@@ -82,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
 
     rank = _init_distributed()
     try:
-        _, data, curvature = measure_curvature(args.model, args.data, curvature_spec(args), args.max_samples,
-                                               args.weights, args.split)
+        _, data, curvature = measure_curvature(args.model, args.data, curvature_spec(args), args.weights,
+                                               args.split)
         if rank == 0:
             _report(args, curvature, data.name, len(data))
     finally:
@@ -96,7 +101,8 @@ def _report(args: argparse.Namespace, curvature, data_name: str, num_samples: in
 
     from compress.jsonio import write_json
 
-    _print_table(curvature, f"compress curvature: {args.model} on {data_name} ({num_samples} samples)")
+    used = f"a random {curvature.num_samples} of {num_samples}" if curvature.num_samples < num_samples else "all"
+    _print_table(curvature, f"compress curvature: {args.model} on {data_name} ({used} samples)")
     if args.json:
         write_json(args.json, curvature.to_dict())
     if args.plot:
@@ -109,7 +115,7 @@ def _check_positive(args: argparse.Namespace) -> None:
     from compress.errors import InputError
 
     for option in ("max_samples", "batch_size", "max_products", "top_k"):
-        if getattr(args, option) < 1:
+        if getattr(args, option) is not None and getattr(args, option) < 1:
             raise InputError(f"{option} must be at least 1, got {getattr(args, option)}")
     if not 0 < args.rel_error < 1:
         raise InputError(f"rel_error must be between 0 and 1, got {args.rel_error}")
@@ -142,13 +148,15 @@ def _print_table(curvature, title: str) -> None:
     from compress.curvature.trace import Z95
 
     table = Table(title=title)
-    for column in ("layer", "params", "trace", "± (95%)", "trace / param"):
+    for column in ("layer", "params", "trace", "± (95%)", "± probes", "± data", "trace / param"):
         table.add_column(column, justify="left" if column == "layer" else "right")
     for name, layer in curvature.layers.items():
         table.add_row(name, f"{layer.num_params:,}", f"{layer.trace:.5g}", f"{Z95 * layer.trace_stderr:.2g}",
+                      f"{Z95 * layer.trace_stderr_probe:.2g}", f"{Z95 * layer.trace_stderr_data:.2g}",
                       f"{layer.trace / layer.num_params:.3g}")
     total_params = sum(layer.num_params for layer in curvature.layers.values())
     table.add_row("total", f"{total_params:,}", f"{curvature.trace:.5g}", f"{Z95 * curvature.trace_stderr:.2g}",
+                  f"{Z95 * curvature.trace_stderr_probe:.2g}", f"{Z95 * curvature.trace_stderr_data:.2g}",
                   f"{curvature.trace / max(total_params, 1):.3g}", style="bold")
     console = Console()
     console.print(table)
@@ -158,5 +166,5 @@ def _print_table(curvature, title: str) -> None:
                   f"loss {curvature.loss} = {curvature.loss_value:.4g}; {curvature.num_hvps} products, "
                   f"{curvature.seconds:.1f} s, method: {curvature.method}")
     if not curvature.converged:
-        console.print("[yellow]not every layer reached the requested error before the budget ran out; "
-                      "raise --max-products / --max-seconds or lower --max-samples[/yellow]")
+        console.print("[yellow]not every layer reached the requested error: raise --max-products / --max-seconds "
+                      "for the probe part, or --max-samples for the data part[/yellow]")

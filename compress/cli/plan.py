@@ -14,7 +14,8 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
         description="Measure each layer's Hessian trace (or read --curvature JSON), predict the loss "
         "increase of every option (HAWQ-style trace-weighted perturbation) and choose one option per "
         "Linear/Conv layer by an integer program under the budgets.")
-    add_curvature_options(parser).add_argument(
+    add_curvature_options(parser, max_samples=1024, max_samples_help="the plan's calibration set: the first N "
+                          "samples of the split (default 1024); curvature and measurements use all of it").add_argument(
         "--curvature", metavar="JSON", help="reuse a `compress curvature --json` result instead of measuring")
     _candidate_options(parser.add_argument_group("candidates", "the options each layer may take"))
     _budget_options(parser.add_argument_group("budgets", "what the plan must fit and how it is chosen"))

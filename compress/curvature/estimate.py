@@ -4,27 +4,35 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from compress.curvature.lanczos import lanczos
+from compress.curvature.gauss_newton import estimate_gauss_newton_traces
+from compress.curvature.lanczos import LanczosResult, lanczos
 from compress.curvature.operator import CurvatureOperator
 from compress.curvature.prepare import prepare_operator
 from compress.curvature.result import Curvature, LayerCurvature
+from compress.curvature.sampling import sample_indices, subset_batch_size
 from compress.curvature.spectrum import SpectralDensity
-from compress.curvature.trace import TraceSpec, estimate_layer_traces
+from compress.curvature.trace import LayerTraces, QuadraticForms, TraceSpec, estimate_layer_traces
 from compress.data.source import DataSource
 from compress.errors import InputError
 
 MAX_EXACT_PARAMS = 5000
 
 
+METHODS = ("auto", "hutchinson", "gauss-newton")
+
+
 @dataclass(frozen=True)
 class CurvatureSpec:
     loss: str = "auto"  # ce when the data has targets, else distill
     batch_size: int = 128
+    max_samples: int | None = None  # None: all the given data; else a seeded random subset
+    method: str = "auto"  # traces: gauss-newton for distill (its Hessian), else hutchinson
     product: str = "reverse-over-reverse"  # with reuse_graphs, the cheapest product measured here
     reuse_graphs: bool = True
     trace: TraceSpec = field(default_factory=TraceSpec)
@@ -37,41 +45,53 @@ class CurvatureSpec:
 
 def estimate_curvature(model: nn.Module, data: DataSource, spec: CurvatureSpec = CurvatureSpec()) -> Curvature:
     """Per-layer traces ± standard errors, top eigenvalues and spectral density of the loss
-    Hessian (or Gauss-Newton matrix) at the model's weights, over all of ``data``."""
+    Hessian (or Gauss-Newton matrix) at the model's weights, over all of ``data``.
+
+    With ``max_samples`` below the data size the figures are computed on a seeded random subset
+    and every error bar adds the data part (``compress.curvature.sampling``) to the probe part."""
     from compress.progress import progress_bar
 
     start = time.perf_counter()
+    _check_spec(spec, len(data))
     loss = spec.loss if spec.loss != "auto" else ("ce" if data.has_targets else "distill")
+    method = spec.method if spec.method != "auto" else ("gauss-newton" if loss == "distill" else "hutchinson")
+    population, batch_size = len(data), spec.batch_size
+    chosen = sample_indices(population, spec.max_samples, spec.trace.seed)
+    if chosen is not None:
+        data = data.subset(chosen, f"{data.name}[random {len(chosen)}]")
+        batch_size = subset_batch_size(len(chosen), batch_size)
     model = model.eval()
-    operator = prepare_operator(model, data, loss, spec.batch_size, spec.product, spec.allow_nondeterministic,
+    operator = prepare_operator(model, data, loss, batch_size, spec.product, spec.allow_nondeterministic,
                                 spec.reuse_graphs)
     if spec.exact:
         return _exact(operator, loss, spec.top_k, start)
-    budget = spec.trace.max_products + (spec.slq_runs - 1) * spec.slq_steps
+    forms = QuadraticForms(operator.batch_sizes, len(operator.layout.layers), population)
     out_of_time = spec.trace.deadline()
-    with progress_bar("curvature (Hessian-vector products)", budget) as advance:
-        traces = estimate_layer_traces(operator.matvec, operator.layout, operator.dtype, spec.trace, advance,
-                                       out_of_time)
-        runs = [traces.lanczos] if traces.lanczos is not None else []
-        generator = torch.Generator().manual_seed(spec.trace.seed + 1)
-        for _ in range(spec.slq_runs - len(runs)):
-            if out_of_time():
-                break
-            start_vector = torch.randn(operator.dim, generator=generator, dtype=torch.float64).to(operator.dtype)
-            runs.append(lanczos(operator.matvec, start_vector, spec.slq_steps,
-                                on_product=lambda q, hq: advance(1), out_of_time=out_of_time))
+    deflation = spec.trace.deflation_steps if method == "hutchinson" else 0
+    budget = spec.trace.max_products + max(spec.slq_runs - (deflation > 0), 0) * spec.slq_steps
+    with progress_bar(f"curvature ({method} probes, then Lanczos)", budget) as advance:
+        if method == "hutchinson":
+            traces = estimate_layer_traces(operator.matvec, operator.layout, operator.dtype, spec.trace, forms,
+                                           advance, out_of_time)
+        else:
+            traces = estimate_gauss_newton_traces(operator, loss, spec.trace, forms, advance, out_of_time)
+        runs = _lanczos_runs(operator, spec, traces, advance, out_of_time)
     density = SpectralDensity.from_runs(runs) if runs else None
     top = np.sort(runs[0].ritz()[0])[::-1][: spec.top_k].tolist() if runs else []
     probes = traces.num_probes + (len(traces.lanczos.alphas) if traces.lanczos is not None else 0)
     layers = {
-        name: LayerCurvature(float(t), float(s), stop - begin, probes)
-        for (name, (begin, stop)), t, s in zip(operator.layout.layers.items(), traces.traces, traces.stderrs)
+        name: LayerCurvature(float(t), float(s), stop - begin, probes, float(p), float(d))
+        for (name, (begin, stop)), t, s, p, d in zip(operator.layout.layers.items(), traces.traces, traces.stderrs,
+                                                   traces.probe_stderrs, traces.data_stderrs)
     }
-    method = f"lanczos-deflated hutchinson ({spec.product})" if runs else f"hutchinson ({spec.product})"
+    deflated = "lanczos-deflated " if traces.lanczos is not None else ""
+    product = f" ({spec.product})" if method == "hutchinson" else " (output-space probes)"
     return Curvature(
         layers=layers, trace=traces.total, trace_stderr=traces.total_stderr,
         top_eigenvalues=top, num_hvps=operator.num_products, seconds=time.perf_counter() - start,
-        loss=loss, loss_value=operator.loss_value(), method=method, converged=traces.converged,
+        loss=loss, loss_value=operator.loss_value(), method=f"{deflated}{method}{product}",
+        converged=traces.converged, trace_stderr_probe=traces.total_probe_stderr,
+        trace_stderr_data=traces.total_data_stderr, num_samples=len(data), population=population,
         density_nodes=density.nodes.tolist() if density else [],
         density_weights=density.weights.tolist() if density else [],
         degeneracy_ratio=density.degeneracy_ratio() if density else 0.0,
@@ -79,12 +99,40 @@ def estimate_curvature(model: nn.Module, data: DataSource, spec: CurvatureSpec =
     )
 
 
+def _check_spec(spec: CurvatureSpec, num_samples: int) -> None:
+    if num_samples < 1:
+        raise InputError("the data is empty; give at least one sample")
+    if spec.max_samples is not None and spec.max_samples < 1:
+        raise InputError(f"max_samples must be at least 1 (or None for all the data), got {spec.max_samples}")
+    if spec.max_samples == 1 < num_samples:
+        raise InputError("max_samples=1 leaves no spread to measure the data part of the error from; "
+                         "give at least 2, or leave it unset for all the data")
+    if spec.batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {spec.batch_size}")
+    if spec.method not in METHODS:
+        raise InputError(f"method must be one of {', '.join(METHODS)}, got {spec.method!r}")
+
+
+def _lanczos_runs(operator: CurvatureOperator, spec: CurvatureSpec, traces: LayerTraces,
+                  advance: Callable[[int], None], out_of_time: Callable[[], bool]) -> list[LanczosResult]:
+    """The deflation run (if any) plus fresh Lanczos runs up to ``slq_runs``, within the time budget."""
+    runs = [traces.lanczos] if traces.lanczos is not None else []
+    generator = torch.Generator().manual_seed(spec.trace.seed + 1)
+    for _ in range(spec.slq_runs - len(runs)):
+        if out_of_time():
+            break
+        start_vector = torch.randn(operator.dim, generator=generator, dtype=torch.float64).to(operator.dtype)
+        runs.append(lanczos(operator.matvec, start_vector, spec.slq_steps,
+                            on_product=lambda q, hq: advance(1), out_of_time=out_of_time))
+    return runs
+
+
 def _exact(operator: CurvatureOperator, loss: str, top_k: int, start: float) -> Curvature:
     from compress.curvature.exact import dense_hessian
 
     if operator.dim > MAX_EXACT_PARAMS:
-        raise InputError(f"--exact forms the dense Hessian: {operator.dim:,} parameters is more than "
-                        f"{MAX_EXACT_PARAMS:,}; drop --exact for the estimators")
+        raise InputError(f"exact=True forms the dense Hessian: {operator.dim:,} parameters is more than "
+                        f"{MAX_EXACT_PARAMS:,}; use the estimators (exact=False)")
     hessian = dense_hessian(operator.model, operator.batches, operator.references, operator.loss,
                             operator.total_samples)
     eigenvalues = torch.linalg.eigvalsh(hessian).numpy()

@@ -32,3 +32,27 @@ def self_distillation(output: torch.Tensor, teacher: torch.Tensor) -> torch.Tens
 
 def loss_function(name: str) -> LossFn:
     return {"ce": cross_entropy, "distill": self_distillation}[name]
+
+
+# Output-Hessian square roots: u = factor(output, r) with r Rademacher has E[u uᵀ] = ∇²_f ℓ_sum, the
+# Hessian of the *summed* per-sample loss with respect to the output (the caller scales by 1/N).
+
+
+def cross_entropy_factor(output: torch.Tensor, probe: torch.Tensor) -> torch.Tensor:
+    """S r with S Sᵀ = diag(p) − p pᵀ (softmax p over dim 1): S = diag(√p) − p √pᵀ, since
+    S Sᵀ = diag(p) − 2 p pᵀ + p (√p·√p) pᵀ. Divided by the positions per sample when the output
+    has more than one (the mean of ``cross_entropy`` runs over them too)."""
+    p = torch.softmax(output.detach().double(), dim=1)
+    root = p.sqrt()
+    product = root * probe - p * (root * probe).sum(dim=1, keepdim=True)
+    positions = output[0].numel() // output.shape[1]
+    return (product / positions**0.5).to(output.dtype)
+
+
+def self_distillation_factor(output: torch.Tensor, probe: torch.Tensor) -> torch.Tensor:
+    """½‖f − f₀‖² per sample has output Hessian I: the factor is the identity."""
+    return probe.to(output.dtype)
+
+
+def output_factor(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    return {"ce": cross_entropy_factor, "distill": self_distillation_factor}[name]

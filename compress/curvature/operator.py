@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
@@ -39,6 +40,8 @@ class CurvatureOperator:
     total_samples: int  # over all ranks
     product: str = "reverse-over-reverse"
     reuse_graphs: bool = True
+    batch_ids: list[int] | None = None  # global index of each local batch (default: 0, 1, ...)
+    num_batches: int | None = None  # over all ranks (default: the local count)
     num_products: int = 0
     layout: ParamLayout = field(init=False)
     _graphs: dict = field(init=False, default_factory=dict)  # batch index -> gradient with its graph
@@ -50,6 +53,18 @@ class CurvatureOperator:
         frozen = {n: p.detach() for n, p in named.items() if n not in self.params}
         self.constants = {**frozen, **dict(self.model.named_buffers())}
         self._leaves = {n: p.detach().requires_grad_() for n, p in self.params.items()}
+        if self.batch_ids is None:
+            self.batch_ids = list(range(len(self.batches)))
+        if self.num_batches is None:
+            self.num_batches = len(self.batches)
+
+    @property
+    def batch_sizes(self) -> torch.Tensor:
+        """Samples in every batch, by global batch index (all ranks)."""
+        sizes = torch.zeros(self.num_batches, dtype=torch.float64)
+        for index, batch in zip(self.batch_ids, self.batches):
+            sizes[index] = len(batch)
+        return all_reduce_sum(sizes)
 
     @property
     def dim(self) -> int:
@@ -59,14 +74,18 @@ class CurvatureOperator:
     def dtype(self) -> torch.dtype:
         return next(iter(self.params.values())).dtype
 
-    def matvec(self, vector: torch.Tensor) -> torch.Tensor:
-        """The curvature matrix times ``vector`` (flat, length ``dim``)."""
+    def matvec(self, vector: torch.Tensor,
+               on_batch: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """The curvature matrix times ``vector`` (flat, length ``dim``): Σ_b (n_b / N) H_b v.
+        ``on_batch(global batch index, (n_b / N) H_b v)`` sees each batch's share."""
         tangent = self.layout.unflatten(vector.to(self.dtype))
         total = torch.zeros(self.dim, dtype=self.dtype)
         with _math_attention():
             for index, batch in enumerate(self.batches):
-                product = self._batch_product(index, tangent)
-                total += (len(batch) / self.total_samples) * self.layout.flatten(product)
+                share = (len(batch) / self.total_samples) * self.layout.flatten(self._batch_product(index, tangent))
+                if on_batch is not None:
+                    on_batch(self.batch_ids[index], share)
+                total += share
         self.num_products += 1
         return all_reduce_sum(total)
 

@@ -12,9 +12,11 @@ class LayerCurvature:
     """Trace of the Hessian block of one module's parameters (weight and bias)."""
 
     trace: float
-    trace_stderr: float
+    trace_stderr: float  # total: √(probe² + data²)
     num_params: int
     num_probes: int
+    trace_stderr_probe: float = 0.0  # from the finite number of probes
+    trace_stderr_data: float = 0.0  # from a random subset standing for the whole given data
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,10 @@ class Curvature:
     loss_value: float
     method: str
     converged: bool  # every layer reached the requested relative error
+    trace_stderr_probe: float = 0.0
+    trace_stderr_data: float = 0.0
+    num_samples: int = 0  # samples the figures were computed on
+    population: int = 0  # samples in the given data (the figures are about all of them)
     density_nodes: list[float] = field(default_factory=list)
     density_weights: list[float] = field(default_factory=list)
     degeneracy_ratio: float = 0.0

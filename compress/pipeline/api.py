@@ -55,13 +55,12 @@ def as_data(data: Any, split: str | None = None, role: str = "train", model: "nn
     return adapt(data, split, role, model)
 
 
-def estimate_curvature(model: "str | nn.Module", data: Any, spec: "CurvatureSpec | None" = None,
-                       max_samples: int | None = 1024) -> "Curvature":
-    """Per-layer Hessian traces ± error, top eigenvalues and spectral density over the first
-    ``max_samples`` of ``data`` (the CLI's defaults)."""
+def estimate_curvature(model: "str | nn.Module", data: Any, spec: "CurvatureSpec | None" = None) -> "Curvature":
+    """Per-layer Hessian traces ± error (probe and data parts), top eigenvalues and spectral density
+    over all of ``data`` unless ``spec.max_samples`` asks for a random subset (the CLI's defaults)."""
     from compress.pipeline.curvature import measure_curvature
 
-    return measure_curvature(model, data, spec, max_samples)[2]
+    return measure_curvature(model, data, spec)[2]
 
 
 def make_plan(model: "str | nn.Module", data: Any, budgets: dict[str, float] | None = None,

@@ -1,4 +1,5 @@
-"""Curvature of a model on data: the first ``max_samples`` of the calibration split."""
+"""Curvature of a model on data: all of the calibration split unless ``spec.max_samples`` asks for a
+random subset (whose data part of the error is then in the ± the result reports)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,12 @@ if TYPE_CHECKING:
     from compress.curvature.result import Curvature
     from compress.data.source import DataSource
 
-MAX_SAMPLES = 1024  # the calibration samples a curvature figure uses unless told otherwise
-
-
 def measure_curvature(model: "str | nn.Module", data: Any, spec: "CurvatureSpec | None" = None,
-                      max_samples: int | None = MAX_SAMPLES, weights: str | None = None,
-                      split: str | None = None) -> tuple["nn.Module", "DataSource", "Curvature"]:
+                      weights: str | None = None, split: str | None = None) -> tuple["nn.Module", "DataSource", "Curvature"]:
     """(model, calibration data, Curvature): the model and data resolved as users give them."""
     from compress.curvature.estimate import CurvatureSpec, estimate_curvature
-    from compress.pipeline.inputs import data_source, first_samples, resolve_model
+    from compress.pipeline.inputs import data_source, resolve_model
 
     module, _ = resolve_model(model, weights)
-    source = first_samples(data_source(data, "train", module, split), max_samples)
+    source = data_source(data, "train", module, split)
     return module, source, estimate_curvature(module, source, spec or CurvatureSpec())

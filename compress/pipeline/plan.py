@@ -83,7 +83,8 @@ def plan_inputs(model: "str | nn.Module", data: Any, curvature: "Curvature | Non
         restrict_options(layer_options(module, spec), spec.overrides)
     source = first_samples(data_source(data, "train", module, split), max_samples)
     if curvature is None:
-        curvature = estimate_curvature(module, source, curvature_spec or default_curvature_spec())
+        whole = replace(curvature_spec or default_curvature_spec(), max_samples=None)  # over all of ``source``
+        curvature = estimate_curvature(module, source, whole)
     return module, source, curvature
 
 
