@@ -10,6 +10,7 @@ from pathlib import Path
 
 from torch import nn
 
+from compress.lowrank.records import LowRankRecords
 from compress.quant.records import QuantRecords
 
 RECIPES = sorted((Path(__file__).parents[2] / "recipes").glob("mnist-cnn-*.yaml"))
@@ -22,6 +23,7 @@ class Applied:
     spec: str
     model: nn.Module
     quant: QuantRecords
+    lowrank: LowRankRecords | None
 
 
 @cache
@@ -42,4 +44,4 @@ def apply_recipe(path: Path) -> Applied:
     spec = ApplySpec(recipe.quant_settings(layers), recipe.prune_settings(layers), None, recipe.saliency,
                      "ce" if calibration.has_targets else "distill", lowrank=recipe.lowrank_settings(layers))
     outcome = apply_(model, spec, calibration, None)
-    return Applied(path.stem, recipe.model["spec"], model.eval(), outcome.quant)
+    return Applied(path.stem, recipe.model["spec"], model.eval(), outcome.quant, outcome.lowrank)
