@@ -5,6 +5,7 @@ ONNX Runtime export with two Conv/MatMul nodes per factorised layer and parity w
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,19 @@ def test_quantization_rule_of_a_factorised_layer_is_checked_on_both_factors() ->
     masked = _problems({"head": {"rank": 6}}, pruning={"layers": {"head": {"ratio": 0.5}}})
     assert masked == ["pruning.layers.head: pattern 'unstructured' is not allowed on a factorised layer "
                       "(lowrank.layers decides it; allowed: channel, or a null rule)"]
+
+
+def test_validate_shows_each_layers_resolved_rank(cli, tmp_path: Path) -> None:
+    result = cli("validate", str(RECIPE), "--json", str(tmp_path / "layers.json"))
+    assert result.code == 0, result.err
+    ranks = {line.split("│")[1].strip(): line.split("│")[5].strip() for line in result.out.splitlines()
+             if line.startswith("│")}
+    assert ranks == {"stem.0": "-", "conv.0": "13 (whitened)", "block.dw.0": "-", "block.pw.0": "8 (fisher_whitened)",
+                     "head": "-"}  # conv.0: ⌊0.5·32·144/176⌋ = 13
+    layers = json.loads((tmp_path / "layers.json").read_text())
+    assert layers["conv.0"]["lowrank"] == {"rank": None, "rank_ratio": 0.5, "method": "whitened", "damping": 0.01,
+                                           "resolved_rank": 13}
+    assert layers["head"]["lowrank"] is None
 
 
 @pytest.fixture(scope="module")
