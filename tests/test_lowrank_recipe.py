@@ -149,3 +149,19 @@ def test_ort_export_has_two_nodes_per_factorised_layer_and_parity(applied, tmp_p
     parity = measure_parity(model, path, [batch.inputs for batch in heldout.batches(128)])
     assert parity.max_error_steps <= 1.0, f"max error {parity.max_error_steps:.3f} output steps"
     assert parity.top1_agreement >= 0.99
+
+
+@pytest.mark.parametrize("wide, narrow", [(nn.Linear(20, 12), nn.Linear(16, 10)),
+                                          (nn.Conv2d(6, 12, 3, padding=1), nn.Conv2d(4, 10, 3, padding=1))])
+def test_structure_is_restored_at_the_recorded_pruned_width(wide: nn.Module, narrow: nn.Module) -> None:
+    """A layer channel-pruned before it was factorised reloads at its saved (narrow) shape."""
+    from compress.lowrank.apply import apply_lowrank_, restore_structure_
+
+    torch.manual_seed(0)
+    pruned = nn.Sequential(narrow)
+    records = apply_lowrank_(pruned, {"0": LowRankSettings(rank=3, method="svd")})
+    fresh = restore_structure_(nn.Sequential(wide), records)
+    fresh.load_state_dict(pruned.state_dict(), strict=True)
+    inputs = torch.randn(2, 16) if isinstance(narrow, nn.Linear) else torch.randn(2, 4, 5, 5)
+    with torch.no_grad():
+        assert torch.equal(fresh(inputs), pruned(inputs))
