@@ -32,7 +32,7 @@ def test_a_valid_recipe_prints_each_layer_and_writes_json(cli, tmp_path: Path) -
                                                "calibrator": "minmax", "percentile": 99.99, "learnable_scales": False,
                                                "act_dynamic": False, "weight_block": None, "method": "gptq",
                                                "damp": 0.01, "block_size": 128, "act_order": True,
-                                               "loss_aware": False}, "pruning": None}
+                                               "loss_aware": False}, "pruning": None, "lowrank": None}
 
 
 def test_schema_problems_all_at_once_exit_2(cli, tmp_path: Path) -> None:
@@ -42,7 +42,7 @@ def test_schema_problems_all_at_once_exit_2(cli, tmp_path: Path) -> None:
     assert result.code == 2 and result.out == ""
     assert result.err.splitlines() == [
         f"compress validate: error: {path}: 4 problems",
-        "  colour: unknown key (allowed: version, model, data, quantization, pruning, finetune, export, plan)",
+        "  colour: unknown key (allowed: version, model, data, quantization, pruning, lowrank, finetune, export, plan)",
         "  quantization.layers.default.weight_bits: 9 is not allowed (allowed: 2..8 or null)",
         "  quantization.layers.re:(: invalid regular expression (missing ), unterminated subpattern at position 0)",
         "  pruning.layers.head.ratio: -0.1 is not allowed (allowed: 0 <= ratio < 1)",

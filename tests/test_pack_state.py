@@ -16,6 +16,7 @@ from compress.checkpoint.resize import resize_to_state_dict_
 from compress.data.spec import load_data
 from compress.errors import InputError
 from compress.evaluation import model_size
+from compress.lowrank.apply import restore_structure_
 from compress.models.spec import build_model
 from compress.pack.state import layout_path, read_packed_state, write_packed_state
 from compress.quant.modules import QuantLayer
@@ -31,8 +32,11 @@ def images() -> torch.Tensor:
 
 
 def _rebuilt(applied, state: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """What loading a checkpoint does: build from the spec, resize, replay the records, load strictly."""
-    model = resize_to_state_dict_(build_model(applied.spec), state)
+    """What loading a checkpoint does: build from the spec, factorise, resize, replay the records, load strictly."""
+    model = build_model(applied.spec)
+    if applied.lowrank is not None:
+        restore_structure_(model, applied.lowrank)
+    model = resize_to_state_dict_(model, state)
     rebuild_quantized_(model, applied.quant)
     model.load_state_dict(state, strict=True)
     return model.eval()

@@ -38,7 +38,7 @@ def test_every_problem_is_reported_at_once_with_its_path_value_and_what_is_allow
                "pruning": {"layers": {"conv.0": {"ratio": 1.5}}, "saliency": "vibes"},
                "finetune": {"mode": "sideways"}, "export": {"targets": ["tpu"]}, "extra": 1}
     assert sorted(problems_of(payload)) == sorted([
-        "extra: unknown key (allowed: version, model, data, quantization, pruning, finetune, export, plan)",
+        "extra: unknown key (allowed: version, model, data, quantization, pruning, lowrank, finetune, export, plan)",
         "version: 2 is not supported (allowed: 1)",
         "model.colour: unknown key (allowed: spec, weights)",
         "model.spec: missing (required)",

@@ -1,6 +1,10 @@
-"""``apply_(model, spec, data) -> ApplyOutcome``: prune, reconstruct, quantize, recover, in that order.
+"""``apply_(model, spec, data) -> ApplyOutcome``: prune, factorise, reconstruct, quantize, recover, in that order.
 
 1. Channel pruning first: it changes shapes, so everything after sees the narrow model.
+1b. Low-rank factorisation (``compress.lowrank``) of the (narrowed) layers, from their input
+   statistics on the calibration data (and the output Fisher diagonal for the Fisher methods): a
+   layer ``X`` becomes ``X.0``, ``X.1``, and the quantization settings given for ``X`` apply to both
+   factors from here on (masks on a factorised layer are refused).
 2. BatchNorms folded (when quantizing), then second-order reconstruction (``compress.reconstruct``)
    of every layer quantized with ``method: gptq`` or pruned by ``wanda`` / ``sparsegpt``, true-
    sequentially on the calibration data: GPTQ weights and SparseGPT masks, written in place.
@@ -24,7 +28,10 @@ import torch
 from torch import nn
 
 from compress.data.source import DataSource
+from compress.errors import ConfigError
 from compress.finetune.spec import FinetuneResult, FinetuneSpec
+from compress.lowrank.records import LowRankRecords
+from compress.lowrank.settings import LowRankSettings
 from compress.prune.records import MaskRecord, PruneRecords, PruneSettings
 from compress.quant.records import QuantRecords, QuantSettings
 from compress.reconstruct.sequential import ReconstructReport
@@ -38,6 +45,7 @@ class ApplySpec:
     saliency_curvature: str = "fisher"  # diagonal behind ``obs`` pruning: fisher | ggn | hutchinson
     loss: str = "ce"  # for saliency and loss-aware reconstruction: ce with labels, distill without
     sequential: bool = True  # reconstruct each layer from the already-compressed earlier layers' outputs
+    lowrank: dict[str, LowRankSettings] = field(default_factory=dict)  # by (unfactorised) layer name
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,7 @@ class ApplyOutcome:
     prune: PruneRecords | None
     finetune: FinetuneResult | None
     reconstruction: ReconstructReport | None = None
+    lowrank: LowRankRecords | None = None
 
 
 def apply_(model: nn.Module, spec: ApplySpec, calibration: DataSource, train: DataSource | None,
@@ -59,6 +68,8 @@ def apply_(model: nn.Module, spec: ApplySpec, calibration: DataSource, train: Da
     teacher = copy.deepcopy(model).eval()
     channel = {n: s for n, s in spec.pruning.items() if s.pattern == "channel"}
     groups = prune_model_(model, channel, _saliency(model, channel, spec, calibration)) if channel else None
+    lowrank = _factorise(model, spec.lowrank, calibration, batch_size) if spec.lowrank else None
+    spec = on_factors(spec, lowrank)
     folded = fold_batchnorm_(model.eval()) if spec.quantization else []
     reconstructed, report = _reconstruct(model, spec, calibration, batch_size)
     quant = None
@@ -76,7 +87,42 @@ def apply_(model: nn.Module, spec: ApplySpec, calibration: DataSource, train: Da
     remove_masks_(model)
     if quant is not None:
         quant = records_of(model.eval(), quant.folded)
-    return ApplyOutcome(quant, _merged(groups, masks), result, report)
+    return ApplyOutcome(quant, _merged(groups, masks), result, report, lowrank)
+
+
+def _factorise(model: nn.Module, settings: dict[str, LowRankSettings], calibration: DataSource,
+               batch_size: int) -> LowRankRecords:
+    """Every layer in ``settings`` factorised in place (eval mode, so BatchNorm statistics stay),
+    from input statistics on the calibration data; the output Fisher diagonal only where a Fisher
+    method asks for it."""
+    from compress.lowrank.apply import apply_lowrank_
+    from compress.lowrank.fisher import output_fisher_diag
+    from compress.lowrank.settings import FISHER
+    from compress.reconstruct.stats import collect_layer_stats
+
+    model.eval()
+    inputs = [b.inputs for b in calibration.batches(batch_size)]
+    stats = collect_layer_stats(model, inputs, list(settings))
+    fisher_layers = [name for name, config in settings.items() if config.method in FISHER]
+    fisher = output_fisher_diag(model, inputs, fisher_layers) if fisher_layers else None
+    return apply_lowrank_(model, settings, stats, fisher)
+
+
+def on_factors(spec: ApplySpec, lowrank: LowRankRecords | None) -> ApplySpec:
+    """``spec`` for the factorised model: the quantization settings of a factorised layer ``X``
+    apply to ``X.0`` and ``X.1``; masks (unstructured, 2:4) on it are refused (``ConfigError``)."""
+    if lowrank is None:
+        return spec
+    from compress.lowrank.modules import factor_names
+
+    masked = [n for n in lowrank.layers if n in spec.pruning and spec.pruning[n].pattern != "channel"]
+    if masked:
+        raise ConfigError(f"{masked[0]}: pattern {spec.pruning[masked[0]].pattern!r} is not allowed on a factorised "
+                          "layer (allowed: channel, or no pruning)")
+    quantization = {}
+    for name, settings in spec.quantization.items():
+        quantization.update(dict.fromkeys(factor_names(name) if name in lowrank.layers else (name,), settings))
+    return replace(spec, quantization=quantization)
 
 
 def _reconstruct(model: nn.Module, spec: ApplySpec, calibration: DataSource, batch_size: int):

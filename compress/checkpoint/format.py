@@ -1,7 +1,7 @@
 """The compressed checkpoint: one directory that reloads without the recipe.
 
-    OUT/compressed.json   model spec, quantization and pruning records (scales, zero points,
-                          calibration ranges, kept widths), the recipe and plan, the fine-tuning
+    OUT/compressed.json   model spec, quantization, pruning and low-rank records (scales, zero
+                          points, calibration ranges, kept widths, ranks), the recipe and plan, the fine-tuning
                           result (sharpness history), evaluations before and after
     OUT/weights.safetensors + OUT/weights.layout.json
                           the state dict (masks baked in, BatchNorms folded) at its real size:
@@ -11,8 +11,9 @@
 Format version 1 directories (``weights.pt``, a pickled state dict) still load, with
 ``weights_only=True``; a directory from a newer version is refused in one line.
 
-Reloading builds the model from its spec, resizes channel-pruned layers to the saved widths,
-replays the quantized structure from the records and loads the weights strictly.
+Reloading builds the model from its spec, factorises the low-rank layers at their recorded ranks
+and shapes, resizes channel-pruned layers to the saved widths, replays the quantized structure from
+the records and loads the weights strictly.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class CheckpointInfo:
     finetune: dict | None = None  # FinetuneResult.to_dict()
     evaluation: dict = field(default_factory=dict)  # name -> EvalResult dict (before / after)
     files: dict = field(default_factory=dict)  # measured bytes on disk (PackedSize.to_dict())
+    lowrank: dict | None = None  # LowRankRecords.to_dict()
     format: str = FORMAT
     version: int = FORMAT_VERSION
 
@@ -93,7 +95,13 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, CheckpointInfo]:
 
     info = read_info(path)
     state = _read_state(path, info.version)
-    model = resize_to_state_dict_(build_model(info.model_spec), state)
+    model = build_model(info.model_spec)
+    if info.lowrank is not None:
+        from compress.lowrank.apply import restore_structure_
+        from compress.lowrank.records import LowRankRecords
+
+        restore_structure_(model, LowRankRecords.from_dict(info.lowrank))
+    model = resize_to_state_dict_(model, state)
     if info.quant is not None:
         from compress.quant.quantize import rebuild_quantized_
         from compress.quant.records import QuantRecords

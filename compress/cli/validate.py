@@ -45,15 +45,18 @@ def _rules_view(recipe) -> dict[str, dict]:
 
     from compress.prune.records import PruneSettings
     from compress.quant.records import QuantSettings
+    from compress.lowrank.settings import RANK_CHOICE, LowRankSettings
     from compress.recipe.rules import resolve
 
     quant_defaults = asdict(QuantSettings())
     prune_defaults = {"ratio": 0.0, "pattern": PruneSettings.pattern, "criterion": PruneSettings.criterion}
     rows = {}
-    for key in dict.fromkeys([*recipe.quantization, *recipe.pruning]):
+    for key in dict.fromkeys([*recipe.quantization, *recipe.pruning, *recipe.lowrank]):
         quant, prune = resolve(recipe.quantization, key), resolve(recipe.pruning, key)
+        lowrank = resolve(recipe.lowrank, key, RANK_CHOICE)
         rows[key] = {"quantization": None if quant is None else {**quant_defaults, **quant},
-                     "pruning": None if prune is None else {**prune_defaults, **prune}}
+                     "pruning": None if prune is None else {**prune_defaults, **prune},
+                     "lowrank": None if lowrank is None else {"method": LowRankSettings.method, **lowrank}}
     return rows
 
 
@@ -63,10 +66,10 @@ def _print(rows: dict[str, dict], title: str, kind: str) -> None:
 
     table = Table()
     table.add_column(kind, overflow="fold")
-    for column in ("weight bits", "activations", "pruning"):
+    for column in ("weight bits", "activations", "pruning", "rank"):
         table.add_column(column, no_wrap=True)
     for name, row in rows.items():
-        table.add_row(name, *_cells(row["quantization"], row["pruning"]))
+        table.add_row(name, *_cells(row["quantization"], row["pruning"]), _rank_cell(row["lowrank"]))
     console = Console()
     console.print(title, soft_wrap=True)  # the verdict on one line, however long the path
     console.print(table)
@@ -82,3 +85,12 @@ def _cells(quant: dict | None, prune: dict | None) -> tuple[str, str, str]:
     acts = "-" if act is None else f"{scheme}{act}"
     pruning = "-" if not prune or not prune["ratio"] else f"{prune['ratio']:g} {prune['pattern']} ({prune['criterion']})"
     return weights, acts, pruning
+
+
+def _rank_cell(lowrank: dict | None) -> str:
+    """``RANK (method)`` of a factorised layer (``RATIO kept (method)`` for a rule without a model);
+    ``-`` for a layer left whole."""
+    if lowrank is None:
+        return "-"
+    rank = lowrank.get("resolved_rank", lowrank.get("rank"))
+    return f"{rank if rank is not None else format(lowrank['rank_ratio'], 'g') + ' kept'} ({lowrank['method']})"

@@ -17,7 +17,7 @@ from torch import nn
 
 from compress.errors import ConfigError, InputError
 from compress.lowrank.factorize import WeightedSVD, damped, truncated_factors, weighted_svd, whitening_factor
-from compress.lowrank.modules import factorised_module, matrix_shape, weight_matrices
+from compress.lowrank.modules import factorised_module, layer_of_shape, matrix_shape, weight_matrices
 from compress.lowrank.records import LowRankRecord, LowRankRecords
 from compress.lowrank.settings import FISHER, METRICS, WHITENED, LowRankSettings
 from compress.lowrank.size import factorised_params, layer_params
@@ -87,12 +87,25 @@ def output_error(delta: torch.Tensor, stats: LayerStats) -> float:
 
 def restore_structure_(model: nn.Module, records: LowRankRecords) -> nn.Module:
     """In place: every recorded layer becomes a factorised module of its recorded rank (weights
-    zero), so that a factorised model's ``state_dict`` loads into a freshly built model."""
+    zero), so that a factorised model's ``state_dict`` loads into a freshly built model. The factors
+    take the recorded m×n shape, so a layer that was channel-pruned before it was factorised is
+    restored at its pruned width."""
     for name, record in records.layers.items():
         first = torch.zeros(record.groups, record.rank, record.n)
         second = torch.zeros(record.groups, record.m, record.rank)
-        model.set_submodule(name, factorised_module(model.get_submodule(name), first, second))
+        layer = layer_of_shape(model.get_submodule(name), record.m, record.n, record.groups)
+        model.set_submodule(name, factorised_module(layer, first, second))
     return model
+
+
+def layer_rank(layer: nn.Module, config: LowRankSettings, name: str = "layer") -> int:
+    """The rank ``config`` gives ``layer`` (per group), after checking that the layer can be
+    factorised into fewer parameters at that rank (one-line ``ConfigError`` naming the limit)."""
+    m, n, groups = matrix_shape(layer, name)
+    if groups > 1 and m == 1:
+        raise ConfigError(f"{name}: a depthwise conv with one output per group ({m}×{n} per group) "
+                          "cannot be factorised; leave it unfactorised")
+    return config.rank_for(m, n, name)
 
 
 def _checked_rank(model: nn.Module, name: str, config: LowRankSettings, stats: Mapping[str, LayerStats] | None,
@@ -103,11 +116,8 @@ def _checked_rank(model: nn.Module, name: str, config: LowRankSettings, stats: M
         layer = model.get_submodule(name)
     except AttributeError as exc:
         raise ConfigError(f"low-rank settings name {name!r}, which is not a module of the model") from exc
+    rank = layer_rank(layer, config, name)
     m, n, groups = matrix_shape(layer, name)
-    if groups > 1 and m == 1:
-        raise ConfigError(f"{name}: a depthwise conv with one output per group ({m}×{n} per group) "
-                          "cannot be factorised; leave it unfactorised")
-    rank = config.rank_for(m, n, name)
     if config.method in WHITENED and (stats is None or name not in stats):
         raise InputError(f"{name}: method {config.method} needs the layer's input statistics (stats)")
     if stats is not None and name in stats and tuple(stats[name].hessian.shape) != (groups, n, n):

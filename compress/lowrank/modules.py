@@ -49,3 +49,22 @@ def factorised_module(layer: nn.Module, first: torch.Tensor, second: torch.Tenso
         if layer.bias is not None:
             expand.bias.copy_(layer.bias)
     return nn.Sequential(reduce, expand).train(layer.training)
+
+
+def layer_of_shape(layer: nn.Module, m: int, n: int, groups: int) -> nn.Module:
+    """``layer`` itself when its weight is ``groups`` matrices of m×n, else an empty layer like it
+    of that shape (a channel-pruned width): Linear n → m; Conv2d with groups·m outputs and
+    groups·n/(kh·kw) inputs."""
+    if matrix_shape(layer) == (m, n, groups):
+        return layer
+    if isinstance(layer, nn.Linear):
+        return nn.Linear(n, m, bias=layer.bias is not None)
+    taps = layer.kernel_size[0] * layer.kernel_size[1]
+    return nn.Conv2d(groups * n // taps, groups * m, layer.kernel_size, layer.stride, layer.padding,
+                     layer.dilation, groups, bias=layer.bias is not None, padding_mode=layer.padding_mode)
+
+
+def factor_names(name: str) -> tuple[str, str]:
+    """The names of the two layers a factorised layer ``name`` becomes (the ``nn.Sequential``'s
+    children: the reducing factor, then the expanding one)."""
+    return f"{name}.0", f"{name}.1"

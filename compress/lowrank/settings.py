@@ -10,6 +10,7 @@ from compress.lowrank.size import check_rank, max_useful_rank, rank_from_ratio
 METHODS = ("svd", "whitened", "fisher", "fisher_whitened")
 WHITENED = ("whitened", "fisher_whitened")  # need the layer's input statistics H
 FISHER = ("fisher", "fisher_whitened")  # need the output-side Fisher diagonal
+RANK_CHOICE = ("rank", "rank_ratio")  # exactly one of them is set
 METRICS = {  # what each method's predicted error measures (see ``factorize.py``)
     "svd": "weight", "whitened": "output", "fisher": "fisher_weight", "fisher_whitened": "fisher_output",
 }

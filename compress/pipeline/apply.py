@@ -42,7 +42,8 @@ class Applied:
             None if outcome.quant is None else outcome.quant.to_dict(),
             None if outcome.prune is None else outcome.prune.to_dict(),
             None if outcome.finetune is None else outcome.finetune.to_dict(),
-            {"before": self.before.to_dict(), "after": self.after.to_dict()})
+            {"before": self.before.to_dict(), "after": self.after.to_dict()},
+            lowrank=None if outcome.lowrank is None else outcome.lowrank.to_dict())
 
 
 def as_recipe(plan: "Plan | Recipe", model: str = "model", data: str = "data") -> "Recipe":
@@ -84,7 +85,8 @@ def apply_recipe_(model: "nn.Module", recipe: "Recipe", calibration: "DataSource
     before = evaluate(model, model_name, heldout, reference, batch_size)
     layers = compressible_layers(model)
     spec = ApplySpec(recipe.quant_settings(layers), recipe.prune_settings(layers), recipe.finetune_spec(),
-                     recipe.saliency, "ce" if calibration.has_targets else "distill")
+                     recipe.saliency, "ce" if calibration.has_targets else "distill",
+                     lowrank=recipe.lowrank_settings(layers))
     outcome = apply_(model, spec, calibration, train, checkpoint_dir, batch_size)
     after = evaluate(model, f"{model_name} (compressed)", heldout, reference, batch_size)
     return Applied(recipe, outcome, before, after)

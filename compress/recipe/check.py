@@ -1,5 +1,11 @@
 """A recipe checked against the model it names: every rule must hit a layer, every resolved layer
-setting must be valid for that layer (combinations included)."""
+setting must be valid for that layer (combinations included).
+
+Low-rank rules name layers of the unfactorised model; a factorised layer ``X`` becomes ``X.0`` and
+``X.1``, and the quantization rule for ``X`` applies to both (so its settings are checked on the
+factors' shapes); unstructured and 2:4 masks on a factorised layer are refused (channel pruning,
+which happens before the factorisation, is allowed). Ranks are checked on the unpruned shapes.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ import re
 from torch import nn
 
 from compress.errors import ConfigError, InputError
+from compress.lowrank.modules import factor_names
+from compress.lowrank.settings import RANK_CHOICE, LowRankSettings
 from compress.prune.records import PruneSettings
 from compress.quant.records import QuantSettings
 from compress.recipe.problems import yaml_words
@@ -19,13 +27,51 @@ def check_against_model(recipe: Recipe, model: nn.Module) -> list[str]:
     """Problems in the same ``path: message`` form as the schema's."""
     layers = list(compressible_layers(model))
     modules = dict(model.named_modules())
-    problems = []
+    problems = _unmatched("lowrank", recipe.lowrank, layers, modules)
+    ranks = {}
+    for name, settings in resolve_all(recipe.lowrank, layers, RANK_CHOICE).items():
+        problem, rank = _factorisable(_where("lowrank", recipe.lowrank, name), name, settings, model)
+        problems += problem
+        if rank is not None:
+            ranks[name] = rank
+    factorised = factorised_copy(model, ranks)
     for section, rules, config in (("quantization", recipe.quantization, QuantSettings),
                                    ("pruning", recipe.pruning, PruneSettings)):
         problems += _unmatched(section, rules, layers, modules)
         for name, settings in resolve_all(rules, layers).items():
-            problems += _invalid(section, rules, name, settings, config, model)
+            on_factors = name in ranks and config is QuantSettings  # pruning masks see the layer itself
+            problems += _invalid(section, rules, name, settings, config, factorised if on_factors else model,
+                                 factor_names(name) if name in ranks else (name,))
     return problems + _channel_groups(recipe.pruning, recipe.prune_settings(layers), model)
+
+
+def factorised_copy(model: nn.Module, ranks: dict[str, int]) -> nn.Module:
+    """``model`` itself when nothing is factorised, else a copy whose layers in ``ranks`` are
+    factorised at those ranks (weights zero): the shapes the later stages will see."""
+    if not ranks:
+        return model
+    import copy
+
+    import torch
+
+    from compress.lowrank.modules import factorised_module, matrix_shape
+
+    model = copy.deepcopy(model)
+    for name, rank in ranks.items():
+        layer = model.get_submodule(name)
+        m, n, groups = matrix_shape(layer, name)
+        model.set_submodule(name, factorised_module(layer, torch.zeros(groups, rank, n), torch.zeros(groups, m, rank)))
+    return model
+
+
+def _factorisable(where: str, name: str, settings: dict, model: nn.Module) -> tuple[list[str], int | None]:
+    """The layer's rank, or the problem why it cannot be factorised as asked."""
+    from compress.lowrank.apply import layer_rank
+
+    try:
+        return [], layer_rank(model.get_submodule(name), LowRankSettings(**settings), name)
+    except ConfigError as exc:
+        return [f"{where}: {yaml_words(str(exc)).removeprefix(f'{name}: ')}"], None
 
 
 def _where(section: str, rules: dict, name: str) -> str:
@@ -54,16 +100,21 @@ def _unmatched(section: str, rules: dict, layers: list[str], modules: dict) -> l
     return problems
 
 
-def _invalid(section: str, rules: dict, name: str, settings: dict, config: type, model: nn.Module) -> list[str]:
-    """The layer's resolved settings, judged by the stage config and by the layer's shape; the
-    problem is placed at the rule that decided the layer."""
+def _invalid(section: str, rules: dict, name: str, settings: dict, config: type, model: nn.Module,
+             targets: tuple[str, ...]) -> list[str]:
+    """The layer's resolved settings, judged by the stage config and by the shapes of ``targets``
+    (the layer, or its two factors in ``model``); the problem is placed at the rule that decided
+    the layer."""
     where = _where(section, rules, name)
     try:
         resolved = config(**settings)
     except ConfigError as exc:
         return [f"{where}: {yaml_words(str(exc))}"]
     if isinstance(resolved, QuantSettings):
-        return _quantizable(where, name, resolved, model)
+        return [problem for target in targets for problem in _quantizable(where, target, resolved, model)]
+    if targets != (name,) and resolved.pattern != "channel" and resolved.ratio > 0:
+        return [f"{where}: pattern {resolved.pattern!r} is not allowed on a factorised layer (lowrank.layers "
+                "decides it; allowed: channel, or a null rule)"]
     reduction = model.get_submodule(name).weight[0].numel()
     if resolved.pattern == "2:4" and reduction % 4:
         return [f"{where}: pattern '2:4' is not allowed here: the reduction size (inputs per output) is "

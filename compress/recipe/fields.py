@@ -1,5 +1,5 @@
 """Judging one recipe field, or one rule's fields together, by the stage config that will consume
-them (``QuantSettings``, ``PruneSettings``, ``FinetuneSpec``): the schema never disagrees with what
+them (``QuantSettings``, ``PruneSettings``, ``LowRankSettings``, ``FinetuneSpec``): the schema never disagrees with what
 ``compress apply`` accepts.
 
 Two checks per field: its YAML type against the config field's annotation (so ``weight_bits: 4.5``
@@ -14,9 +14,11 @@ import re
 from dataclasses import MISSING, fields
 
 from compress.errors import ConfigError
+from compress.lowrank.settings import RANK_CHOICE, LowRankSettings
 from compress.prune.records import PruneSettings
 from compress.quant.records import QuantSettings
 from compress.recipe.problems import Problems, yaml_words
+from compress.recipe.rules import over_default
 
 TYPES = {
     "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
@@ -44,11 +46,12 @@ def check_field(config: type, name: str, value: object, where: str, problems: Pr
         problems.add(where, allowed_form(name, str(exc)))
 
 
-def check_rule(config: type, rule: dict, default: dict | None, where: str, problems: Problems) -> None:
-    """A rule's fields together, merged over the default's: required fields (a pruning ``ratio``)
-    present, and no combination the config refuses. A combination the default refuses by itself
-    is reported at the default only."""
-    merged = {**(default or {}), **rule}
+def check_rule(config: type, rule: dict, default: dict | None, where: str, problems: Problems,
+               choice: tuple[str, ...] = ()) -> None:
+    """A rule's fields together, merged over the default's (``rules.over_default``): required fields
+    (a pruning ``ratio``) present, and no combination the config refuses. A combination the default
+    refuses by itself is reported at the default only."""
+    merged = over_default(default, rule, choice)
     missing = [name for name in required_fields(config) if name not in merged]
     for name in missing:
         problems.add(f"{where}.{name}", "missing (required" + (", here or in default)" if default is not None else ")"))
@@ -86,6 +89,8 @@ def _companions(config: type, name: str) -> dict:
         return {"ratio": 0.5, **({"pattern": "channel"} if name == "round_to" else {})}
     if config is QuantSettings:
         return {"weight_block": {"act_bits": None}, "act_dynamic": {"act_signed": False}}.get(name, {})
+    if config is LowRankSettings and name not in RANK_CHOICE:
+        return {"rank": 1}
     return {}
 
 

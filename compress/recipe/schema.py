@@ -5,12 +5,13 @@
     data:         {calibration: DATA, train: DATA | null, eval: DATA | null, calibration_samples: N = 512}
     quantization: {layers: RULES of QuantSettings keys}     (rules.py: default / name / re:REGEX)
     pruning:      {layers: RULES of PruneSettings keys, saliency: fisher | empirical-fisher | hutchinson}
+    lowrank:      {layers: RULES of LowRankSettings keys}   (rank or rank_ratio = share of weights kept)
     finetune:     FinetuneSpec keys (mode: qat | kd | qat+kd), or null / {mode: none} for none
     export:       {targets: [onnx | ort | tensorrt] = [ort], batch_sizes: [N, ...] = [1]}
     plan:         what ``compress plan`` recorded (free-form mapping)
 
 Allowed values come from the stage configs themselves (``QuantSettings``, ``PruneSettings``,
-``FinetuneSpec`` validate their fields; ``fields.py``), so the schema never disagrees with what
+``LowRankSettings``, ``FinetuneSpec`` validate their fields; ``fields.py``), so the schema never disagrees with what
 apply accepts. Training and evaluation data default to the calibration data; builtin data sets use
 their train split for calibration and training and their held-out split for evaluation.
 """
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 
 from compress.errors import ConfigError
 from compress.finetune.spec import MODES, FinetuneSpec
+from compress.lowrank.settings import RANK_CHOICE, LowRankSettings
 from compress.prune.records import PruneSettings
 from compress.quant.records import QuantSettings
 from compress.recipe.fields import check_field, check_rule, field_names
@@ -32,7 +34,7 @@ from compress.vocab.targets import EXPORT_TARGETS as TARGETS
 
 VERSION = 1
 SALIENCY = ("fisher", "empirical-fisher", "hutchinson")
-SECTIONS = ("version", "model", "data", "quantization", "pruning", "finetune", "export", "plan")
+SECTIONS = ("version", "model", "data", "quantization", "pruning", "lowrank", "finetune", "export", "plan")
 CALIBRATION_SAMPLES = 512
 NO_FINETUNE = "none"
 
@@ -50,6 +52,7 @@ class Recipe:
     export: dict = field(default_factory=lambda: {"targets": ["ort"], "batch_sizes": [1]})
     plan: dict | None = None
     version: int = VERSION
+    lowrank: dict[str, dict | None] = field(default_factory=dict)  # rules
 
     def quant_settings(self, layers: list[str]) -> dict[str, QuantSettings]:
         """Each layer's settings; layers left float (weights and activations) are left out."""
@@ -58,6 +61,11 @@ class Recipe:
 
     def prune_settings(self, layers: list[str]) -> dict[str, PruneSettings]:
         return {n: PruneSettings(**s) for n, s in resolve_all(self.pruning, layers).items() if s.get("ratio", 0) > 0}
+
+    def lowrank_settings(self, layers: list[str]) -> dict[str, LowRankSettings]:
+        """The layers to factorise (named as in the unfactorised model) and how; a rule naming
+        ``rank`` or ``rank_ratio`` replaces both of the default's."""
+        return {n: LowRankSettings(**s) for n, s in resolve_all(self.lowrank, layers, RANK_CHOICE).items()}
 
     def finetune_spec(self) -> FinetuneSpec | None:
         return None if self.finetune is None else FinetuneSpec(**self.finetune)
@@ -68,6 +76,8 @@ class Recipe:
                   "quantization": {"layers": self.quantization},
                   "pruning": {"layers": self.pruning, "saliency": self.saliency},
                   "finetune": self.finetune, "export": self.export}
+        if self.lowrank:
+            result["lowrank"] = {"layers": self.lowrank}
         return copy.deepcopy(result if self.plan is None else {**result, "plan": self.plan})
 
     @staticmethod
@@ -101,6 +111,8 @@ def parse_recipe(payload: object, source: str) -> Recipe:
     prune = _section(payload, "pruning", ("layers", "saliency"), problems)
     quant_rules = _rules(quant.get("layers", {}), "quantization.layers", QuantSettings, problems)
     prune_rules = _rules(prune.get("layers", {}), "pruning.layers", PruneSettings, problems)
+    lowrank = _section(payload, "lowrank", ("layers",), problems)
+    lowrank_rules = _rules(lowrank.get("layers", {}), "lowrank.layers", LowRankSettings, problems, RANK_CHOICE)
     saliency = prune.get("saliency", "fisher")
     if saliency not in SALIENCY:
         problems.refuse("pruning.saliency", saliency, ", ".join(SALIENCY))
@@ -111,7 +123,7 @@ def parse_recipe(payload: object, source: str) -> Recipe:
     if plan is not None and not isinstance(plan, dict):
         problems.refuse("plan", plan, "a mapping")
     problems.raise_if_any(source)
-    return Recipe(model, data, quant_rules, prune_rules, saliency, finetune, export, plan)
+    return Recipe(model, data, quant_rules, prune_rules, saliency, finetune, export, plan, lowrank=lowrank_rules)
 
 
 def _section(payload: dict, name: str, keys: tuple[str, ...], problems: Problems,
@@ -137,9 +149,11 @@ def _check_strings(section: dict, name: str, keys: tuple[str, ...], problems: Pr
             problems.refuse(f"{name}.{key}", section[key], "a spec string")
 
 
-def _rules(rules: object, path: str, config: type, problems: Problems) -> dict[str, dict | None]:
+def _rules(rules: object, path: str, config: type, problems: Problems,
+           choice: tuple[str, ...] = ()) -> dict[str, dict | None]:
     """Validated rule table: every key a name, ``default`` or a valid ``re:`` pattern; every value
-    null or a mapping of the config's fields, each value one the config accepts (``fields.py``)."""
+    null or a mapping of the config's fields, each value one the config accepts (``fields.py``);
+    ``choice``: fields a rule replaces together (``rules.over_default``)."""
     if not isinstance(rules, dict):
         problems.refuse(path, rules, "a mapping of layer rules")
         return {}
@@ -163,7 +177,7 @@ def _rules(rules: object, path: str, config: type, problems: Problems) -> dict[s
             if name in allowed:
                 check_field(config, name, value, f"{where}.{name}", problems)
         if rule is not None and len(problems.items) == before:
-            check_rule(config, rule, None if key == DEFAULT else default, where, problems)
+            check_rule(config, rule, None if key == DEFAULT else default, where, problems, choice)
     return result
 
 

@@ -1,5 +1,5 @@
 """The example recipes that run in seconds (builtin:mnist-cnn), applied by the library pipeline
-without fine-tuning (pruning and quantization only, on 128 calibration digits): the models whose
+without fine-tuning (pruning, factorisation and quantization only, on 128 calibration digits): the models whose
 artifacts the packing and export size tests check."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from torch import nn
 
+from compress.lowrank.records import LowRankRecords
 from compress.quant.records import QuantRecords
 
 RECIPES = sorted((Path(__file__).parents[2] / "recipes").glob("mnist-cnn-*.yaml"))
@@ -22,6 +23,7 @@ class Applied:
     spec: str
     model: nn.Module
     quant: QuantRecords
+    lowrank: LowRankRecords | None
 
 
 @cache
@@ -40,6 +42,6 @@ def apply_recipe(path: Path) -> Applied:
     calibration = calibration.subset(range(CALIBRATION_SAMPLES), f"{calibration.name}[:{CALIBRATION_SAMPLES}]")
     layers = compressible_layers(model)
     spec = ApplySpec(recipe.quant_settings(layers), recipe.prune_settings(layers), None, recipe.saliency,
-                     "ce" if calibration.has_targets else "distill")
+                     "ce" if calibration.has_targets else "distill", lowrank=recipe.lowrank_settings(layers))
     outcome = apply_(model, spec, calibration, None)
-    return Applied(path.stem, recipe.model["spec"], model.eval(), outcome.quant)
+    return Applied(path.stem, recipe.model["spec"], model.eval(), outcome.quant, outcome.lowrank)
