@@ -25,9 +25,12 @@ from tests.helpers.curvature import curvature_for
 
 def deployed_bits(model: nn.Module) -> float:
     quantized = {id(m.weight): m for m in model.modules() if isinstance(m, QuantLayer) and m.settings.weight_bits}
+    scales = {id(s) for m in quantized.values() if (s := getattr(m, "fixed_weight_scales", None)) is not None}
     total = 0.0
     for tensor in [*model.parameters(), *model.buffers()]:
         layer = quantized.get(id(tensor))
+        if id(tensor) in scales:  # the reconstruction's per-channel scales: counted with their weight
+            continue
         if layer is None:
             total += tensor.numel() * tensor.element_size() * 8
         else:
