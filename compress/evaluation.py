@@ -40,7 +40,8 @@ def model_size(model: "nn.Module") -> tuple[int, float]:
     unstructured sparsity (a 1-bit keep-mask), as the planner counts it (``plan/costs.py``)."""
     num_params = sum(p.numel() for p in model.parameters())
     compressed = {id(m.weight): m for m in model.modules() if getattr(getattr(m, "settings", None), "weight_bits", None)}
-    tensors = [*model.parameters(), *model.buffers()]
+    scales = {id(s) for m in compressed.values() if (s := getattr(m, "fixed_weight_scales", None)) is not None}
+    tensors = [t for t in [*model.parameters(), *model.buffers()] if id(t) not in scales]  # scales: with their weight
     size_bits = sum(_stored_bits(compressed[id(t)]) if id(t) in compressed else t.numel() * t.element_size() * 8
                     for t in tensors)
     return num_params, size_bits / 8e6
