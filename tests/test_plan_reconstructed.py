@@ -79,4 +79,5 @@ def test_each_option_is_reconstructed_once() -> None:
     reconstruction = Reconstructions(model, list(data.batches(128)))
     first = reconstruction.weight("0", LayerOption(4))
     assert reconstruction.weight("0", LayerOption(4)) is first
+    assert reconstruction.weight("0", LayerOption(4, act_bits=8)) is first  # activations do not change the weight
     assert len(reconstruction.stats) == 1 and len(reconstruction.weights) == 1

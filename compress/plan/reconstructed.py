@@ -58,13 +58,14 @@ def mean_eigenvalue(stats: LayerStats) -> float:
 @dataclass
 class Reconstructions:
     """Reconstructed weights and their layer objectives per (layer, option), computed on demand from
-    statistics collected once over ``batches`` (each batch's ``inputs`` fed to ``model``)."""
+    statistics collected once over ``batches`` (each batch's ``inputs`` fed to ``model``); cached by
+the reconstruction's settings, so options differing only in activation bits share one."""
 
     model: nn.Module
     batches: list
     stats: dict[str, LayerStats] = field(default_factory=dict)
-    weights: dict[tuple[str, LayerOption], torch.Tensor] = field(default_factory=dict)
-    errors: dict[tuple[str, LayerOption], float] = field(default_factory=dict)
+    weights: dict[tuple[str, ReconstructSettings], torch.Tensor] = field(default_factory=dict)
+    errors: dict[tuple[str, ReconstructSettings], float] = field(default_factory=dict)
 
     def _stats(self, name: str) -> LayerStats:
         if name not in self.stats:
@@ -77,7 +78,7 @@ class Reconstructions:
         settings = deployed_settings(option)
         if settings is None:
             return None
-        key = (name, option)
+        key = (name, settings)
         if key not in self.weights:
             original = self.model.get_submodule(name).weight.detach()
             stats = self._stats(name)
@@ -90,4 +91,5 @@ class Reconstructions:
         """Ω_rec(o) = (Tr/n)·E(o)/h̄ (module docstring); None where apply does not reconstruct."""
         if self.weight(name, option) is None:
             return None
-        return trace / num_params * self.errors[(name, option)] / max(mean_eigenvalue(self._stats(name)), 1e-30)
+        error = self.errors[(name, deployed_settings(option))]
+        return trace / num_params * error / max(mean_eigenvalue(self._stats(name)), 1e-30)
