@@ -68,6 +68,9 @@ def test_ties_go_to_the_faster_allocation_and_only_ties() -> None:
     chosen = allocate(omega, {}, {}, tie_break=latency)
     assert chosen.choices == (2, 1)  # layer 0: least Ω wins over speed; layer 1: a three-way tie, fastest
     assert allocate(omega, {}, {}).objective == chosen.objective
+    # a loss difference the data cannot resolve is a tie; one it can is not
+    assert allocate(omega, {}, {}, tie_break=latency, tie_tolerance=0.6).choices == (1, 1)
+    assert allocate(omega, {}, {}, tie_break=latency, tie_tolerance=0.4).choices == (2, 1)
 
 
 def test_integer_backends_consider_int8_activations_by_default() -> None:

@@ -11,9 +11,10 @@ A tie table holds a property of layer a's options (e.g. activation bits) and min
 of layer b's, so the constraint makes a and b choose options with equal property.
 
 With a ``tie_break`` table (the latency when the plan has a latency table), the solve is
-lexicographic: among the allocations whose total Ω is within ``TIE_TOLERANCE`` (relative) of the
-optimum, the one of least Σ tie_break is taken (a second program with Σ Ω·x ≤ Ω*·(1 + tol) added), so
-of plans of equal predicted loss the faster wins without a weighted term competing with Ω.
+lexicographic: among the allocations whose total Ω is within ``TIE_TOLERANCE`` (relative) or
+``tie_tolerance`` (absolute, e.g. the loss resolution of the data) of the optimum Ω*, the one of least
+Σ tie_break is taken (a second program with Σ Ω·x ≤ Ω* + tol added), so of plans of equal predicted
+loss the faster wins without a weighted term competing with Ω.
 
 An infeasible set of budgets is reported with the budget furthest out of reach and the smallest
 value it could take with the other budgets kept.
@@ -39,7 +40,7 @@ class Allocation:
 
 def allocate(omega: np.ndarray, costs: dict[str, np.ndarray], budgets: dict[str, float],
              ties: tuple[np.ndarray, ...] = (), excluded: tuple[tuple[int, ...], ...] = (),
-             tie_break: np.ndarray | None = None) -> Allocation:
+             tie_break: np.ndarray | None = None, tie_tolerance: float = 0.0) -> Allocation:
     """The allocation minimising total Ω within every budget (each budget names a cost table) and
     every tie, other than the ``excluded`` choice vectors; of equal Ω, the least Σ ``tie_break``."""
     allowed = np.isfinite(omega)
@@ -55,7 +56,7 @@ def allocate(omega: np.ndarray, costs: dict[str, np.ndarray], budgets: dict[str,
     if tie_break is not None:
         best = float(omega[layers, choices].sum())
         scale = abs(best) if best != 0 else 1.0  # the row normalised: the solver's tolerances are absolute
-        ceiling = (np.where(allowed, omega, 0.0) / scale, best / scale + TIE_TOLERANCE)
+        ceiling = (np.where(allowed, omega, 0.0) / scale, best / scale + max(TIE_TOLERANCE, tie_tolerance / scale))
         faster = _solve(np.where(allowed, tie_break, 0.0), allowed, costs, budgets, ties, excluded, ceiling)
         choices = choices if faster is None else faster
     return Allocation(
@@ -117,13 +118,14 @@ def _infeasibility(allowed: np.ndarray, costs: dict[str, np.ndarray], budgets: d
 
 
 def best_allocations(omega: np.ndarray, costs: dict[str, np.ndarray], budgets: dict[str, float],
-                     ties: tuple[np.ndarray, ...], count: int, tie_break: np.ndarray | None = None) -> list[Allocation]:
+                     ties: tuple[np.ndarray, ...], count: int, tie_break: np.ndarray | None = None,
+                     tie_tolerance: float = 0.0) -> list[Allocation]:
     """The ``count`` allocations of least total Ω (fewer if fewer meet the budgets), best first:
     each solve excludes the ones found before."""
-    found = [allocate(omega, costs, budgets, ties, tie_break=tie_break)]
+    found = [allocate(omega, costs, budgets, ties, tie_break=tie_break, tie_tolerance=tie_tolerance)]
     while len(found) < count:
         try:
-            found.append(allocate(omega, costs, budgets, ties, tuple(a.choices for a in found), tie_break))
+            found.append(allocate(omega, costs, budgets, ties, tuple(a.choices for a in found), tie_break, tie_tolerance))
         except BudgetError:
             break
     return found

@@ -21,7 +21,8 @@ def gather_evidence(model: nn.Module, data: DataSource, curvature: Curvature, me
     names = list(plannable_layers(model))
     epsilon = _defined_tolerance(model, data, curvature.loss, batch_size)
     first = next(iter(data.batches(batch_size)))
-    reconstruction = Reconstructions(model, list(data.batches(batch_size)))
+    batches = list(data.batches(batch_size))
+    reconstruction = Reconstructions(model, batches)
     return PlanEvidence(
         measure=SingleLayerLoss(model, data, curvature.loss, batch_size, reconstruction) if measure_layers else None,
         sparsity_limits=None if epsilon is None else layer_limits(model, curvature, names, epsilon),
@@ -30,6 +31,7 @@ def gather_evidence(model: nn.Module, data: DataSource, curvature: Curvature, me
         macs=layer_macs(model, first.inputs, names),
         ties=residual_groups(model, names),
         reconstruction=reconstruction,
+        loss_resolution=0.0 if epsilon is None else epsilon / len(batches) ** 0.5,
     )
 
 

@@ -11,7 +11,8 @@ totals are what apply deploys. Other parameters (norms, embeddings) count in siz
 and the evidence carries the reconstructions, Ω is the reconstructed weight's predicted loss change;
 each layer records both that and the round-to-nearest Ω. With a latency table and no latency budget,
 the plan is never slower than float in that table (Σ latency ≤ Σ FP32 latency) and, of plans of equal
-predicted loss, the faster wins (``allocation.py``'s tie-break).
+predicted loss — equal to within the data's loss resolution (``PlanEvidence.loss_resolution``) — the
+faster wins (``allocation.py``'s tie-break; the whole-plan verification keeps the same rule).
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class PlanEvidence:
     ties: list[tuple[str, ...]] | None = None  # residual groups (ties.py); None: not traced
     latency: LatencyCosts | None = None  # per-layer latency on the backend, needed for latency_ms
     reconstruction: Reconstructions | None = None  # what apply's GPTQ/SparseGPT deploys per option
+    loss_resolution: float = 0.0  # loss differences the calibration data cannot resolve (ε/√batches)
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,7 @@ class Plan:
     channel_groups: dict[str, list[str]] = field(default_factory=dict)  # group -> member layers planned together
     unconverged: list[str] = field(default_factory=list)  # layers whose trace estimate had not converged
     float_latency_ms: float | None = None  # Σ FP32 latency: the implicit bound without a latency budget
+    loss_resolution: float = 0.0  # predicted-loss differences counted as ties (the faster wins them)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -260,7 +263,7 @@ def make_plan(model: nn.Module, curvature: Curvature, spec: PlanSpec, evidence: 
     while True:
         omega = _with_measurements(omega, names, options, evidence.measure)
         allocation = allocate(np.where(disallowed, np.inf, omega), {k: costs[k] for k in budgets},
-                              budgets, ties, tie_break=tie_break)
+                              budgets, ties, tie_break=tie_break, tie_tolerance=evidence.loss_resolution)
         chosen = [(name, options[name][column]) for name, column in zip(names, allocation.choices)]
         if evidence.measure is None or all(key in evidence.measure.cache for key in chosen):
             break
@@ -268,11 +271,12 @@ def make_plan(model: nn.Module, curvature: Curvature, spec: PlanSpec, evidence: 
     verified = None
     if evidence.measure is not None and spec.verify > 1:
         candidates = best_allocations(np.where(disallowed, np.inf, omega), {k: costs[k] for k in budgets},
-                                      budgets, ties, spec.verify, tie_break)
-        allocation, verified = _verified(candidates, names, options, evidence.measure)
+                                      budgets, ties, spec.verify, tie_break, evidence.loss_resolution)
+        allocation, verified = _verified(candidates, names, options, evidence.measure, tie_break,
+                                         evidence.loss_resolution)
     plan = _plan(names, layers, options, curvature, spec, evidence, omega, costs, allocation, verified, sizes,
                  channels, omegas)
-    return replace(plan, float_latency_ms=float_latency)
+    return replace(plan, float_latency_ms=float_latency, loss_resolution=evidence.loss_resolution)
 
 
 def _with_float_latency_bound(budgets: dict[str, float], evidence: PlanEvidence,
@@ -308,8 +312,10 @@ def group_ties(channels: ChannelPlan, names: list[str], options: dict[str, list[
 
 
 def _verified(candidates: list[Allocation], names: list[str], options: dict[str, list[LayerOption]],
-              measure: SingleLayerLoss) -> tuple[Allocation, list[dict]]:
-    """The candidate whose whole-plan loss increase, measured on the calibration data, is least.
+              measure: SingleLayerLoss, latency: np.ndarray | None = None,
+              resolution: float = 0.0) -> tuple[Allocation, list[dict]]:
+    """The candidate whose whole-plan loss increase, measured on the calibration data, is least
+    (with a ``latency`` table: the fastest of those within ``resolution`` of the least).
 
     Per-layer predictions add up; real damage need not (at 2.5 bits on mnist-cnn the 2-bit head
     dominates and extra bits elsewhere do not reduce the loss), so the few best allocations by
@@ -320,6 +326,13 @@ def _verified(candidates: list[Allocation], names: list[str], options: dict[str,
         rows.append({"choices": {n: o.label() for n, o in chosen.items()},
                      "predicted_delta_loss": allocation.objective, "measured_delta_loss": measure.joint(chosen)})
     best = min(range(len(rows)), key=lambda i: rows[i]["measured_delta_loss"])
+    if latency is not None:
+        speed = [float(latency[np.arange(len(names)), list(a.choices)].sum()) for a in candidates]
+        least = rows[best]["measured_delta_loss"]
+        near = [i for i in range(len(rows)) if rows[i]["measured_delta_loss"] <= least + resolution]
+        best = min(near, key=lambda i: (speed[i], rows[i]["measured_delta_loss"]))
+        for row, ms in zip(rows, speed):
+            row["latency_ms"] = ms
     return candidates[best], rows
 
 

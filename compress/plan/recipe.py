@@ -35,7 +35,7 @@ def plan_recipe(plan: Plan, model: str, data: str, weights: str | None) -> dict[
                  "model_sparsity_limit": plan.model_sparsity_limit, "measured_options": plan.measured_options,
                  "verified": plan.verified,
                  "channel_groups": plan.channel_groups, "unconverged": plan.unconverged,
-                 "float_latency_ms": plan.float_latency_ms,
+                 "float_latency_ms": plan.float_latency_ms, "loss_resolution": plan.loss_resolution,
                  "layers": why},
     }
     return parse_recipe(payload, "the plan").to_dict()
