@@ -79,3 +79,10 @@ def test_integer_backends_consider_int8_activations_by_default() -> None:
     assert default_act_bits("ort-cpu", "trace") == (None,)  # activation options are priced by measurement
     assert plan_spec({"avg_bits": 8}, PlanMeasurements(backend="ort-cpu")).act_bits == (8, None)
     assert plan_spec({"avg_bits": 8}, PlanMeasurements(backend="ort-cpu"), act_bits=(None,)).act_bits == (None,)
+
+
+def test_activation_bits_only_with_quantized_weights() -> None:
+    from compress.plan.make import candidate_options
+
+    options = candidate_options(PlanSpec(budgets={}, bits=(8, None), act_bits=(8, None)), (8, 8))
+    assert set(options) == {W8, W8A8, FP32}  # no float-weight layer behind unfused Q/DQ
