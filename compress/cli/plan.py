@@ -36,9 +36,10 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
 
 def _candidate_options(group) -> None:
     group.add_argument("--bits", default="2,3,4,8,fp32", help="candidate weight bits (default 2,3,4,8,fp32)")
-    group.add_argument("--act-bits", default="fp32",
-                       help="candidate activation bits of each layer's input, e.g. 8,fp32 (default fp32: "
-                       "weights only); layers feeding one residual add are tied to equal activation bits")
+    group.add_argument("--act-bits", default=None,
+                       help="candidate activation bits of each layer's input, e.g. 8,fp32 (default: 8,fp32 with "
+                       "--backend ort-cpu and hybrid sensitivity, else fp32: weights only); layers feeding one "
+                       "residual add are tied to equal activation bits")
     group.add_argument("--sparsities", default="0", help="candidate pruned fractions (default 0)")
     group.add_argument("--patterns", default="unstructured", help="unstructured, 2:4, channel (comma-separated)")
     group.add_argument("--override", action="append", default=[], metavar="NAME=CHOICE",
@@ -77,29 +78,30 @@ def run(args: argparse.Namespace) -> int:
     refuse_overwrite(output, args.force)  # before the expensive part
     if not args.budget and not args.sweep:
         raise InputError("give a budget (--budget avg_bits=4) or a sweep (--sweep size_mb=0.01:0.09:9)")
-    spec = _plan_spec(args)
     how = PlanMeasurements(args.sensitivity, args.backend, args.latency_batch, args.threads, args.batch_size)
+    spec = _plan_spec(args, how)
     curvature = _read_curvature(args.curvature) if args.curvature else None
     model, data, curvature = plan_inputs(args.model, args.data, curvature, curvature_spec(args), args.max_samples,
                                          args.weights, args.split, spec)
     evidence = gather(model, data, curvature, spec, how)
     if evidence.latency is not None:
         table = evidence.latency
-        print(f"latency table: {sum(map(len, table.median_ms.values()))} entries on {table.backend}, batch "
-              f"{table.batch_size}, {table.threads} thread(s); median entry noise (p90/median − 1) {table.noise():.1%}")
+        print(f"latency table: {sum(map(len, table.milliseconds.values()))} entries on {table.backend}, batch "
+              f"{how.latency_batch}, {how.threads} thread(s)")
     if args.sweep:
         return _run_sweep(args, model, curvature, spec, evidence, output)
     return _write_plan(args, model, curvature, spec, evidence, output)
 
 
-def _plan_spec(args: argparse.Namespace):
+def _plan_spec(args: argparse.Namespace, how):
     from compress.pipeline.plan import plan_spec
     from compress.plan.make import parse_budget
     from compress.plan.overrides import parse_override
 
-    return plan_spec(dict(parse_budget(b) for b in args.budget), bits=_bits(args.bits, "bits"),
+    chosen = {} if args.act_bits is None else {"act_bits": _bits(args.act_bits, "act_bits")}
+    return plan_spec(dict(parse_budget(b) for b in args.budget), how, bits=_bits(args.bits, "bits"),
                      sparsities=_floats(args.sparsities, "sparsities"), patterns=_patterns(args.patterns),
-                     act_bits=_bits(args.act_bits, "act_bits"),
+                     **chosen,
                      overrides=tuple(parse_override(o) for o in args.override), sparsity_limit=args.sparsity_limit,
                      verify=args.verify)
 

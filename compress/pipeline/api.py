@@ -73,7 +73,7 @@ def make_plan(model: "str | nn.Module", data: Any, budgets: dict[str, float] | N
 
     if (budgets is None) == (spec is None):
         raise InputError("give budgets (e.g. {'avg_bits': 4}) or a PlanSpec, not both")
-    spec = spec if spec is not None else plan_spec(budgets)
+    spec = spec if spec is not None else plan_spec(budgets, measurements)
     module, source, curvature = plan_inputs(model, data, curvature, None, max_samples, spec=spec)
     evidence = gather(module, source, curvature, spec, measurements or PlanMeasurements())
     return solve(module, curvature, spec, evidence)

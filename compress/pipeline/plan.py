@@ -3,7 +3,10 @@ single-layer ΔL, sparsity limits, MACs, residual ties, the latency table for a 
 and turn the plan into a validated ``Recipe`` (optionally with a fine-tuning section).
 
 The defaults are the CLI's: hybrid sensitivity (measured single-layer ΔL), verification of the 8
-least-Ω allocations, a 240 s curvature budget, the first 1,024 calibration samples.
+least-Ω allocations, a 240 s curvature budget, the first 1,024 calibration samples; with a backend
+whose fast kernels are integer ones (``ort-cpu``: QLinearConv / QGemm need int8 activations), int8
+activations are candidates by default (``act_bits`` 8 and float), since weight-only layers run there
+at float speed (the exporter's fold form) and only shrink the file.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ VERIFY = 8
 PLAN_CURVATURE_SECONDS = 240.0  # the traces' ranking matters more than ±5% bars: leave time for ΔL
 SENSITIVITIES = ("hybrid", "trace")
 BACKENDS = ("ort-cpu",)
+INTEGER_BACKENDS = ("ort-cpu",)  # backends whose speed-ups need 8-bit activations
 
 
 @dataclass(frozen=True)
@@ -51,12 +55,20 @@ class PlanMeasurements:
             raise InputError("latency_batch, threads and batch_size must be at least 1")
 
 
-def plan_spec(budgets: dict[str, float], **fields: Any) -> "PlanSpec":
-    """A ``PlanSpec`` with the CLI's defaults (verify the 8 least-Ω allocations)."""
+def plan_spec(budgets: dict[str, float], measurements: PlanMeasurements | None = None, **fields: Any) -> "PlanSpec":
+    """A ``PlanSpec`` with the CLI's defaults (verify the 8 least-Ω allocations; ``act_bits``
+    from ``default_act_bits`` unless given)."""
     from compress.plan.make import PlanSpec
 
-    spec = PlanSpec(budgets=dict(budgets), **{"verify": VERIFY, **fields})
-    return spec
+    how = measurements or PlanMeasurements()
+    defaults = {"verify": VERIFY, "act_bits": default_act_bits(how.backend, how.sensitivity)}
+    return PlanSpec(budgets=dict(budgets), **{**defaults, **fields})
+
+
+def default_act_bits(backend: str | None, sensitivity: str) -> tuple[int | None, ...]:
+    """(8, None) for a backend in ``INTEGER_BACKENDS`` when single-layer ΔL is measured (activation
+    options are priced by measurement only); (None,) — weights only — otherwise."""
+    return (8, None) if backend in INTEGER_BACKENDS and sensitivity == "hybrid" else (None,)
 
 
 def default_curvature_spec(batch_size: int = 128) -> "CurvatureSpec":

@@ -10,6 +10,12 @@
 A tie table holds a property of layer a's options (e.g. activation bits) and minus that property
 of layer b's, so the constraint makes a and b choose options with equal property.
 
+With a ``tie_break`` table (the latency when the plan has a latency table), the solve is
+lexicographic: among the allocations whose total Ω is within ``TIE_TOLERANCE`` (relative) or
+``tie_tolerance`` (absolute, e.g. the loss resolution of the data) of the optimum Ω*, the one of least
+Σ tie_break is taken (a second program with Σ Ω·x ≤ Ω* + tol added), so of plans of equal predicted
+loss the faster wins without a weighted term competing with Ω.
+
 An infeasible set of budgets is reported with the budget furthest out of reach and the smallest
 value it could take with the other budgets kept.
 """
@@ -22,6 +28,8 @@ import numpy as np
 
 from compress.errors import BudgetError, ConfigError
 
+TIE_TOLERANCE = 1e-6  # relative Σ Ω within which two allocations count as equally good
+
 
 @dataclass(frozen=True)
 class Allocation:
@@ -31,9 +39,10 @@ class Allocation:
 
 
 def allocate(omega: np.ndarray, costs: dict[str, np.ndarray], budgets: dict[str, float],
-             ties: tuple[np.ndarray, ...] = (), excluded: tuple[tuple[int, ...], ...] = ()) -> Allocation:
+             ties: tuple[np.ndarray, ...] = (), excluded: tuple[tuple[int, ...], ...] = (),
+             tie_break: np.ndarray | None = None, tie_tolerance: float = 0.0) -> Allocation:
     """The allocation minimising total Ω within every budget (each budget names a cost table) and
-    every tie, other than the ``excluded`` choice vectors."""
+    every tie, other than the ``excluded`` choice vectors; of equal Ω, the least Σ ``tie_break``."""
     allowed = np.isfinite(omega)
     if not allowed.any(axis=1).all():
         layer = int(np.flatnonzero(~allowed.any(axis=1))[0])
@@ -44,6 +53,12 @@ def allocate(omega: np.ndarray, costs: dict[str, np.ndarray], budgets: dict[str,
     if choices is None:
         raise _infeasibility(allowed, costs, budgets, ties)
     layers = np.arange(len(choices))
+    if tie_break is not None:
+        best = float(omega[layers, choices].sum())
+        scale = abs(best) if best != 0 else 1.0  # the row normalised: the solver's tolerances are absolute
+        ceiling = (np.where(allowed, omega, 0.0) / scale, best / scale + max(TIE_TOLERANCE, tie_tolerance / scale))
+        faster = _solve(np.where(allowed, tie_break, 0.0), allowed, costs, budgets, ties, excluded, ceiling)
+        choices = choices if faster is None else faster
     return Allocation(
         choices=tuple(int(c) for c in choices),
         objective=float(omega[layers, choices].sum()),
@@ -53,9 +68,11 @@ def allocate(omega: np.ndarray, costs: dict[str, np.ndarray], budgets: dict[str,
 
 def _solve(objective: np.ndarray, allowed: np.ndarray, costs: dict[str, np.ndarray],
            budgets: dict[str, float], ties: tuple[np.ndarray, ...],
-           excluded: tuple[tuple[int, ...], ...] = ()) -> np.ndarray | None:
+           excluded: tuple[tuple[int, ...], ...] = (),
+           ceiling: tuple[np.ndarray, float] | None = None) -> np.ndarray | None:
     """Chosen option per layer, or None when the budgets cannot all be met. Each excluded choice
-    vector c gets the no-good cut Σ_l x[l, c_l] ≤ L − 1."""
+    vector c gets the no-good cut Σ_l x[l, c_l] ≤ L − 1; a ``ceiling`` (table, bound) adds
+    Σ table·x ≤ bound."""
     from scipy.optimize import Bounds, LinearConstraint, milp
 
     num_layers, num_options = objective.shape
@@ -69,6 +86,8 @@ def _solve(objective: np.ndarray, allowed: np.ndarray, costs: dict[str, np.ndarr
         cut = np.zeros(objective.size)
         cut[np.arange(num_layers) * num_options + np.asarray(choice)] = 1
         constraints.append(LinearConstraint(cut.reshape(1, -1), -np.inf, num_layers - 1))
+    if ceiling is not None:
+        constraints.append(LinearConstraint(ceiling[0].reshape(1, -1), -np.inf, ceiling[1]))
     result = milp(objective.ravel(), constraints=constraints, integrality=np.ones(objective.size),
                   bounds=Bounds(0, allowed.ravel().astype(float)))
     if result.status != 0 or result.x is None:
@@ -99,13 +118,14 @@ def _infeasibility(allowed: np.ndarray, costs: dict[str, np.ndarray], budgets: d
 
 
 def best_allocations(omega: np.ndarray, costs: dict[str, np.ndarray], budgets: dict[str, float],
-                     ties: tuple[np.ndarray, ...], count: int) -> list[Allocation]:
+                     ties: tuple[np.ndarray, ...], count: int, tie_break: np.ndarray | None = None,
+                     tie_tolerance: float = 0.0) -> list[Allocation]:
     """The ``count`` allocations of least total Ω (fewer if fewer meet the budgets), best first:
     each solve excludes the ones found before."""
-    found = [allocate(omega, costs, budgets, ties)]
+    found = [allocate(omega, costs, budgets, ties, tie_break=tie_break, tie_tolerance=tie_tolerance)]
     while len(found) < count:
         try:
-            found.append(allocate(omega, costs, budgets, ties, tuple(a.choices for a in found)))
+            found.append(allocate(omega, costs, budgets, ties, tuple(a.choices for a in found), tie_break, tie_tolerance))
         except BudgetError:
             break
     return found

@@ -1,5 +1,6 @@
 """Everything the planner measures besides the curvature, gathered in one place for the CLI:
-single-layer loss changes, sparsity limits at the loss tolerance, MACs, residual ties."""
+single-layer loss changes, sparsity limits at the loss tolerance, MACs, residual ties, and the
+reconstructions apply will deploy (layer statistics from the same calibration data)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from compress.plan.limits import layer_limits, loss_tolerance, model_limit
 from compress.plan.macs import layer_macs
 from compress.plan.make import PlanEvidence, plannable_layers
 from compress.plan.measured import SingleLayerLoss
+from compress.plan.reconstructed import Reconstructions
 from compress.plan.ties import residual_groups
 
 
@@ -19,13 +21,17 @@ def gather_evidence(model: nn.Module, data: DataSource, curvature: Curvature, me
     names = list(plannable_layers(model))
     epsilon = _defined_tolerance(model, data, curvature.loss, batch_size)
     first = next(iter(data.batches(batch_size)))
+    batches = list(data.batches(batch_size))
+    reconstruction = Reconstructions(model, batches)
     return PlanEvidence(
-        measure=SingleLayerLoss(model, data, curvature.loss, batch_size) if measure_layers else None,
+        measure=SingleLayerLoss(model, data, curvature.loss, batch_size, reconstruction) if measure_layers else None,
         sparsity_limits=None if epsilon is None else layer_limits(model, curvature, names, epsilon),
         loss_tolerance=epsilon,
         model_sparsity_limit=None if epsilon is None else model_limit(model, curvature, epsilon),
         macs=layer_macs(model, first.inputs, names),
         ties=residual_groups(model, names),
+        reconstruction=reconstruction,
+        loss_resolution=0.0 if epsilon is None else epsilon / len(batches) ** 0.5,
     )
 
 

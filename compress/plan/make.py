@@ -6,6 +6,13 @@ under the budgets, solved exactly (``allocation.py``). Channel options are plann
 channel group (``channels.py``): every member carries the group's pruned fraction, ties make
 them agree, and Ω, size, BOPs and latency are each member's share of the group, so the plan's
 totals are what apply deploys. Other parameters (norms, embeddings) count in size as stored.
+
+Ω prices what apply deploys: where apply reconstructs an option (GPTQ by default, ``reconstructed.py``)
+and the evidence carries the reconstructions, Ω is the reconstructed weight's predicted loss change;
+each layer records both that and the round-to-nearest Ω. With a latency table and no latency budget,
+the plan is never slower than float in that table (Σ latency ≤ Σ FP32 latency) and, of plans of equal
+predicted loss — equal to within the data's loss resolution (``PlanEvidence.loss_resolution``) — the
+faster wins (``allocation.py``'s tie-break; the whole-plan verification keeps the same rule).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from compress.plan.channels import ChannelPlan, channel_plan
 from compress.plan.costs import FLOAT_BITS, bops, effective_bits
 from compress.plan.measured import SingleLayerLoss
 from compress.plan.overrides import Override, restrict_options
+from compress.plan.reconstructed import Reconstructions
 from compress.plan.sensitivity import converged, safe_trace, sensitivity
 from compress.plan.size import SizeModel, size_model
 from compress.plan.ties import tie_tables
@@ -96,6 +104,8 @@ class PlanEvidence:
     macs: dict[str, float] | None = None  # per-sample MACs (macs.py), needed for gbops
     ties: list[tuple[str, ...]] | None = None  # residual groups (ties.py); None: not traced
     latency: LatencyCosts | None = None  # per-layer latency on the backend, needed for latency_ms
+    reconstruction: Reconstructions | None = None  # what apply's GPTQ/SparseGPT deploys per option
+    loss_resolution: float = 0.0  # loss differences the calibration data cannot resolve (ε/√batches)
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,8 @@ class LayerPlan:
     considered: dict[str, float] = field(default_factory=dict)  # label -> max(Ω, measured if measured); inf: excluded
     input_sparsity: float = 0.0  # the pruned fraction of the channel group feeding the layer
     trace_converged: bool = True  # False: the trace's 95% bar reaches 0; its upper end was used
+    omega_first_order: float | None = None  # Ω of the chosen option rounded to nearest / magnitude-masked
+    omega_reconstructed: float | None = None  # Ω of it as apply reconstructs it (None: not reconstructed)
 
     def option(self) -> LayerOption:
         return LayerOption(self.weight_bits, self.sparsity, self.pattern, self.act_bits, self.input_sparsity)
@@ -133,6 +145,8 @@ class Plan:
     verified: list[dict] | None = None  # the least-ΣΩ allocations with their measured whole-plan ΔL
     channel_groups: dict[str, list[str]] = field(default_factory=dict)  # group -> member layers planned together
     unconverged: list[str] = field(default_factory=list)  # layers whose trace estimate had not converged
+    float_latency_ms: float | None = None  # Σ FP32 latency: the implicit bound without a latency budget
+    loss_resolution: float = 0.0  # predicted-loss differences counted as ties (the faster wins them)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -148,7 +162,9 @@ def candidate_options(spec: PlanSpec, weight_shape: tuple[int, ...], channels=No
     layer can take: ``channel`` only for a layer producing a prunable group (``channels.out_group``),
     an input fraction only for a layer reading one (``channels.in_group`` of ``in_channels``
     channels); 2:4 needs a (remaining) reduction size divisible by 4 and always prunes half. A layer that
-    reads and writes one group (a residual branch's last layer) removes the same fraction on both."""
+    reads and writes one group (a residual branch's last layer) removes the same fraction on both.
+    Activation bits go with quantized weights only (measured: float-weight layers with 8-bit inputs
+    exported unfused Q/DQ and ran the mnist-cnn plan at 0.16× FP32 on ORT at batch 32)."""
     produces = channels is not None and channels.out_group is not None
     reads = channels is not None and channels.in_group is not None
     same = produces and reads and channels.in_group == channels.out_group
@@ -156,6 +172,8 @@ def candidate_options(spec: PlanSpec, weight_shape: tuple[int, ...], channels=No
     options = []
     for bits, act, sparsity, pattern, fraction in itertools.product(
             spec.bits, spec.act_bits, spec.sparsities, spec.patterns, inputs):
+        if bits is None and act is not None:
+            continue  # no integer kernel takes float weights: it deploys as unfused Q/DQ, slower than float
         if pattern == "2:4":
             columns = weight_shape[1] if not fraction else _kept_columns(in_channels, fraction, channels.in_block)
             if columns * int(np.prod(weight_shape[2:])) % 4 == 0:
@@ -188,11 +206,21 @@ def layer_options(model: nn.Module, spec: PlanSpec, channels: ChannelPlan | None
     return options
 
 
-def predicted_loss(layer: nn.Module, info, option: LayerOption, spec: PlanSpec, evidence: PlanEvidence,
-                   limit: float | None, kept: tuple = (None, None)) -> float:
-    """The second-order Ω of one option with the sparsity-limit rule applied; inf = excluded."""
+def option_omegas(name: str, layer: nn.Module, info, option: LayerOption, evidence: PlanEvidence,
+                  kept: tuple = (None, None)) -> tuple[float, float | None]:
+    """(Ω of the option rounded to nearest / magnitude-masked, Ω of it as apply reconstructs it or
+    None where apply does not reconstruct it or no reconstructions are in the evidence)."""
     trace = safe_trace(info.trace, info.trace_stderr)
-    omega = sensitivity(layer.weight, trace, info.num_params, option, *kept)
+    first_order = sensitivity(layer.weight, trace, info.num_params, option, *kept)
+    if evidence.reconstruction is None:
+        return first_order, None
+    return first_order, evidence.reconstruction.omega(name, option, trace, info.num_params)
+
+
+def predicted_loss(omegas: tuple[float, float | None], option: LayerOption, spec: PlanSpec,
+                   evidence: PlanEvidence, limit: float | None) -> float:
+    """Ω of what apply deploys (``option_omegas``) with the sparsity-limit rule applied; inf = excluded."""
+    omega = omegas[0] if omegas[1] is None else omegas[1]
     own = max(option.sparsity, option.input_sparsity)
     if limit is None or own <= limit or spec.sparsity_limit == "off":
         return omega
@@ -218,15 +246,19 @@ def make_plan(model: nn.Module, curvature: Curvature, spec: PlanSpec, evidence: 
     allowed = restrict_options(options, spec.overrides)
     width = max(len(o) for o in options.values())
     omega = np.full((len(names), width), np.inf)
+    omegas: dict[tuple[str, LayerOption], tuple[float, float | None]] = {}
     for row, name in enumerate(names):
         limit = None if evidence.sparsity_limits is None else evidence.sparsity_limits[name]
         for column, option in enumerate(options[name]):
             kept = channels.kept_rows_columns(name, option)
-            omega[row, column] = predicted_loss(layers[name], curvature.layers[name], option, spec, evidence, limit, kept)
+            omegas[(name, option)] = option_omegas(name, layers[name], curvature.layers[name], option, evidence, kept)
+            omega[row, column] = predicted_loss(omegas[(name, option)], option, spec, evidence, limit)
     _require_costs(spec, evidence)
     sizes = size_model(model, names, channels)
     folded = any(b is not None for b in spec.bits) or any(a is not None for a in spec.act_bits)
     costs = cost_tables(model, layers, options, evidence, width, sizes, folded)
+    budgets, float_latency = _with_float_latency_bound(spec.budgets, evidence, names)
+    tie_break = costs.get("latency_ms")
     act = _table_by_layer(options, names, width, lambda n, o: o.act_bits or 0)
     ties = tie_tables(evidence.ties or [], names, act) + group_ties(channels, names, options, width, spec)
     disallowed = _table_by_layer(options, names, width, lambda n, o: not allowed[n][options[n].index(o)]) > 0
@@ -234,18 +266,34 @@ def make_plan(model: nn.Module, curvature: Curvature, spec: PlanSpec, evidence: 
         evidence.measure.channels = channels
     while True:
         omega = _with_measurements(omega, names, options, evidence.measure)
-        allocation = allocate(np.where(disallowed, np.inf, omega), {k: costs[k] for k in spec.budgets},
-                              spec.budgets, ties)
+        allocation = allocate(np.where(disallowed, np.inf, omega), {k: costs[k] for k in budgets},
+                              budgets, ties, tie_break=tie_break, tie_tolerance=evidence.loss_resolution)
         chosen = [(name, options[name][column]) for name, column in zip(names, allocation.choices)]
         if evidence.measure is None or all(key in evidence.measure.cache for key in chosen):
             break
         evidence.measure.measure_all(chosen)
     verified = None
     if evidence.measure is not None and spec.verify > 1:
-        candidates = best_allocations(np.where(disallowed, np.inf, omega), {k: costs[k] for k in spec.budgets},
-                                      spec.budgets, ties, spec.verify)
-        allocation, verified = _verified(candidates, names, options, evidence.measure)
-    return _plan(names, layers, options, curvature, spec, evidence, omega, costs, allocation, verified, sizes, channels)
+        candidates = best_allocations(np.where(disallowed, np.inf, omega), {k: costs[k] for k in budgets},
+                                      budgets, ties, spec.verify, tie_break, evidence.loss_resolution)
+        allocation, verified = _verified(candidates, names, options, evidence.measure, tie_break,
+                                         evidence.loss_resolution)
+    plan = _plan(names, layers, options, curvature, spec, evidence, omega, costs, allocation, verified, sizes,
+                 channels, omegas)
+    return replace(plan, float_latency_ms=float_latency, loss_resolution=evidence.loss_resolution)
+
+
+def _with_float_latency_bound(budgets: dict[str, float], evidence: PlanEvidence,
+                              names: list[str]) -> tuple[dict[str, float], float | None]:
+    """The budgets the solver meets: the user's, plus Σ latency ≤ Σ FP32 latency when a latency
+    table is given without a latency budget (a plan is never slower than float on its backend);
+    and that Σ FP32 latency (None without a table)."""
+    if evidence.latency is None:
+        return dict(budgets), None
+    float_latency = sum(evidence.latency.latency(name, LayerOption(None)) for name in names)
+    if "latency_ms" in budgets:
+        return dict(budgets), float_latency
+    return {**budgets, "latency_ms": float_latency * (1 + 1e-9)}, float_latency  # equality holds despite rounding
 
 
 def group_ties(channels: ChannelPlan, names: list[str], options: dict[str, list[LayerOption]], width: int,
@@ -268,8 +316,10 @@ def group_ties(channels: ChannelPlan, names: list[str], options: dict[str, list[
 
 
 def _verified(candidates: list[Allocation], names: list[str], options: dict[str, list[LayerOption]],
-              measure: SingleLayerLoss) -> tuple[Allocation, list[dict]]:
-    """The candidate whose whole-plan loss increase, measured on the calibration data, is least.
+              measure: SingleLayerLoss, latency: np.ndarray | None = None,
+              resolution: float = 0.0) -> tuple[Allocation, list[dict]]:
+    """The candidate whose whole-plan loss increase, measured on the calibration data, is least
+    (with a ``latency`` table: the fastest of those within ``resolution`` of the least).
 
     Per-layer predictions add up; real damage need not (at 2.5 bits on mnist-cnn the 2-bit head
     dominates and extra bits elsewhere do not reduce the loss), so the few best allocations by
@@ -280,6 +330,13 @@ def _verified(candidates: list[Allocation], names: list[str], options: dict[str,
         rows.append({"choices": {n: o.label() for n, o in chosen.items()},
                      "predicted_delta_loss": allocation.objective, "measured_delta_loss": measure.joint(chosen)})
     best = min(range(len(rows)), key=lambda i: rows[i]["measured_delta_loss"])
+    if latency is not None:
+        speed = [float(latency[np.arange(len(names)), list(a.choices)].sum()) for a in candidates]
+        least = rows[best]["measured_delta_loss"]
+        near = [i for i in range(len(rows)) if rows[i]["measured_delta_loss"] <= least + resolution]
+        best = min(near, key=lambda i: (speed[i], rows[i]["measured_delta_loss"]))
+        for row, ms in zip(rows, speed):
+            row["latency_ms"] = ms
     return candidates[best], rows
 
 
@@ -336,7 +393,7 @@ def _require_costs(spec: PlanSpec, evidence: PlanEvidence) -> None:
 
 
 def _plan(names, layers, options, curvature, spec, evidence, omega, costs, allocation, verified, sizes,
-          channels) -> Plan:
+          channels, omegas) -> Plan:
     rows = np.arange(len(names))
     columns = list(allocation.choices)
     chosen = {name: options[name][column] for name, column in zip(names, columns)}
@@ -352,6 +409,7 @@ def _plan(names, layers, options, curvature, spec, evidence, omega, costs, alloc
             sparsity_limit=None if evidence.sparsity_limits is None else evidence.sparsity_limits[name],
             latency_ms=float(costs["latency_ms"][row, column]) if "latency_ms" in costs else None,
             considered={o.label(): float(omega[row, i]) for i, o in enumerate(options[name])},
+            omega_first_order=omegas[(name, option)][0], omega_reconstructed=omegas[(name, option)][1],
         )
     totals = {key: float(table[rows, columns].sum()) for key, table in costs.items() if key != "storage_bits"}
     totals["size_mb"] = sizes.total_bits(chosen) / 8e6  # exact: BN folding follows the chosen options

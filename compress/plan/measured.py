@@ -9,6 +9,10 @@ the data per option and catches it: the planner uses max(Ω, measured ΔL) per o
 Measurements are made lazily (``make.py``): since Ω ≤ max(Ω, ΔL), an allocation that is optimal
 with measured values for its own options and Ω elsewhere is optimal for the fully measured
 objective, so only the options a solve picks need measuring (a few rounds of one per layer).
+
+The layer is compressed as apply compresses it: with the reconstructed weight (GPTQ / SparseGPT,
+``reconstructed.Reconstructions``, shared with Ω so each option is reconstructed once) where apply
+reconstructs the option, else rounded to nearest / magnitude-masked.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from torch import nn
 from compress.curvature.losses import loss_function
 from compress.data.source import DataSource
 from compress.plan.channels import ChannelPlan
+from compress.plan.reconstructed import Reconstructions
 from compress.plan.sensitivity import compressed_weight
 from compress.vocab.options import LayerOption
 
@@ -68,10 +73,12 @@ class SingleLayerLoss:
     ``joint(options)`` measures a whole plan by applying it with apply's own code
     (``compress.apply.pipeline.apply_`` on a copy): what the deployed model's loss change is."""
 
-    def __init__(self, model: nn.Module, data: DataSource, loss: str, batch_size: int = 256) -> None:
+    def __init__(self, model: nn.Module, data: DataSource, loss: str, batch_size: int = 256,
+                 reconstruction: Reconstructions | None = None) -> None:
         from compress.curvature.prepare import reference_outputs
 
         self.model, self.data, self.loss, self.batch_size = model, data, loss, batch_size
+        self.reconstruction = reconstruction  # None: every option rounded to nearest / magnitude-masked
         self.batches = list(data.batches(batch_size))
         with torch.no_grad():
             self.references = [reference_outputs(model, b, loss) for b in self.batches]
@@ -104,15 +111,17 @@ class SingleLayerLoss:
             own = replace(own, sparsity=0.0, pattern="unstructured")
         leads = self.channels is not None and name in self.channels.groups and option.channel_sparsity() > 0
         if not leads:
-            return self._compressed_loss({name: own})
+            return self._compressed_loss({name: own}, reconstruct=own == option)
         from compress.prune.channels import zero_channels_
 
         model = copy.deepcopy(self.model)
         zero_channels_(model, self.channels.groups[name], self.channels.kept(name, option.channel_sparsity()))
         return self._compressed_loss({name: own}, model)
 
-    def _compressed_loss(self, options: dict[str, LayerOption], model: nn.Module | None = None) -> float:
-        """L(``model`` (default: ours) with every named layer compressed by its option) − L(θ)."""
+    def _compressed_loss(self, options: dict[str, LayerOption], model: nn.Module | None = None,
+                         reconstruct: bool = False) -> float:
+        """L(``model`` (default: ours) with every named layer compressed by its option, reconstructed
+        as apply reconstructs it when ``reconstruct``) − L(θ)."""
         model = self.model if model is None else model
         ranges = {name: self._range(name) for name, option in options.items() if option.act_bits}
         layers = {name: model.get_submodule(name) for name in options}
@@ -121,7 +130,7 @@ class SingleLayerLoss:
         with torch.no_grad():
             try:
                 for name, option in options.items():
-                    layers[name].weight.copy_(compressed_weight(originals[name], option))
+                    layers[name].weight.copy_(self._weight(name, option, originals[name], reconstruct))
                     if option.act_bits:
                         hook = quantize_input_hook(ranges[name], option.act_bits)
                         handles.append(layers[name].register_forward_pre_hook(hook))
@@ -142,6 +151,14 @@ class SingleLayerLoss:
         apply_(model, ApplySpec(quantization, pruning, loss=self.loss), self.data, None, None, self.batch_size)
         with torch.no_grad():
             return mean_loss(model.eval(), self.batches, self.references, self.loss) - self.base
+
+    def _weight(self, name: str, option: LayerOption, original: torch.Tensor, reconstruct: bool) -> torch.Tensor:
+        """The layer's compressed weight: apply's reconstruction where there is one, else C_o(W)."""
+        if reconstruct and self.reconstruction is not None:
+            weight = self.reconstruction.weight(name, option)
+            if weight is not None:
+                return weight
+        return compressed_weight(original, option)
 
     def _range(self, name: str) -> float:
         if name not in self._ranges:

@@ -22,6 +22,7 @@ def plan_recipe(plan: Plan, model: str, data: str, weights: str | None) -> dict[
                   "predicted_delta_loss": layer.predicted_delta_loss, "storage_bits": layer.storage_bits,
                   "sparsity_limit": layer.sparsity_limit, "latency_ms": layer.latency_ms,
                   "input_sparsity": layer.input_sparsity, "trace_converged": layer.trace_converged,
+                  "omega_first_order": layer.omega_first_order, "omega_reconstructed": layer.omega_reconstructed,
                   "considered": layer.considered} for name, layer in plan.layers.items()}
     payload = {
         "version": 1,
@@ -34,6 +35,7 @@ def plan_recipe(plan: Plan, model: str, data: str, weights: str | None) -> dict[
                  "model_sparsity_limit": plan.model_sparsity_limit, "measured_options": plan.measured_options,
                  "verified": plan.verified,
                  "channel_groups": plan.channel_groups, "unconverged": plan.unconverged,
+                 "float_latency_ms": plan.float_latency_ms, "loss_resolution": plan.loss_resolution,
                  "layers": why},
     }
     return parse_recipe(payload, "the plan").to_dict()

@@ -7,6 +7,12 @@ plan removes them; ``layer_variants.py``). All variants are timed round-robin in
 shapes, variants, batch size, thread count, ORT version and processor. ``costs()`` is the plain
 table the planner consumes (``LatencyCosts``).
 
+Weight-only options are timed as what the exporter writes for ORT: the ``fold`` form (codes → Cast →
+Mul, constant-folded by ORT at session start into a float weight), i.e. the float layer. They share
+the ``fp32`` entry (``deployed_variant``), so on this backend a weight-only option is a size option
+only and costs the FP32 latency exactly; every layer's ``fp32`` entry is always measured (the plan's
+"never slower than float" bound needs it).
+
 A plan's latency is the sum of its layers' isolated times: it ranks options on this machine but
 leaves out the unplanned ops (pooling, attention softmax) and inter-layer effects.
 """
@@ -16,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -27,7 +33,18 @@ from compress.vocab.costs import LatencyCosts, latency_variant
 from compress.vocab.options import LayerOption
 
 BACKENDS = ("ort-cpu",)
-TABLE_VERSION = 2  # 2: variants written by the exporter (1: hand-written graphs)
+TABLE_VERSION = 3  # 3: weight-only timed as its fold form (2: exporter variants; 1: hand-written graphs)
+FOLDED_KIND = "weight-only"  # the variant ORT runs as float (the exporter's fold form)
+
+
+def deployed_option(option: LayerOption) -> LayerOption:
+    """The option as ORT runs it: a weight-only one is the float layer (same channels removed)."""
+    return replace(option, bits=None) if option.bits is not None and option.act_bits is None else option
+
+
+def deployed_variant(option: LayerOption) -> str:
+    """The table entry that times ``option``: ``latency_variant`` of ``deployed_option``."""
+    return latency_variant(deployed_option(option))
 
 
 @dataclass(frozen=True)
@@ -40,11 +57,14 @@ class LatencyTable:
     onnxruntime_version: str
 
     def latency(self, name: str, option: LayerOption) -> float:
-        return self.median_ms[name][latency_variant(option)]
+        return self.median_ms[name][deployed_variant(option)]
 
     def costs(self) -> LatencyCosts:
-        """The medians as the planner's cost table."""
-        return LatencyCosts(self.backend, self.median_ms)
+        """The medians as the planner's cost table, keyed by ``latency_variant``: each weight-only
+        entry is its float twin's (the fold form runs as float)."""
+        folded = {name: {kind.replace("fp32", FOLDED_KIND, 1): ms for kind, ms in kinds.items() if kind.startswith("fp32")}
+                  for name, kinds in self.median_ms.items()}
+        return LatencyCosts(self.backend, {name: {**kinds, **folded[name]} for name, kinds in self.median_ms.items()})
 
     def noise(self) -> float:
         """Median over entries of p90 / median − 1: how much one entry moves between runs."""
@@ -86,7 +106,8 @@ def latency_table(model: nn.Module, inputs: tuple[torch.Tensor, ...], options: d
         removes = any(o.channel_sparsity() or o.input_sparsity for opts in options.values() for o in opts)
         channels = channel_plan(model, list(options)) if removes else ChannelPlan(model, {}, {})
     shapes = input_shapes(model, inputs, list(options))
-    variants = {name: {latency_variant(o): o for o in reversed(opts)} for name, opts in options.items()}
+    variants = {name: {deployed_variant(o): deployed_option(o) for o in (*reversed(opts), LayerOption(None))}
+                for name, opts in options.items()}
     key = _cache_key(model, shapes, {n: sorted(v) for n, v in variants.items()}, batch_size, threads,
                      onnxruntime.__version__)
     path = cache_dir("latency") / f"{key}.json"
