@@ -32,11 +32,13 @@ def check_inputs(model: "nn.Module", model_name: str, data: "DataSource", compre
 
 
 def check_weights(model: "nn.Module", model_name: str) -> None:
-    """Refuse NaN or Inf in any parameter or floating buffer (names the first)."""
+    """Refuse NaN or Inf in any parameter or floating buffer (names the first); lazy parameters,
+    not yet materialised, are skipped."""
     import torch
+    from torch.nn.parameter import is_lazy
 
     for name, tensor in (*model.named_parameters(), *model.named_buffers()):
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if not is_lazy(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise InputError(f"model {model_name} has {_nonfinite_kind(tensor)} in {name}; "
                              "fix or retrain the weights before compressing")
 
