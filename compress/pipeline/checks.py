@@ -115,7 +115,7 @@ def _check_finite_inputs(data: "DataSource", inputs: tuple) -> None:
 
     for position, tensor in enumerate(inputs):
         if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            sample = int((~torch.isfinite(tensor)).flatten(1).any(dim=1).nonzero()[0]) if tensor.ndim else 0
+            sample = int((~torch.isfinite(tensor)).reshape(tensor.shape[0], -1).any(dim=1).nonzero()[0]) if tensor.ndim else 0
             raise InputError(f"data {data.name} has {_nonfinite_kind(tensor)} in input {position} "
                              f"(first at sample {sample}); clean the data before compressing")
 
