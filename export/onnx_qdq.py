@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from compress.atomic import atomic_path
 from compress.errors import InputError
 from compress.quant.modules import QuantLayer
 from compress.quant.quantize import records_of
@@ -103,7 +104,8 @@ def export_onnx(
     if folded:
         onnx.helper.set_model_props(proto, {FLOAT_AT_RUNTIME_KEY: ",".join(folded)})
     onnx.checker.check_model(proto)
-    onnx.save(proto, path)
+    with atomic_path(path) as partial:
+        onnx.save(proto, partial)
     return path
 
 

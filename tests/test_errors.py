@@ -98,7 +98,7 @@ def test_state_dict_given_as_a_model(cli, tmp_path: Path) -> None:
 
 def test_data_whose_shape_does_not_fit(cli, factory_file) -> None:
     result = cli("eval", f"{factory_file(TINY_MODEL_SOURCE)}:tiny", "--data", "builtin:mnist5k")
-    assert_user_error(result, "does not fit model", "(256, 1, 28, 28)")
+    assert_user_error(result, "does not fit model", "(64, 1, 28, 28)")
 
 
 def test_data_factory_with_wrong_return_type(cli, factory_file) -> None:

@@ -55,7 +55,7 @@ def test_int8_dynamic_linear_layers_export_with_dynamic_batch_and_sequence(gpt2,
     import copy
 
     from compress.export.onnx_qdq import export_onnx
-    from compress.export.ort_session import ort_session
+    from compress.backends.ort.session import ort_session
     from compress.quant.quantize import quantize_model_
     from compress.quant.records import QuantSettings
 

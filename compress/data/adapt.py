@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from compress.data.source import DataSource, DatasetData, TensorData
+from compress.data.source import DataSource, TensorData, dataset_data
 from compress.errors import InputError
 
 if TYPE_CHECKING:
@@ -35,9 +35,9 @@ def as_data(data: Any, split: str | None = None, role: str = "train", model: "nn
 
         return load_data(data, split, default_builtin_split=role)
     if isinstance(data, torch.utils.data.DataLoader):
-        return _dataset(data.dataset, name)
+        return dataset_data(name, data.dataset)
     if isinstance(data, torch.utils.data.Dataset):
-        return _dataset(data, name)
+        return dataset_data(name, data)
     if isinstance(data, (tuple, list)) or isinstance(data, torch.Tensor):
         from compress.data.spec import tensor_data
 
@@ -45,11 +45,6 @@ def as_data(data: Any, split: str | None = None, role: str = "train", model: "nn
     if callable(data):
         return recorded_forward_loop(data, model, name)
     raise InputError(f"cannot use {type(data).__name__} as data; give {DATA_FORMS}")
-
-
-def _dataset(dataset: "torch.utils.data.Dataset", name: str) -> DatasetData:
-    first = dataset[0]
-    return DatasetData(name, dataset, has_targets=isinstance(first, (tuple, list)) and len(first) == 2)
 
 
 def recorded_forward_loop(loop: Callable[["nn.Module"], object], model: "nn.Module | None",

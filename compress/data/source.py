@@ -133,6 +133,15 @@ class DatasetData(DataSource):
         return DatasetData(name, Subset(self.dataset, list(indices)), self.has_targets)
 
 
+def dataset_data(name: str, dataset: "torch.utils.data.Dataset") -> DatasetData:
+    """A Dataset as data; its first item says whether it carries targets (an empty one has none
+    to read, and is refused by the verbs' input checks)."""
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        return DatasetData(name, dataset, has_targets=False)
+    first = dataset[0]
+    return DatasetData(name, dataset, has_targets=isinstance(first, (tuple, list)) and len(first) == 2)
+
+
 def _as_batch(item: object, has_targets: bool) -> Batch:
     """Turn a collated Dataset item into a Batch."""
     if not has_targets:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from compress.data.source import SPLITS, DataSource, DatasetData, TensorData
+from compress.data.source import SPLITS, DataSource, DatasetData, TensorData, dataset_data
 from compress.errors import InputError
 from compress.pyfile import call_factory, split_file_spec
 
@@ -55,9 +55,7 @@ def _from_factory_result(spec: str, result: object) -> DataSource:
     import torch
 
     if isinstance(result, torch.utils.data.Dataset):
-        first = result[0]
-        has_targets = isinstance(first, (tuple, list)) and len(first) == 2
-        return DatasetData(spec, result, has_targets)
+        return dataset_data(spec, result)
     return tensor_data(spec, result)
 
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from compress.atomic import atomic_path, write_text
 from compress.errors import InputError
 from compress.pack.codes import decode_codes, dequantized_weight, encode_codes
 from compress.pack.layout import CODES_BLOB, CodesSpec, Entry, Layout, dtype_name
@@ -60,15 +60,11 @@ def write_packed_state(path: str | Path, model: nn.Module) -> PackedSize:
 
     path = Path(path)
     entries, blobs = _pack(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({name: torch.cat(parts) for name, parts in blobs.items()}, str(partial))
-    layout = Layout(tuple(entries), _sha256(partial))
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        save_file({name: torch.cat(parts) for name, parts in blobs.items()}, str(partial))
+        layout = Layout(tuple(entries), _sha256(partial))
     metadata = layout_path(path)
-    partial = metadata.with_name(f".{metadata.name}.{os.getpid()}.tmp")
-    partial.write_text(json.dumps(layout.to_dict(), separators=(",", ":")) + "\n", encoding="utf-8")
-    os.replace(partial, metadata)
+    write_text(metadata, json.dumps(layout.to_dict(), separators=(",", ":")) + "\n")
     header = 8 + int.from_bytes(path.read_bytes()[:8], "little")
     return PackedSize(path.stat().st_size, header, metadata.stat().st_size)
 

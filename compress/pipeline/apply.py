@@ -79,8 +79,11 @@ def apply_recipe_(model: "nn.Module", recipe: "Recipe", calibration: "DataSource
     ``heldout`` before and after (data without labels: cosine to the uncompressed model)."""
     from compress.apply.pipeline import ApplySpec, apply_
     from compress.evaluation import evaluate
+    from compress.pipeline.checks import check_inputs
     from compress.recipe.check import compressible_layers
 
+    for source in (calibration, heldout, *([train] if train is not None else [])):
+        check_inputs(model, model_name, source)
     reference = copy.deepcopy(model)
     before = evaluate(model, model_name, heldout, reference, batch_size)
     layers = compressible_layers(model)
@@ -96,22 +99,26 @@ def apply_to_checkpoint(recipe: "Recipe | str", out: str | Path, resume: bool = 
                         batch_size: int = BATCH_SIZE, source: str | None = None) -> Applied:
     """``compress apply``: check the recipe against its model (every problem at once), apply it,
     and save the checkpoint directory ``out`` (rank 0 only under torchrun)."""
+    from contextlib import nullcontext
+
     from compress.checkpoint.format import save_checkpoint
     from compress.checkpoint.load import load_model
+    from compress.lock import output_lock
     from compress.pipeline.validate import resolved_layers
     from compress.recipe.schema import load_recipe
 
     source = source or (recipe if isinstance(recipe, str) else "recipe")
     recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
     out = Path(out)
-    check_output(out, resume, force)
     resolved_layers(recipe, source)
-    model = load_model(recipe.model["spec"], recipe.model.get("weights"))
-    calibration, train, heldout = recipe_data(recipe)
-    applied = apply_recipe_(model, recipe, calibration, train, heldout, out / "checkpoints", batch_size,
-                            recipe.model["spec"])
-    if is_rank_zero():
-        save_checkpoint(model, applied.checkpoint_info(), out)
+    with output_lock(out) if is_rank_zero() else nullcontext():
+        check_output(out, resume, force)
+        model = load_model(recipe.model["spec"], recipe.model.get("weights"))
+        calibration, train, heldout = recipe_data(recipe)
+        applied = apply_recipe_(model, recipe, calibration, train, heldout, out / "checkpoints", batch_size,
+                                recipe.model["spec"])
+        if is_rank_zero():
+            save_checkpoint(model, applied.checkpoint_info(), out)
     return applied
 
 
@@ -121,7 +128,9 @@ def check_output(out: Path, resume: bool, force: bool) -> None:
         raise InputError("resume=True continues the run in the output directory; force=True replaces it; choose one")
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a directory")
-    started = out.is_dir() and any(out.iterdir())
+    from compress.lock import LOCK_NAME
+
+    started = out.is_dir() and any(entry.name != LOCK_NAME for entry in out.iterdir())
     if started and not (resume or force):
         raise InputError(f"{out} is not empty; set resume=True to continue an interrupted run there, "
                          "force=True to replace it, or choose another output directory")

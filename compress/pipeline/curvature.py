@@ -18,6 +18,9 @@ def measure_curvature(model: "str | nn.Module", data: Any, spec: "CurvatureSpec 
     from compress.curvature.estimate import CurvatureSpec, estimate_curvature
     from compress.pipeline.inputs import data_source, resolve_model
 
-    module, _ = resolve_model(model, weights)
+    from compress.pipeline.checks import check_inputs
+
+    module, name = resolve_model(model, weights)
     source = data_source(data, "train", module, split)
+    check_inputs(module, name, source)
     return module, source, estimate_curvature(module, source, spec or CurvatureSpec())

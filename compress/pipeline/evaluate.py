@@ -21,12 +21,14 @@ def evaluate_model(model: "str | nn.Module", data: Any, reference: "str | nn.Mod
     from compress.checkpoint.load import reference_model
     from compress.errors import InputError
     from compress.evaluation import evaluate
+    from compress.pipeline.checks import check_inputs
     from compress.pipeline.inputs import data_source, resolve_model
 
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     module, label = resolve_model(model, weights)
     source = data_source(data, "heldout", module, split)
+    check_inputs(module, name or label, source, compress=False)
     ref = None
     if not source.has_targets:
         if reference is not None:

@@ -70,15 +70,21 @@ def export_model(model: "nn.Module", data: "DataSource", onnx_path: str | Path, 
     failed export removes its partial files so the next attempt is not refused."""
     if target not in TARGETS:
         raise InputError(f"unknown export target {target!r}; choose {', '.join(TARGETS)}")
+    from compress.lock import output_lock
+    from compress.pipeline.checks import check_inputs
+
     onnx_path = Path(onnx_path)
+    check_inputs(model, "to export", data)
     if onnx_path.exists() and not force:
         raise InputError(f"{onnx_path} exists; set force=True to replace it or choose another output directory")
-    try:
-        return _export(model, data, onnx_path, target)
-    except BaseException:
-        for partial in (onnx_path, onnx_path.with_suffix(".parity.json"), onnx_path.with_name("model.optimized.onnx")):
-            partial.unlink(missing_ok=True)
-        raise
+    with output_lock(onnx_path.parent):
+        try:
+            return _export(model, data, onnx_path, target)
+        except BaseException:
+            for partial in (onnx_path, onnx_path.with_suffix(".parity.json"),
+                            onnx_path.with_name("model.optimized.onnx")):
+                partial.unlink(missing_ok=True)
+            raise
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, target: str = "ort", data: Any = None,

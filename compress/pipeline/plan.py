@@ -87,13 +87,16 @@ def plan_inputs(model: "str | nn.Module", data: Any, curvature: "Curvature | Non
     from compress.curvature.estimate import estimate_curvature
     from compress.pipeline.inputs import data_source, first_samples, resolve_model
 
-    module, _ = resolve_model(model, weights)
+    from compress.pipeline.checks import check_inputs
+
+    module, name = resolve_model(model, weights)
     if spec is not None:
         from compress.plan.make import layer_options
         from compress.plan.overrides import restrict_options
 
         restrict_options(layer_options(module, spec), spec.overrides)
     source = first_samples(data_source(data, "train", module, split), max_samples)
+    check_inputs(module, name, source)
     if curvature is None:
         whole = replace(curvature_spec or default_curvature_spec(), max_samples=None)  # over all of ``source``
         curvature = estimate_curvature(module, source, whole)

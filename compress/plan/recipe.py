@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compress.atomic import write_text
 from compress.errors import InputError
 from compress.plan.make import Plan
 from compress.plan.settings import prune_rule, quant_rule
@@ -52,6 +53,5 @@ def write_recipe(recipe: dict[str, object], path: Path, header: str, force: bool
     import yaml
 
     refuse_overwrite(path, force)
-    path.parent.mkdir(parents=True, exist_ok=True)
     comments = "".join(f"# {line}\n" for line in header.splitlines())
-    path.write_text(comments + yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    write_text(path, comments + yaml.safe_dump(recipe, sort_keys=False))

@@ -3,12 +3,13 @@ self-contained report.html in ``out_dir``; an existing report is replaced only w
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from compress.atomic import write_text
 from compress.errors import InputError
 from compress.jsonio import write_json
+from compress.lock import output_lock
 from compress.report.inputs import ReportInputs
 from compress.report.plots import report_figures
 from compress.report.render import html_page, markdown
@@ -36,9 +37,10 @@ def build_report(inputs: ReportInputs, out_dir: str | Path, force: bool = False)
     paths = ReportPaths(*(out / name for name in FILES))
     tables = report_tables(inputs)
     notes = _notes(inputs)
-    write_json(paths.json, {"version": inputs.version, "summary": summary(inputs), "inputs": inputs.to_dict()})
-    _write_text(paths.markdown, markdown(inputs, tables, notes))
-    _write_text(paths.html, html_page(inputs, tables, notes, report_figures(inputs)))
+    with output_lock(out):
+        write_json(paths.json, {"version": inputs.version, "summary": summary(inputs), "inputs": inputs.to_dict()})
+        write_text(paths.markdown, markdown(inputs, tables, notes))
+        write_text(paths.html, html_page(inputs, tables, notes, report_figures(inputs)))
     return paths
 
 
@@ -48,13 +50,3 @@ def _notes(inputs: ReportInputs) -> list[str]:
     if rho is not None:
         notes.append(f"Spearman rank correlation of predicted vs measured per-layer loss change: {rho:.3f}.")
     return notes
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and rename, so a crash never leaves half a report."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, path)
-    except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror}") from exc

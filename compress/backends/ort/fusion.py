@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from compress.atomic import atomic_path
 from compress.backends.ort.session import ort_session
 
 FUSED_OPS = (
@@ -47,7 +48,8 @@ def check_fusion(path: str | Path, optimized_path: str | Path | None = None, thr
 
     path = Path(path)
     optimized = Path(optimized_path) if optimized_path else path.with_suffix(".ort.onnx")
-    ort_session(path, threads, optimized)
+    with atomic_path(optimized) as partial:
+        ort_session(path, threads, partial)
     nodes = onnx.load(str(optimized)).graph.node
     fused: dict[str, int] = {}
     for node in nodes:

@@ -63,7 +63,10 @@ def export_variant(layer: nn.Module, option: LayerOption, input_shape: tuple[int
     if option.bits is None:
         import onnx
 
-        onnx.save(float_onnx(model, (example,)), path)
+        from compress.atomic import atomic_path
+
+        with atomic_path(path) as partial:
+            onnx.save(float_onnx(model, (example,)), partial)
         return path
     settings = QuantSettings(weight_bits=option.bits, act_bits=option.act_bits)
     if isinstance(layer, nn.Linear) and len(shape) > 2:  # the exporter writes token-wise linears only as

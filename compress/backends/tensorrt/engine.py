@@ -78,7 +78,9 @@ def build_and_time_engine(onnx_path: str | Path, batch_size: int = 1, sparse_wei
 
     serialized, strongly_typed = _build(trt, Path(onnx_path), batch_size, sparse_weights)
     if engine_path is not None:
-        Path(engine_path).write_bytes(bytes(serialized))
+        from compress.atomic import write_bytes
+
+        write_bytes(engine_path, bytes(serialized))
     times = _time(trt, serialized, batch_size, warmup, runs)
     return EngineResult("built", "", trt.__version__, strongly_typed, sparse_weights, batch_size, len(times),
                         *summarize(times), str(engine_path) if engine_path else None)

@@ -1,0 +1,159 @@
+"""Input checks every verb runs before its real work, each failure one line naming the input and
+the fix: non-finite weights, no compressible layer, empty data, non-finite inputs, targets of the
+wrong dtype, shape or range, inputs the model rejects (its own message, shortened) and non-finite
+outputs (naming the first layer that produces them).
+
+The model is run once, on the first batch, so the checks cost one forward pass.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from compress.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from compress.data.source import Batch, DataSource
+
+CHECK_BATCH = 64  # examples of the first batch the model is run on
+
+
+def check_inputs(model: "nn.Module", model_name: str, data: "DataSource", compress: bool = True) -> None:
+    """Every check below, in the order a user would fix things; ``compress``: the verb compresses
+    the model, so it needs at least one compressible layer."""
+    check_weights(model, model_name)
+    if compress:
+        check_compressible(model, model_name)
+    batch = check_samples(data)
+    check_first_forward(model, model_name, data.name, batch, getattr(data, "targets", None))
+
+
+def check_weights(model: "nn.Module", model_name: str) -> None:
+    """Refuse NaN or Inf in any parameter or floating buffer (names the first); lazy parameters,
+    not yet materialised, are skipped."""
+    import torch
+    from torch.nn.parameter import is_lazy
+
+    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
+        if not is_lazy(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise InputError(f"model {model_name} has {_nonfinite_kind(tensor)} in {name}; "
+                             "fix or retrain the weights before compressing")
+
+
+def check_compressible(model: "nn.Module", model_name: str) -> None:
+    """Refuse a model with no layer the stages compress (Conv2d or Linear)."""
+    from compress.vocab.layers import LAYER_KINDS, compressible_layers
+
+    if not compressible_layers(model):
+        kinds = " or ".join(k.__name__ for k in LAYER_KINDS)
+        raise InputError(f"model {model_name} has no compressible layer ({kinds}); there is nothing to compress")
+
+
+def check_samples(data: "DataSource") -> "Batch":
+    """The first batch of ``data``, after refusing empty data, NaN/Inf inputs (in-memory data is
+    scanned whole, other data its first batch) and targets that are not integer class indices."""
+    if len(data) == 0:
+        raise InputError(f"data {data.name} is empty (0 samples); give at least one example")
+    batch = next(iter(data.batches(CHECK_BATCH)), None)
+    if batch is None:
+        raise InputError(f"data {data.name} yielded no batch although it reports {len(data)} samples")
+    _check_finite_inputs(data, getattr(data, "inputs", batch.inputs))
+    if batch.targets is not None:
+        _check_targets(data.name, batch)
+    return batch
+
+
+def check_first_forward(model: "nn.Module", model_name: str, data_name: str, batch: "Batch",
+                        all_targets: "torch.Tensor | None" = None) -> None:
+    """Run ``model`` on ``batch``: inputs it rejects, non-finite outputs and class targets out of
+    the outputs' range (``all_targets`` when the data holds them in memory, else the batch's) are
+    reported in one line."""
+    import torch
+
+    from compress.evaluation import forward
+
+    with torch.no_grad():
+        output = forward(model, batch, model_name, data_name)
+        if not bool(torch.isfinite(output).all()):
+            where = first_nonfinite_layer(model, batch)
+            raise InputError(f"model {model_name} outputs {_nonfinite_kind(output)} on data {data_name} "
+                             f"(finite inputs); {where} is the first module to produce them")
+    if batch.targets is not None:
+        targets = all_targets if isinstance(all_targets, torch.Tensor) else batch.targets
+        _check_target_range(model_name, data_name, output, targets)
+
+
+def first_nonfinite_layer(model: "nn.Module", batch: "Batch") -> str:
+    """The name of the first leaf module (in execution order) whose output has NaN or Inf."""
+    import torch
+
+    found: list[str] = []
+
+    def hook(name: str):
+        def record(_module, _args, output) -> None:
+            if not found and isinstance(output, torch.Tensor) and output.is_floating_point() \
+                    and not bool(torch.isfinite(output).all()):
+                found.append(name)
+        return record
+
+    leaves = [(n, m) for n, m in model.named_modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(hook(n or "(root)")) for n, m in leaves]
+    try:
+        with torch.no_grad():
+            model(*batch.inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return f"module {found[0]!r}" if found else "the model's own code (no submodule)"
+
+
+def _check_finite_inputs(data: "DataSource", inputs: tuple) -> None:
+    import torch
+
+    for position, tensor in enumerate(inputs):
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            sample = int((~torch.isfinite(tensor)).reshape(tensor.shape[0], -1).any(dim=1).nonzero()[0]) if tensor.ndim else 0
+            raise InputError(f"data {data.name} has {_nonfinite_kind(tensor)} in input {position} "
+                             f"(first at sample {sample}); clean the data before compressing")
+
+
+def _check_targets(data_name: str, batch: "Batch") -> None:
+    import torch
+
+    targets = batch.targets
+    if not isinstance(targets, torch.Tensor):
+        raise InputError(f"data {data_name} has targets of type {type(targets).__name__}; "
+                         "targets must be a tensor of integer class indices")
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise InputError(f"data {data_name} has {str(targets.dtype).removeprefix('torch.')} targets; "
+                         "class targets must be integer indices (targets.long()), or give no targets "
+                         "(inputs only) to compare with the uncompressed model")
+    if targets.ndim == 0 or targets.shape[0] != len(batch):
+        raise InputError(f"data {data_name} has targets of shape {tuple(targets.shape)} for {len(batch)} "
+                         "inputs; give one class index per example")
+
+
+def _check_target_range(model_name: str, data_name: str, output: "torch.Tensor", targets: "torch.Tensor") -> None:
+    """Class indices lie in [0, classes); token targets (one per position) may be the ignore index."""
+    from compress.data.text import IGNORE_INDEX
+
+    if output.ndim < 2:
+        raise InputError(f"model {model_name} outputs shape {tuple(output.shape)}; class targets need "
+                         "outputs of shape (batch, classes)")
+    if targets.ndim != output.ndim - 1:
+        raise InputError(f"data {data_name} has targets of shape {tuple(targets.shape)} but model {model_name} "
+                         f"outputs shape {tuple(output.shape)}; give one class index per output row")
+    classes = int(output.shape[-1])
+    used = targets[targets != IGNORE_INDEX] if targets.ndim > 1 else targets
+    if used.numel() and (int(used.max()) >= classes or int(used.min()) < 0):
+        raise InputError(f"data {data_name} has class targets in [{int(used.min())}, {int(used.max())}] but "
+                         f"model {model_name} outputs {classes} classes; targets must lie in [0, {classes - 1}]")
+
+
+def _nonfinite_kind(tensor: "torch.Tensor") -> str:
+    import torch
+
+    return "NaN" if bool(torch.isnan(tensor).any()) else "Inf"
