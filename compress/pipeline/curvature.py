@@ -16,9 +16,8 @@ def measure_curvature(model: "str | nn.Module", data: Any, spec: "CurvatureSpec 
                       weights: str | None = None, split: str | None = None) -> tuple["nn.Module", "DataSource", "Curvature"]:
     """(model, calibration data, Curvature): the model and data resolved as users give them."""
     from compress.curvature.estimate import CurvatureSpec, estimate_curvature
-    from compress.pipeline.inputs import data_source, resolve_model
-
     from compress.pipeline.checks import check_inputs
+    from compress.pipeline.inputs import data_source, resolve_model
 
     module, name = resolve_model(model, weights)
     source = data_source(data, "train", module, split)
