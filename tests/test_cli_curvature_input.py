@@ -73,10 +73,10 @@ def spec(factory_file):
 @pytest.mark.parametrize("model, data, extra, message", [
     ("model", "data", ("--max-samples", "0"), "--max-samples"),
     ("model", "data", ("--max-samples", "1"), "--max-samples=1 leaves no spread"),
-    ("nan_weight", "data", (), "2.weight has NaN/Inf"),
-    ("model", "nan_data", (), "the data has NaN/Inf"),
-    ("overflow", "data", (), "first module to produce them is inner.2"),
-    ("argmax", "data", (), "not a floating-point tensor"),
+    ("nan_weight", "data", (), "has NaN in 2.weight"),
+    ("model", "nan_data", (), "in input 0 (first at sample"),
+    ("overflow", "data", (), "module 'inner.2' is the first module to produce them"),
+    ("argmax", "data", (), "class targets need outputs of shape (batch, classes)"),
     ("detached", "data", (), "not differentiable"),
 ])
 def test_bad_input_is_one_line_and_exit_2(cli, spec, model, data, extra, message) -> None:

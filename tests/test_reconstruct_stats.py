@@ -98,6 +98,9 @@ batches = [torch.randn(n, 3, 8, 8) for n in (3, 2, 4)]  # uneven shards: 3+4 on 
 stats = collect_layer_stats(model, batches[rank::world], ["0", "2"])
 if rank == 0:
     torch.save({k: (v.hessian, v.mean, v.count) for k, v in stats.items()}, sys.argv[1])
+if "RANK" in os.environ:  # wait for every rank, then leave (a rank exiting early aborts gloo)
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 """
 
 
