@@ -87,27 +87,12 @@ def check_first_forward(model: "nn.Module", model_name: str, data_name: str, bat
 
 
 def first_nonfinite_layer(model: "nn.Module", batch: "Batch") -> str:
-    """The name of the first leaf module (in execution order) whose output has NaN or Inf."""
-    import torch
+    """Where NaN or Inf first appears: the first module (in execution order) whose output has them
+    (``compress.curvature.finite.first_nonfinite_module``), worded for a message."""
+    from compress.curvature.finite import first_nonfinite_module
 
-    found: list[str] = []
-
-    def hook(name: str):
-        def record(_module, _args, output) -> None:
-            if not found and isinstance(output, torch.Tensor) and output.is_floating_point() \
-                    and not bool(torch.isfinite(output).all()):
-                found.append(name)
-        return record
-
-    leaves = [(n, m) for n, m in model.named_modules() if not any(True for _ in m.children())]
-    handles = [m.register_forward_hook(hook(n or "(root)")) for n, m in leaves]
-    try:
-        with torch.no_grad():
-            model(*batch.inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return f"module {found[0]!r}" if found else "the model's own code (no submodule)"
+    name = first_nonfinite_module(model, batch)
+    return "the model's own code (no submodule)" if name == "(root)" else f"module {name!r}"
 
 
 def _check_finite_inputs(data: "DataSource", inputs: tuple) -> None:
