@@ -89,8 +89,8 @@ def _plan(model, data, curvature, out: Path) -> None:
 def _latency_budget_ms(table) -> float:
     """fastest + slack·(float − fastest), from Σ over layers of the per-layer table the plan uses:
     always reachable."""
-    fastest = sum(min(times.values()) for times in table.median_ms.values())
-    return fastest + LATENCY_SLACK * (sum(times["fp32"] for times in table.median_ms.values()) - fastest)
+    fastest = sum(min(times.values()) for times in table.milliseconds.values())
+    return fastest + LATENCY_SLACK * (sum(times["fp32"] for times in table.milliseconds.values()) - fastest)
 
 
 def _write_recipe(plan: Path, recipe: Path) -> None:
