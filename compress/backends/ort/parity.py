@@ -66,22 +66,23 @@ def measure_parity(
     """Run ``path`` in ORT and ``model`` in PyTorch on every batch and compare (see module docstring)."""
     session = ort_session(path, threads)
     names = [i.name for i in session.get_inputs()]
-    errors, largest, agree, count = [], 0.0, 0, 0
+    errors, largest, agree, positions, count = [], 0.0, 0, 0, 0
     model.eval()
     for inputs in batches:
         with torch.no_grad():
             reference = model(*inputs).numpy()
         output = session.run(None, {name: x.numpy() for name, x in zip(names, inputs)})[0]
-        errors.append(np.abs(output.astype(np.float64) - reference).reshape(len(reference), -1))
+        errors.append(np.abs(output.astype(np.float64) - reference).reshape(-1))  # batches may differ in length
         largest = max(largest, float(np.abs(reference).max()))
-        agree += int((output.argmax(-1) == reference.argmax(-1)).sum())
+        agree += int((output.argmax(-1) == reference.argmax(-1)).sum())  # per sample, or per token
+        positions += int(np.prod(reference.shape[:-1]))
         count += len(reference)
     try:
         step, source = output_step(path)
     except ValueError:  # float output: an int8 grid over its range
         step, source = max(largest, 1e-12) / 127, "int8 grid of the float output's range"
     error = np.concatenate(errors) / step
-    return Parity(float(error.max()), float(error.mean()), step, source, agree / count, count)
+    return Parity(float(error.max()), float(error.mean()), step, source, agree / positions, count)
 
 
 def write_parity(parity: Parity, path: str | Path) -> Path:
