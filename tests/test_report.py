@@ -35,6 +35,8 @@ def test_loads_every_stage_file(inputs: ReportInputs) -> None:
     assert (conv.weight_bits, conv.sparsity, conv.predicted_delta_loss, conv.measured_delta_loss) == (4, 0.5, 0.012,
                                                                                                       0.008)
     assert dw.weight_bits is None and head.weight_bits == 2
+    assert (head.rounded_delta_loss, head.reconstructed_delta_loss) == (0.5, 0.02)
+    assert (dw.rounded_delta_loss, dw.reconstructed_delta_loss) == (None, None)
     assert [(p.step, p.lambda_max) for p in inputs.sharpness] == [(0, 30.0), (50, 25.0)]
     assert inputs.parity[0].target == "ort" and inputs.parity[0].max_error_steps == 1.0
     assert inputs.spectrum.top_eigenvalues == (55.0, 21.0)
@@ -73,10 +75,11 @@ def test_builds_three_self_contained_files(inputs: ReportInputs, tmp_path: Path)
     paths = build_report(inputs, tmp_path / "report")
     page = paths.html.read_text()
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
-    assert len(images) == 6  # size, latency, layers, spectrum, predicted vs measured, sharpness
+    assert len(images) == 7  # size, latency, layers, reconstruction, spectrum, predicted vs measured, sharpness
     assert all(base64.b64decode(image)[:8] == b"\x89PNG\r\n\x1a\n" for image in images)
     assert not re.search(r"(src|href)=['\"]?(https?:)?//", page) and "http" not in page
     text = paths.markdown.read_text()
+    assert "| head | 1.5 ± 0.075 | 2 | float | 0.00% | 0.02 | 0.03 | 0.5 | 0.02 |" in text  # rounded vs reconstructed
     assert "| plan | accuracy 97.50% | 0.025 (4.00× smaller) | 0.4 / 0.48 (1.25×) | 1 / 1.2 (2.00×) |" in text
     assert "| conv | 12 ± 0.6 | 4 | float | 50.00% | 0.012 | 0.008 |" in text
     report = json.loads(paths.json.read_text())

@@ -44,6 +44,8 @@ class LayerRow:
     sparsity: float
     predicted_delta_loss: float | None
     measured_delta_loss: float | None = None
+    rounded_delta_loss: float | None = None  # Ω of the chosen option rounded to nearest / magnitude-masked
+    reconstructed_delta_loss: float | None = None  # Ω of it as apply reconstructs it (GPTQ / SparseGPT)
 
 
 @dataclass(frozen=True)

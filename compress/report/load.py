@@ -109,11 +109,12 @@ def _layers(curvature: dict | None, plan: dict | None, measured: dict) -> tuple[
     pruning = ((plan or {}).get("pruning") or {}).get("layers") or {}
     rows = []
     for name in list(why) + [n for n in traces if n not in why]:
-        source = why.get(name) or traces[name]
+        source, chosen = why.get(name) or traces[name], why.get(name) or {}
         rows.append(LayerRow(
             name, source.get("trace"), source.get("trace_stderr"), (bits.get(name) or {}).get("weight_bits"),
             (bits.get(name) or {}).get("act_bits"), float((pruning.get(name) or {}).get("ratio", 0.0)),
-            (why.get(name) or {}).get("predicted_delta_loss"), measured.get(name)))
+            chosen.get("predicted_delta_loss"), measured.get(name), chosen.get("omega_first_order"),
+            chosen.get("omega_reconstructed")))
     return tuple(rows)
 
 

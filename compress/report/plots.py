@@ -1,5 +1,5 @@
 """The report's figures as PNG bytes (matplotlib, Agg backend): quality vs size and vs latency,
-per-layer bits / sparsity / trace, the Hessian spectrum, predicted vs measured loss change, and
+per-layer bits / sparsity / trace, rounding vs reconstruction per layer, the Hessian spectrum, predicted vs measured loss change, and
 the sharpness history. A figure without data is left out."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ def report_figures(inputs: ReportInputs) -> list[tuple[str, bytes]]:
         ("Per-layer plan", bool(inputs.layers), _layers),
         ("Hessian spectrum", bool(inputs.spectrum and (inputs.spectrum.grid or inputs.spectrum.top_eigenvalues)),
          _spectrum),
+        ("What reconstruction bought", bool(_reconstructed_rows(inputs)), _rounded_vs_reconstructed),
         ("Predicted vs measured loss change", len(measured_rows(inputs)) >= 2, _predicted_vs_measured),
         ("Sharpness during fine-tuning", bool(inputs.sharpness), _sharpness),
     ]
@@ -127,6 +128,30 @@ def _predicted_vs_measured(plt, inputs: ReportInputs):
     axis.set_xlabel("predicted Δloss")
     axis.set_ylabel("measured Δloss")
     axis.grid(alpha=0.3)
+    return figure
+
+
+def _reconstructed_rows(inputs: ReportInputs) -> list:
+    return [r for r in inputs.layers if r.rounded_delta_loss is not None and r.reconstructed_delta_loss is not None]
+
+
+def _rounded_vs_reconstructed(plt, inputs: ReportInputs):
+    """Per layer, the predicted Δloss of its planned option rounded to nearest beside the same option
+    reconstructed by GPTQ/SparseGPT (log scale when every value is positive)."""
+    import numpy as np
+
+    rows = _reconstructed_rows(inputs)
+    positions = np.arange(len(rows))
+    figure, axis = plt.subplots(figsize=(6.4, 0.35 * len(rows) + 1.6))
+    axis.barh(positions - 0.2, [r.rounded_delta_loss for r in rows], height=0.4, label="rounded to nearest")
+    axis.barh(positions + 0.2, [r.reconstructed_delta_loss for r in rows], height=0.4, label="reconstructed")
+    axis.set_yticks(positions, [r.name for r in rows], fontsize=7)
+    axis.invert_yaxis()
+    if all(r.rounded_delta_loss > 0 and r.reconstructed_delta_loss > 0 for r in rows):
+        axis.set_xscale("log")
+    axis.set_xlabel("predicted Δloss of the planned option")
+    axis.set_title(f"{inputs.model}: rounding vs second-order reconstruction")
+    axis.legend(fontsize=8)
     return figure
 
 

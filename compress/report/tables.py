@@ -45,10 +45,16 @@ def variants_table(inputs: ReportInputs) -> Table:
 
 
 def layers_table(inputs: ReportInputs) -> Table:
+    """One row per layer; where the plan priced second-order reconstruction, the predicted Δloss of the
+    chosen option rounded to nearest beside the one reconstructed (what GPTQ/SparseGPT bought)."""
     headers = ("layer", "trace ± stderr", "weight bits", "act bits", "sparsity", "predicted Δloss", "measured Δloss")
-    rows = tuple((r.name, f"{_num(r.trace)} ± {_num(r.trace_stderr)}", _bits(r.weight_bits), _bits(r.act_bits),
-                  _pct(r.sparsity), _num(r.predicted_delta_loss), _num(r.measured_delta_loss)) for r in inputs.layers)
-    return Table("Per-layer plan", headers, rows)
+    rows = [(r.name, f"{_num(r.trace)} ± {_num(r.trace_stderr)}", _bits(r.weight_bits), _bits(r.act_bits),
+             _pct(r.sparsity), _num(r.predicted_delta_loss), _num(r.measured_delta_loss)) for r in inputs.layers]
+    if any(r.reconstructed_delta_loss is not None for r in inputs.layers):
+        headers += ("predicted Δloss, rounded", "predicted Δloss, reconstructed")
+        rows = [row + (_num(r.rounded_delta_loss), _num(r.reconstructed_delta_loss))
+                for row, r in zip(rows, inputs.layers)]
+    return Table("Per-layer plan", headers, tuple(rows))
 
 
 def _quality(variant: Variant) -> str:

@@ -19,6 +19,7 @@ LAYERS = ("stem", "conv", "block.dw", "head")
 TRACES = (40.0, 12.0, 3.0, 1.5)
 PREDICTED = (0.004, 0.012, 0.001, 0.02)
 MEASURED = (0.005, 0.008, 0.002, 0.03)  # same ranks as PREDICTED: Spearman ρ = 1
+ROUNDED = (0.01, 0.03, None, 0.5)  # Ω rounded to nearest; the reconstructed Ω is PREDICTED (block.dw: float)
 
 
 def write_stage_files(folder: Path) -> dict[str, Path]:
@@ -26,8 +27,9 @@ def write_stage_files(folder: Path) -> dict[str, Path]:
     curvature = Curvature({n: LayerCurvature(t, 0.05 * t, 100, 64) for n, t in zip(LAYERS, TRACES)}, sum(TRACES),
                           1.0, [55.0, 21.0], 500, 3.0, "cross_entropy", 0.1, "xtrace", True,
                           density_nodes=[0.0, 0.5, 21.0, 55.0], density_weights=[0.7, 0.2, 0.06, 0.04])
-    layers = {n: LayerPlan(b, s, "unstructured", t, 0.05 * t, 100, p, 100.0 * (b or 32))
-              for n, t, p, b, s in zip(LAYERS, TRACES, PREDICTED, (8, 4, None, 2), (0.0, 0.5, 0.0, 0.0))}
+    layers = {n: LayerPlan(b, s, "unstructured", t, 0.05 * t, 100, p, 100.0 * (b or 32), omega_first_order=r,
+                           omega_reconstructed=None if r is None else p)
+              for n, t, p, b, s, r in zip(LAYERS, TRACES, PREDICTED, (8, 4, None, 2), (0.0, 0.5, 0.0, 0.0), ROUNDED)}
     plan = Plan(layers, {"avg_bits": 4.0}, {"avg_bits": 3.9}, sum(PREDICTED))
     evals = {"fp32": EvalResult("builtin:mnist-cnn", "builtin:mnist5k", 1000, "accuracy", 0.982, 25000, 0.100, 1.0),
              "plan": EvalResult("plan", "builtin:mnist5k", 1000, "accuracy", 0.975, 25000, 0.025, 1.0)}
