@@ -1,6 +1,6 @@
 """The report's figures as PNG bytes (matplotlib, Agg backend): quality vs size and vs latency,
-per-layer bits / sparsity / trace, rounding vs reconstruction per layer, the Hessian spectrum, predicted vs measured loss change, and
-the sharpness history. A figure without data is left out."""
+per-layer bits / sparsity / trace, rounding vs reconstruction per layer, the Hessian spectrum,
+predicted vs measured loss change, and the sharpness history. A figure without data is left out."""
 
 from __future__ import annotations
 
