@@ -5,6 +5,7 @@ checks; ORT exports run fused integer kernels."""
 import json
 from pathlib import Path
 
+import onnx
 import pytest
 import yaml
 
@@ -42,6 +43,11 @@ def test_every_recipe_exports_with_parity(cli, path: Path, tmp_path: Path) -> No
         summary = json.loads(summary_path.read_text())
         parity = summary["parity"]
         assert parity["top1_agreement"] >= 0.999 and parity["max_error_steps"] <= 1.0, parity
+        onnx_file = Path(summary["onnx"])
+        proto = onnx.load(str(onnx_file))  # measured sizes: the file's, and its initializers' serialized bytes
+        assert summary["size"]["file_bytes"] == onnx_file.stat().st_size
+        assert summary["size"]["weight_bytes"] == sum(len(t.SerializeToString()) for t in proto.graph.initializer)
+        assert json.loads(onnx_file.with_suffix(".parity.json").read_text())["file_bytes"] == onnx_file.stat().st_size
         if target == "ort":
             assert sum(summary["fusion"]["fused"].values()) >= 1
             if uint8_activations(path):  # ORT fuses every layer (signed int8 leaves the depthwise conv

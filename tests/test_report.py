@@ -79,6 +79,7 @@ def test_builds_three_self_contained_files(inputs: ReportInputs, tmp_path: Path)
     assert all(base64.b64decode(image)[:8] == b"\x89PNG\r\n\x1a\n" for image in images)
     assert not re.search(r"(src|href)=['\"]?(https?:)?//", page) and "http" not in page
     text = paths.markdown.read_text()
+    assert "| ort | 1 | 0.1 | 99.90% | 19,000 (12,000 + 7,000) |" in text  # the export's measured bytes
     assert "| head | 1.5 ± 0.075 | 2 | float | 0.00% | 0.02 | 0.03 | 0.5 | 0.02 |" in text  # rounded vs reconstructed
     assert "| plan | accuracy 97.50% | 0.025 (4.00× smaller) | 0.4 / 0.48 (1.25×) | 1 / 1.2 (2.00×) |" in text
     assert "| conv | 12 ± 0.6 | 4 | float | 50.00% | 0.012 | 0.008 |" in text

@@ -45,6 +45,9 @@ def _print(artifact) -> None:
     parity = artifact.parity
     console.print(f"[bold]{artifact.onnx}[/bold] ({artifact.target}): parity max {parity['max_error_steps']:.3g} "
                   f"output steps, top-1 agreement {parity['top1_agreement']:.2%} over {parity['num_examples']}")
+    if artifact.size is not None:
+        size = artifact.size
+        console.print(f"file {size.file:,} bytes: weights {size.weights:,}, graph {size.file - size.weights:,}")
     if artifact.fusion is not None:
         fused = ", ".join(f"{op}×{n}" for op, n in sorted(artifact.fusion.fused.items())) or "none"
         console.print(f"ONNX Runtime fused kernels: {fused}")

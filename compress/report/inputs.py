@@ -72,6 +72,8 @@ class ParityFigures:
     top1_agreement: float | None
     mean_error_steps: float | None = None
     num_examples: int | None = None
+    file_bytes: int | None = None  # the exported file on disk
+    weight_bytes: int | None = None  # of which initializers (weights, scales, zero points)
 
 
 @dataclass(frozen=True)

@@ -143,4 +143,5 @@ def _sharpness(finetune: dict) -> tuple[SharpnessPoint, ...]:
 def _parity(target: str, figures: dict) -> ParityFigures:
     source = f"parity file for {target}"
     return ParityFigures(target, float(_field(figures, "max_error_steps", source)), figures.get("top1_agreement"),
-                         figures.get("mean_error_steps"), figures.get("num_examples"))
+                         figures.get("mean_error_steps"), figures.get("num_examples"), figures.get("file_bytes"),
+                         figures.get("weight_bytes"))

@@ -18,9 +18,7 @@ class Table:
 def report_tables(inputs: ReportInputs) -> list[Table]:
     tables = [variants_table(inputs)]
     if inputs.parity:
-        tables.append(Table("Export parity", ("target", "max error (steps)", "mean error (steps)", "top-1 agreement"),
-                            tuple((p.target, _num(p.max_error_steps), _num(p.mean_error_steps), _pct(p.top1_agreement))
-                                  for p in inputs.parity)))
+        tables.append(parity_table(inputs))
     if inputs.layers:
         tables.append(layers_table(inputs))
     if inputs.spectrum and inputs.spectrum.top_eigenvalues:
@@ -42,6 +40,22 @@ def variants_table(inputs: ReportInputs) -> Table:
         size = _num(variant.size_mb) + (f" ({reduction:.2f}× smaller)" if reduction and variant is not base else "")
         rows.append((variant.name, _quality(variant), size, *(_latency(variant, base, b, n) for b, n in keys)))
     return Table(f"Variants (baseline: {base.name if base else '—'})", headers, tuple(rows))
+
+
+def parity_table(inputs: ReportInputs) -> Table:
+    """Each export's agreement with the PyTorch model and its measured file size."""
+    headers = ("target", "max error (steps)", "mean error (steps)", "top-1 agreement", "file bytes (weights + graph)")
+    return Table("Export parity", headers, tuple(
+        (p.target, _num(p.max_error_steps), _num(p.mean_error_steps), _pct(p.top1_agreement), _file_bytes(p))
+        for p in inputs.parity))
+
+
+def _file_bytes(parity) -> str:
+    if parity.file_bytes is None:
+        return "—"
+    if parity.weight_bytes is None:
+        return f"{parity.file_bytes:,}"
+    return f"{parity.file_bytes:,} ({parity.weight_bytes:,} + {parity.file_bytes - parity.weight_bytes:,})"
 
 
 def layers_table(inputs: ReportInputs) -> Table:

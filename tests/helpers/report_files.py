@@ -48,7 +48,8 @@ def write_stage_files(folder: Path) -> dict[str, Path]:
                           ("plan_eval", evals["plan"].to_dict()), ("latency", latency.to_dict()),
                           ("finetune", finetune.to_dict()), ("measured", dict(zip(LAYERS, MEASURED))),
                           ("parity", {"max_error_steps": 1.0, "mean_error_steps": 0.1, "output_step": 0.05,
-                                      "step_source": "out_scale", "top1_agreement": 0.999, "num_examples": 1000})]:
+                                      "step_source": "out_scale", "top1_agreement": 0.999, "num_examples": 1000,
+                                      "file_bytes": 19000, "weight_bytes": 12000})]:
         paths[name].write_text(json.dumps(payload))
     paths["plan_yaml"] = folder / "plan.yaml"
     write_recipe(plan_recipe(plan, "builtin:mnist-cnn", "builtin:mnist5k", None), paths["plan_yaml"], "plan", False)

@@ -85,8 +85,9 @@ def measure_parity(
     return Parity(float(error.max()), float(error.mean()), step, source, agree / positions, count)
 
 
-def write_parity(parity: Parity, path: str | Path) -> Path:
-    """Write the figures to ``<model>.parity.json`` next to the .onnx file."""
+def write_parity(parity: Parity, path: str | Path, sizes: dict[str, int] | None = None) -> Path:
+    """Write the figures (and the model's measured ``sizes``, when given) to ``<model>.parity.json``
+    next to the .onnx file."""
     target = Path(path).with_suffix(".parity.json")
-    write_json(target, parity.to_dict())
+    write_json(target, {**parity.to_dict(), **(sizes or {})})
     return target
