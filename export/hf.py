@@ -41,7 +41,7 @@ def export_hf(model: nn.Module, out_dir: str | Path) -> Path:
     """Write ``model``'s transformers part to ``out_dir`` (module docstring); returns the folder."""
     from safetensors.torch import save_file
 
-    prefix, pretrained = _pretrained(model)
+    prefix, pretrained = pretrained_part(model)
     layers = {name.removeprefix(prefix): module for name, module in model.named_modules()
               if isinstance(module, QuantLayer) and name.startswith(prefix)}
     if not layers:
@@ -63,7 +63,7 @@ def export_hf(model: nn.Module, out_dir: str | Path) -> Path:
     return out
 
 
-def _pretrained(model: nn.Module) -> tuple[str, nn.Module]:
+def pretrained_part(model: nn.Module) -> tuple[str, nn.Module]:
     """(prefix of its parameter names, the transformers PreTrainedModel inside ``model``)."""
     for name, module in model.named_modules():
         if hasattr(module, "config") and hasattr(module, "save_pretrained"):

@@ -51,7 +51,7 @@ def test_every_problem_is_reported_at_once_with_its_path_value_and_what_is_allow
         "pruning.layers.conv.0.ratio: 1.5 is not allowed (allowed: 0 <= ratio < 1)",
         "pruning.saliency: 'vibes' is not allowed (allowed: fisher, empirical-fisher, hutchinson)",
         "finetune.mode: 'sideways' is not allowed (allowed: none, qat, kd, qat+kd)",
-        "export.targets: ['tpu'] is not allowed (allowed: a list of onnx, ort, tensorrt)",
+        "export.targets: ['tpu'] is not allowed (allowed: a list of onnx, ort, tensorrt, hf)",
     ])
 
 
@@ -81,7 +81,7 @@ def test_every_problem_is_reported_at_once_with_its_path_value_and_what_is_allow
     ({**MINIMAL, "export": {"batch_sizes": [True]}},
      "export.batch_sizes: [true] is not allowed (allowed: a list of integers >= 1)"),
     ({**MINIMAL, "export": {"targets": "ort", "batch_sizes": [1]}},
-     "export.targets: 'ort' is not allowed (allowed: a list of onnx, ort, tensorrt)"),
+     "export.targets: 'ort' is not allowed (allowed: a list of onnx, ort, tensorrt, hf)"),
     ({**MINIMAL, "version": None}, "version: null is not supported (allowed: 1)"),
     ({**MINIMAL, "plan": [1, 2]}, "plan: [1, 2] is not allowed (allowed: a mapping)"),
     ({**MINIMAL, "model": {}}, "model.spec: missing (required)"),

@@ -1,5 +1,6 @@
-"""``compress export CHECKPOINT --target ort|tensorrt|onnx -o OUT``: ONNX Q/DQ, checked for the
-target, with parity against the PyTorch fake-quant model recorded next to it.
+"""``compress export CHECKPOINT --target ort|tensorrt|onnx|hf -o OUT``: ONNX Q/DQ, checked for the
+target, with parity against the PyTorch fake-quant model recorded next to it; or (hf) a
+transformers folder in the compressed-tensors layout, loaded back to measure parity.
 argv → ``compress.pipeline.export`` → print."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import argparse
 
 
 def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
-    from compress.pipeline.export import TARGETS
+    from compress.vocab.targets import EXPORT_TARGETS
 
     parser = subparsers.add_parser(
         "export", parents=[parent], help="write ONNX Q/DQ for ONNX Runtime or TensorRT, with parity figures",
@@ -17,9 +18,11 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
         "unfused; tensorrt: checks TensorRT's explicit-quantization rules and builds and times an engine where "
         "TensorRT and a GPU are present (otherwise says why it skipped); onnx: the plain Q/DQ graph. Parity "
         "(max error in output quantization steps, top-1 agreement) against the PyTorch model is measured on "
-        "the held-out data and written as model.parity.json.")
+        "the held-out data and written as model.parity.json. hf: a transformers folder (OUT/hf) in the "
+        "compressed-tensors pack-quantized layout (weight-only layers), loaded back with transformers to "
+        "measure parity where compressed-tensors is installed.")
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="compressed checkpoint directory")
-    parser.add_argument("--target", choices=TARGETS, default="ort", help="backend (default ort)")
+    parser.add_argument("--target", choices=EXPORT_TARGETS, default="ort", help="backend (default ort)")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
     parser.add_argument("--data", help="data for parity (default: the recipe's evaluation data)")
     parser.add_argument("--force", action="store_true", help="replace an existing export in DIR")
@@ -43,6 +46,11 @@ def _print(artifact) -> None:
 
     console = Console()
     parity = artifact.parity
+    if artifact.target == "hf":
+        measured = (f"parity max |Δ| {parity['max_abs_error']:.3g}, mean cosine {parity['mean_cosine']:.6f} over "
+                    f"{parity['num_examples']}" if parity["status"] == "measured" else f"parity skipped: {parity['reason']}")
+        console.print(f"[bold]{artifact.folder}[/bold] (hf): {measured}")
+        return
     console.print(f"[bold]{artifact.onnx}[/bold] ({artifact.target}): parity max {parity['max_error_steps']:.3g} "
                   f"output steps, top-1 agreement {parity['top1_agreement']:.2%} over {parity['num_examples']}")
     if artifact.size is not None:

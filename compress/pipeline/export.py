@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compress.errors import InputError
+from compress.vocab.targets import EXPORT_TARGETS, ONNX_TARGETS
 
 if TYPE_CHECKING:
     from torch import nn
 
     from compress.data.source import DataSource
+    from compress.pipeline.export_hf import HFArtifact
 
-TARGETS = ("ort", "tensorrt", "onnx")
 PARITY_BATCH = 256
 
 
@@ -93,8 +94,9 @@ def export_model(model: "nn.Module", data: "DataSource", onnx_path: str | Path, 
                  force: bool = False) -> ExportArtifact:
     """Export ``model`` to ``onnx_path`` for ``target``, check it, measure parity on ``data``; a
     failed export removes its partial files so the next attempt is not refused."""
-    if target not in TARGETS:
-        raise InputError(f"unknown export target {target!r}; choose {', '.join(TARGETS)}")
+    if target not in ONNX_TARGETS:
+        hint = " (the hf target writes a folder: export_checkpoint)" if target == "hf" else ""
+        raise InputError(f"unknown ONNX export target {target!r}; choose {', '.join(ONNX_TARGETS)}{hint}")
     from compress.lock import output_lock
     from compress.pipeline.checks import check_inputs
 
@@ -113,18 +115,24 @@ def export_model(model: "nn.Module", data: "DataSource", onnx_path: str | Path, 
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, target: str = "ort", data: Any = None,
-                      force: bool = False) -> ExportArtifact:
-    """``compress export``: a checkpoint directory to ``out_dir/model.onnx``; parity on ``data``
-    (default: the recipe's evaluation data, held-out split)."""
+                      force: bool = False) -> "ExportArtifact | HFArtifact":
+    """``compress export``: a checkpoint directory to ``out_dir/model.onnx`` (``out_dir/hf`` for the
+    hf target); parity on ``data`` (default: the recipe's evaluation data, held-out split)."""
     from compress.checkpoint.format import is_checkpoint, load_checkpoint
     from compress.pipeline.inputs import data_source
 
+    if target not in EXPORT_TARGETS:
+        raise InputError(f"unknown export target {target!r}; choose {', '.join(EXPORT_TARGETS)}")
     source = Path(checkpoint)
     if not is_checkpoint(source):
         raise InputError(f"{source} is not a compressed checkpoint directory (write one with apply)")
     model, info = load_checkpoint(source)
-    data = data or info.recipe["data"].get("eval") or info.recipe["data"]["calibration"]
-    return export_model(model, data_source(data, "heldout", model), Path(out_dir) / "model.onnx", target, force)
+    data = data_source(data or info.recipe["data"].get("eval") or info.recipe["data"]["calibration"], "heldout", model)
+    if target == "hf":
+        from compress.pipeline.export_hf import export_hf_folder
+
+        return export_hf_folder(model, data, Path(out_dir), force)
+    return export_model(model, data, Path(out_dir) / "model.onnx", target, force)
 
 
 def _export(model: "nn.Module", data: "DataSource", onnx_path: Path, target: str) -> ExportArtifact:
