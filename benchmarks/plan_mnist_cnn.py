@@ -9,7 +9,12 @@ Spearman correlation of predicted vs measured loss increase (on the calibration 
 every candidate plan of a sweep of budgets and the random allocations, for the trace-only Ω and
 the hybrid max(Ω, measured single-layer ΔL).
 
-Run: python benchmarks/plan_mnist_cnn.py [--json out.json]
+``--method gptq`` prices and deploys what ``compress apply`` deploys by default: every plan (and
+every random allocation) is applied by true-sequential GPTQ over the calibration digits, and the
+planner's Ω is the reconstructed weight's (``compress/plan/reconstructed.py``), as in
+``compress plan``. ``--method rtn`` (the default here) rounds to nearest on both sides.
+
+Run: python benchmarks/plan_mnist_cnn.py [--method rtn|gptq] [--json out.json]
 """
 
 from __future__ import annotations
@@ -29,8 +34,12 @@ from compress.models.spec import build_model
 from compress.plan.allocation import allocate
 from compress.plan.make import PlanEvidence, PlanSpec, layer_options, make_plan, plannable_layers
 from compress.plan.measured import SingleLayerLoss
+from compress.plan.reconstructed import Reconstructions
 from compress.plan.sensitivity import LayerOption
+from compress.plan.settings import plan_settings
 from compress.quant.apply import compress_weights_
+from compress.reconstruct.sequential import reconstruct_model_
+from compress.reconstruct.settings import reconstruct_settings
 
 BITS = (2, 3, 4, 8, None)
 
@@ -42,8 +51,18 @@ def accuracy_and_loss(model, data) -> tuple[float, float]:
             float(torch.nn.functional.cross_entropy(logits, data.targets)))
 
 
-def measure(base, options: dict[str, LayerOption], heldout, calibration) -> dict:
-    model = compress_weights_(copy.deepcopy(base), options)
+def deploy(base, options: dict[str, LayerOption], method: str, calibration) -> torch.nn.Module:
+    """A copy of ``base`` with ``options`` applied: rounded to nearest, or GPTQ as apply runs it."""
+    model = copy.deepcopy(base)
+    if method == "rtn":
+        return compress_weights_(model, options)
+    settings = reconstruct_settings(*plan_settings(options))
+    reconstruct_model_(model, settings, [b.inputs for b in calibration.batches(256)])
+    return model
+
+
+def measure(base, options: dict[str, LayerOption], heldout, calibration, method: str = "rtn") -> dict:
+    model = deploy(base, options, method, calibration)
     accuracy, _ = accuracy_and_loss(model, heldout)
     _, loss = accuracy_and_loss(model, calibration)
     return {"accuracy": accuracy, "loss": loss}
@@ -72,43 +91,47 @@ def predicted(plan_for, allocation: dict[str, LayerOption]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", choices=("rtn", "gptq"), default="rtn")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    method = args.method
     base = build_model("builtin:mnist-cnn")
     calibration = load_data("builtin:mnist5k", "train", "train").subset(range(1024), "calibration")
     heldout = load_data("builtin:mnist5k", "heldout", "heldout")
     curvature = estimate_curvature(base, calibration, CurvatureSpec())
     reference = measure(base, {}, heldout, calibration)
     names = list(plannable_layers(base))
-    measured = SingleLayerLoss(base, calibration, "ce")  # every option measured: predictions of random plans use them
+    reconstruction = Reconstructions(base, list(calibration.batches(256))) if method == "gptq" else None
+    measured = SingleLayerLoss(base, calibration, "ce", 256, reconstruction)  # every option measured: random plans use them
     measured.measure_all([(n, o) for n, opts in layer_options(base, PlanSpec({}, bits=BITS)).items() for o in opts])
-    report = {"fp32": reference, "budgets": {}, "spearman_predicted_vs_measured": {}}
+    report = {"method": method, "fp32": reference, "budgets": {}, "spearman_predicted_vs_measured": {}}
     for kind, extra, verify in (("trace", None, 1), ("hybrid", measured, 1), ("hybrid_verified", measured, 8)):
         def plan_for(budget: float, extra=extra, verify=verify):
             return make_plan(base, curvature, PlanSpec(budgets={"avg_bits": budget}, bits=BITS, verify=verify),
-                             PlanEvidence(measure=extra))
+                             PlanEvidence(measure=extra, reconstruction=reconstruction))
 
         for budget in (3.0, 2.5):
             plan = plan_for(budget)
             planned = {n: LayerOption(layer.weight_bits) for n, layer in plan.layers.items()}
             report["budgets"].setdefault(str(budget), {})[f"plan_{kind}"] = {
-                **measure(base, planned, heldout, calibration),
+                **measure(base, planned, heldout, calibration, method),
                 "bits": {n: layer.weight_bits for n, layer in plan.layers.items()}}
         points = []  # (predicted Δloss, measured Δloss) over a sweep and random allocations
         for budget in (2.25, 2.5, 2.75, 3.0, 3.5, 4.0, 5.0, 6.0):
             plan = plan_for(budget)
             allocation = {n: LayerOption(layer.weight_bits) for n, layer in plan.layers.items()}
             points.append((plan.predicted_delta_loss,
-                           measure(base, allocation, heldout, calibration)["loss"] - reference["loss"]))
+                           measure(base, allocation, heldout, calibration, method)["loss"] - reference["loss"]))
         for allocation in random_allocations(base, 3.0, 12, 1):
             points.append((predicted(plan_for, allocation),
-                           measure(base, allocation, heldout, calibration)["loss"] - reference["loss"]))
+                           measure(base, allocation, heldout, calibration, method)["loss"] - reference["loss"]))
         report["spearman_predicted_vs_measured"][kind] = float(spearmanr(*zip(*points)).statistic)
     for budget in (3.0, 2.5):
         row = report["budgets"][str(budget)]
         for bits in sorted({int(np.floor(budget)), int(np.ceil(budget))}):
-            row[f"uniform_{bits}bit"] = measure(base, {n: LayerOption(bits) for n in names}, heldout, calibration)
-        randoms = [measure(base, a, heldout, calibration) for a in random_allocations(base, budget, 10, 0)]
+            row[f"uniform_{bits}bit"] = measure(base, {n: LayerOption(bits) for n in names}, heldout, calibration,
+                                                method)
+        randoms = [measure(base, a, heldout, calibration, method) for a in random_allocations(base, budget, 10, 0)]
         row["random_best_accuracy"] = max(r["accuracy"] for r in randoms)
         row["random_median_accuracy"] = float(np.median([r["accuracy"] for r in randoms]))
     print(json.dumps(report, indent=2))
