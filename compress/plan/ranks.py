@@ -41,6 +41,7 @@ from compress.plan.costs import SCALE_BITS
 from compress.quant.weights import fake_quantize_per_channel
 from compress.reconstruct.price import layer_objective
 from compress.reconstruct.stats import LayerStats
+from compress.vocab.layers import is_compressible
 from compress.vocab.options import LayerOption
 
 RANK_METHOD = "whitened"
@@ -49,7 +50,7 @@ RANK_DAMPING = LowRankSettings(rank=1).damping  # apply's default
 
 def offered_ranks(layer: nn.Module, ratios: tuple[float, ...]) -> list[int]:
     """The distinct ranks (per group) the ratios give ``layer`` that apply accepts, ascending."""
-    if not ratios or not isinstance(layer, (nn.Linear, nn.Conv2d)):
+    if not ratios or not is_compressible(layer):
         return []
     m, n, groups = matrix_shape(layer)
     if groups > 1 and m == 1:  # depthwise: one output per group, nothing to factorise
