@@ -30,7 +30,8 @@ initializer ``<layer>.weight``):
   a DequantizeLinear, so MaxPool/Flatten run on integers and consumers (Add) see DQ inputs.
 
 Layers with ``act_dynamic`` or ``weight_block`` (Linear, any input rank) become integer MatMuls
-instead (``export.matmul_qdq``).
+instead (``export.matmul_qdq``). A bias-free Linear on 2-D inputs (a low-rank factor), which torch
+writes as MatMul(x, Transpose(W)), is first rewritten as Gemm(x, W, transB=1).
 
 Every insertion computes exactly what the PyTorch fake-quant model computes, because Q commutes
 with the ops it is moved across (see ``compress.quant.placement``).
@@ -180,7 +181,33 @@ def _layer_node(editor: GraphEditor, name: str):
             if node.op_type == "Gemm" and not _attribute(node, "transB", 0):
                 raise InputError(f"{name}: Gemm without transB is not supported by the Q/DQ exporter")
             return node
+    gemm = _bias_free_gemm(editor, weight)
+    if gemm is not None:
+        return gemm
     raise InputError(f"{name}: no Conv/Gemm node reads {weight} in the exported graph (a Linear on N-D inputs exports as MatMul: give it act_dynamic or weight_block)")
+
+
+def _bias_free_gemm(editor: GraphEditor, weight: str):
+    """A bias-free Linear on 2-D inputs (a low-rank factor, ``compress.lowrank``) exports as
+    MatMul(x, Transpose(W)); rewritten as Gemm(x, W, transB=1), the same product, it quantizes like
+    any other Linear. None where the pattern is not there or x is not 2-D (Gemm is 2-D only)."""
+    import onnx
+
+    for transpose in editor.consumers.get(weight, []):
+        users = editor.consumers.get(transpose.output[0], [])
+        if transpose.op_type != "Transpose" or len(users) != 1 or users[0].op_type != "MatMul" \
+                or list(users[0].input[1:]) != [transpose.output[0]]:
+            continue
+        matmul = users[0]
+        inferred = onnx.shape_inference.infer_shapes(onnx.helper.make_model(editor.graph))
+        shapes = {v.name: v.type.tensor_type.shape for v in [*inferred.graph.value_info, *inferred.graph.input]}
+        if matmul.input[0] not in shapes or len(shapes[matmul.input[0]].dim) != 2:
+            return None
+        editor.remove_node(matmul)
+        editor.remove_node(transpose)
+        editor.add_node("Gemm", [matmul.input[0], weight], list(matmul.output), f"{matmul.name}/Gemm", transB=1)
+        return editor.producer[matmul.output[0]]
+    return None
 
 
 def _attribute(node, key: str, default: int) -> int:

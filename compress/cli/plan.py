@@ -42,6 +42,9 @@ def _candidate_options(group) -> None:
                        "residual add are tied to equal activation bits")
     group.add_argument("--sparsities", default="0", help="candidate pruned fractions (default 0)")
     group.add_argument("--patterns", default="unstructured", help="unstructured, 2:4, channel (comma-separated)")
+    group.add_argument("--ranks", default="",
+                       help="candidate rank ratios of Conv2d/Linear layers, e.g. 0.25,0.5,0.75: the share of a layer's "
+                       "weights its two whitened low-rank factors keep (default: none; not with --backend)")
     group.add_argument("--override", action="append", default=[], metavar="NAME=CHOICE",
                        help="restrict a layer (exact name or re:REGEX) to options, e.g. head=w8 or "
                        "'re:block[.].*=w8|fp32'; repeat for several")
@@ -101,7 +104,7 @@ def _plan_spec(args: argparse.Namespace, how):
     chosen = {} if args.act_bits is None else {"act_bits": _bits(args.act_bits, "act_bits")}
     return plan_spec(dict(parse_budget(b) for b in args.budget), how, bits=_bits(args.bits, "bits"),
                      sparsities=_floats(args.sparsities, "sparsities"), patterns=_patterns(args.patterns),
-                     **chosen,
+                     **chosen, ranks=_floats(args.ranks, "ranks") if args.ranks else (),
                      overrides=tuple(parse_override(o) for o in args.override), sparsity_limit=args.sparsity_limit,
                      verify=args.verify)
 

@@ -6,6 +6,8 @@ under the budgets, solved exactly (``allocation.py``). Channel options are plann
 channel group (``channels.py``): every member carries the group's pruned fraction, ties make
 them agree, and Ω, size, BOPs and latency are each member's share of the group, so the plan's
 totals are what apply deploys. Other parameters (norms, embeddings) count in size as stored.
+Rank options (``spec.ranks``, ``ranks.py``) factorise a layer into two, priced from the layers'
+input statistics (``evidence.reconstruction``).
 
 Ω prices what apply deploys: where apply reconstructs an option (GPTQ by default, ``reconstructed.py``)
 and the evidence carries the reconstructions, Ω is the reconstructed weight's predicted loss change;
@@ -30,6 +32,7 @@ from compress.plan.channels import ChannelPlan, channel_plan
 from compress.plan.costs import FLOAT_BITS, bops, effective_bits
 from compress.plan.measured import SingleLayerLoss
 from compress.plan.overrides import Override, restrict_options
+from compress.plan.ranks import first_order_omega, rank_options, require_rank_evidence
 from compress.plan.reconstructed import Reconstructions
 from compress.plan.sensitivity import converged, safe_trace, sensitivity
 from compress.plan.size import SizeModel, size_model
@@ -57,6 +60,7 @@ class PlanSpec:
     overrides: tuple[Override, ...] = ()
     sparsity_limit: str = "exclude"  # what to do with options pruning past a layer's limit
     verify: int = 1  # with measurements: the best of this many least-Ω allocations by actual loss
+    ranks: tuple[float, ...] = ()  # rank ratios offered per Conv2d/Linear layer (ranks.py); () = none
 
     def __post_init__(self) -> None:
         problems = []
@@ -74,6 +78,8 @@ class PlanSpec:
         if self.sparsity_limit not in SPARSITY_LIMIT_MODES:
             problems.append(f"sparsity_limit {self.sparsity_limit!r} is not allowed "
                             f"(allowed: {', '.join(SPARSITY_LIMIT_MODES)})")
+        if not isinstance(self.ranks, tuple) or not all(isinstance(r, (int, float)) and 0 < r < 1 for r in self.ranks):
+            problems.append(f"ranks {self.ranks!r} are not allowed (allowed: a tuple of rank ratios in (0, 1))")
         if not isinstance(self.verify, int) or self.verify < 1:
             problems.append(f"verify {self.verify!r} is not allowed (allowed: an integer >= 1)")
         if not all(isinstance(o, Override) for o in self.overrides):
@@ -126,9 +132,11 @@ class LayerPlan:
     trace_converged: bool = True  # False: the trace's 95% bar reaches 0; its upper end was used
     omega_first_order: float | None = None  # Ω of the chosen option rounded to nearest / magnitude-masked
     omega_reconstructed: float | None = None  # Ω of it as apply reconstructs it (None: not reconstructed)
+    rank: int | None = None  # factorised at this rank (per group); None: kept whole
 
     def option(self) -> LayerOption:
-        return LayerOption(self.weight_bits, self.sparsity, self.pattern, self.act_bits, self.input_sparsity)
+        return LayerOption(self.weight_bits, self.sparsity, self.pattern, self.act_bits, self.input_sparsity,
+                           self.rank)
 
 
 @dataclass(frozen=True)
@@ -194,7 +202,8 @@ def _kept_columns(channels: int, fraction: float, block: int) -> int:
 
 
 def layer_options(model: nn.Module, spec: PlanSpec, channels: ChannelPlan | None = None) -> dict[str, list[LayerOption]]:
-    """The candidate options of every plannable layer, in the order the plan indexes them."""
+    """The candidate options of every plannable layer, in the order the plan indexes them: the
+    ``candidate_options``, then the rank options (``ranks.rank_options``)."""
     layers = plannable_layers(model)
     if channels is None:
         channels = channel_plan(model, list(layers)) if spec.channel_sparsities() else ChannelPlan(model, {}, {})
@@ -202,7 +211,8 @@ def layer_options(model: nn.Module, spec: PlanSpec, channels: ChannelPlan | None
     for name, module in layers.items():
         part = channels.layers.get(name)
         width = channels.groups[part.in_group].channels if part is not None and part.in_group else 0
-        options[name] = candidate_options(spec, tuple(module.weight.shape), part, width)
+        options[name] = candidate_options(spec, tuple(module.weight.shape), part, width) + \
+            rank_options(module, spec.ranks, spec.bits)
     return options
 
 
@@ -211,6 +221,10 @@ def option_omegas(name: str, layer: nn.Module, info, option: LayerOption, eviden
     """(Ω of the option rounded to nearest / magnitude-masked, Ω of it as apply reconstructs it or
     None where apply does not reconstruct it or no reconstructions are in the evidence)."""
     trace = safe_trace(info.trace, info.trace_stderr)
+    if option.rank is not None:  # priced from the deployed factors (ranks.py)
+        weight = evidence.reconstruction.weight(name, option)
+        return (first_order_omega(layer, weight, trace, info.num_params),
+                evidence.reconstruction.omega(name, option, trace, info.num_params))
     first_order = sensitivity(layer.weight, trace, info.num_params, option, *kept)
     if evidence.reconstruction is None:
         return first_order, None
@@ -241,6 +255,8 @@ def make_plan(model: nn.Module, curvature: Curvature, spec: PlanSpec, evidence: 
     names = list(layers)
     channels = channel_plan(model, names) if spec.channel_sparsities() else ChannelPlan(model, {}, {})
     options = layer_options(model, spec, channels)
+    require_rank_evidence(any(o.rank for opts in options.values() for o in opts), evidence.reconstruction,
+                          evidence.latency)
     if evidence.measure is None and any(o.act_bits for opts in options.values() for o in opts):
         raise InputError("activation-bit options need measured sensitivities (a SingleLayerLoss in the evidence)")
     allowed = restrict_options(options, spec.overrides)
@@ -410,6 +426,7 @@ def _plan(names, layers, options, curvature, spec, evidence, omega, costs, alloc
             latency_ms=float(costs["latency_ms"][row, column]) if "latency_ms" in costs else None,
             considered={o.label(): float(omega[row, i]) for i, o in enumerate(options[name])},
             omega_first_order=omegas[(name, option)][0], omega_reconstructed=omegas[(name, option)][1],
+            rank=option.rank,
         )
     totals = {key: float(table[rows, columns].sum()) for key, table in costs.items() if key != "storage_bits"}
     totals["size_mb"] = sizes.total_bits(chosen) / 8e6  # exact: BN folding follows the chosen options

@@ -144,11 +144,12 @@ class SingleLayerLoss:
     def joint(self, options: dict[str, LayerOption]) -> float:
         """L(θ with the whole plan applied as apply applies it) − L(θ) (not cached)."""
         from compress.apply.pipeline import ApplySpec, apply_
-        from compress.plan.settings import plan_settings
+        from compress.plan.settings import lowrank_settings, plan_settings
 
         quantization, pruning = plan_settings(options)
         model = copy.deepcopy(self.model)
-        apply_(model, ApplySpec(quantization, pruning, loss=self.loss), self.data, None, None, self.batch_size)
+        spec = ApplySpec(quantization, pruning, loss=self.loss, lowrank=lowrank_settings(options))
+        apply_(model, spec, self.data, None, None, self.batch_size)
         with torch.no_grad():
             return mean_loss(model.eval(), self.batches, self.references, self.loss) - self.base
 

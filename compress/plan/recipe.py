@@ -9,28 +9,30 @@ from pathlib import Path
 from compress.atomic import write_text
 from compress.errors import InputError
 from compress.plan.make import Plan
-from compress.plan.settings import prune_rule, quant_rule
+from compress.plan.settings import lowrank_rule, prune_rule, quant_rule
 
 
 def plan_recipe(plan: Plan, model: str, data: str, weights: str | None) -> dict[str, object]:
-    """The plan as a recipe (validated against the schema): per-layer quantization and pruning by
-    exact module name, no fine-tuning (add a ``finetune:`` section to recover), and the why."""
+    """The plan as a recipe (validated against the schema): per-layer quantization, pruning and
+    (where the plan factorises layers) low-rank rules by exact module name, no fine-tuning (add a ``finetune:`` section to recover), and the why."""
     from compress.recipe.schema import parse_recipe
 
     quantization = {name: quant_rule(layer.option()) for name, layer in plan.layers.items()}
     pruning = {name: rule for name, layer in plan.layers.items() if (rule := prune_rule(layer.option()))}
+    lowrank = {name: rule for name, layer in plan.layers.items() if (rule := lowrank_rule(layer.option()))}
     why = {name: {"trace": layer.trace, "trace_stderr": layer.trace_stderr, "num_weights": layer.num_weights,
                   "predicted_delta_loss": layer.predicted_delta_loss, "storage_bits": layer.storage_bits,
                   "sparsity_limit": layer.sparsity_limit, "latency_ms": layer.latency_ms,
                   "input_sparsity": layer.input_sparsity, "trace_converged": layer.trace_converged,
                   "omega_first_order": layer.omega_first_order, "omega_reconstructed": layer.omega_reconstructed,
-                  "considered": layer.considered} for name, layer in plan.layers.items()}
+                  "considered": layer.considered, **({"rank": layer.rank} if layer.rank is not None else {})} for name, layer in plan.layers.items()}
     payload = {
         "version": 1,
         "model": {"spec": model, "weights": weights},
         "data": {"calibration": data},
         "quantization": {"layers": quantization},
         "pruning": {"layers": pruning},
+        **({"lowrank": {"layers": lowrank}} if lowrank else {}),
         "plan": {"budgets": plan.budgets, "totals": plan.totals, "predicted_delta_loss": plan.predicted_delta_loss,
                  "solver": plan.solver, "tied_groups": plan.tied_groups, "loss_tolerance": plan.loss_tolerance,
                  "model_sparsity_limit": plan.model_sparsity_limit, "measured_options": plan.measured_options,

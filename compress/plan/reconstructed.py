@@ -21,7 +21,8 @@ It is exact when the loss is quadratic in the layer's output with isotropic curv
 it against the measured loss change).
 
 Statistics are collected once, on the uncompressed model, for every layer (the single-layer view:
-only that layer compressed); each (layer, option) is reconstructed once and cached.
+only that layer compressed); each (layer, option) is reconstructed once and cached. Rank options
+(factorised layers) are priced from the same statistics by ``ranks.FactorisedOptions``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from compress.plan.ranks import FactorisedOptions
 from compress.plan.settings import plan_settings
 from compress.reconstruct.layer import ReconstructSettings, reconstruct_layer
 from compress.reconstruct.price import layer_objective
@@ -55,6 +57,11 @@ def mean_eigenvalue(stats: LayerStats) -> float:
     return float(torch.diagonal(stats.hessian, dim1=-2, dim2=-1).sum()) / (stats.groups * stats.dim)
 
 
+def omega_from_error(error: float, trace: float, num_params: int, stats: LayerStats) -> float:
+    """Ω = (Tr(H_L)/n)·E/h̄: a layer objective E in loss units (module docstring)."""
+    return trace / num_params * error / max(mean_eigenvalue(stats), 1e-30)
+
+
 @dataclass
 class Reconstructions:
     """Reconstructed weights and their layer objectives per (layer, option), computed on demand from
@@ -67,7 +74,10 @@ the reconstruction's settings, so options differing only in activation bits shar
     weights: dict[tuple[str, ReconstructSettings], torch.Tensor] = field(default_factory=dict)
     errors: dict[tuple[str, ReconstructSettings], float] = field(default_factory=dict)
 
-    def _stats(self, name: str) -> LayerStats:
+    def __post_init__(self) -> None:
+        self.factorised = FactorisedOptions(self.model, self.layer_stats)
+
+    def layer_stats(self, name: str) -> LayerStats:
         if name not in self.stats:
             names = list(compressible_layers(self.model))
             self.stats.update(collect_layer_stats(self.model, (b.inputs for b in self.batches), names))
@@ -75,13 +85,15 @@ the reconstruction's settings, so options differing only in activation bits shar
 
     def weight(self, name: str, option: LayerOption) -> torch.Tensor | None:
         """Ŵ_o as apply would write it (None: apply does not reconstruct this option)."""
+        if option.rank is not None:
+            return self.factorised.weight(name, option)
         settings = deployed_settings(option)
         if settings is None:
             return None
         key = (name, settings)
         if key not in self.weights:
             original = self.model.get_submodule(name).weight.detach()
-            stats = self._stats(name)
+            stats = self.layer_stats(name)
             result = reconstruct_layer(original.double(), stats, settings)
             self.weights[key] = result.weight.to(original.dtype)
             self.errors[key] = layer_objective(result.weight.double() - original.double(), stats)
@@ -91,5 +103,8 @@ the reconstruction's settings, so options differing only in activation bits shar
         """Ω_rec(o) = (Tr/n)·E(o)/h̄ (module docstring); None where apply does not reconstruct."""
         if self.weight(name, option) is None:
             return None
-        error = self.errors[(name, deployed_settings(option))]
-        return trace / num_params * error / max(mean_eigenvalue(self._stats(name)), 1e-30)
+        if option.rank is not None:
+            error = self.factorised.error(name, option)
+        else:
+            error = self.errors[(name, deployed_settings(option))]
+        return omega_from_error(error, trace, num_params, self.layer_stats(name))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from compress.errors import ConfigError
 from compress.prune.masks import pruning_mask
 from compress.quant.weights import fake_quantize_per_channel
 from compress.vocab.channels import kept_width
@@ -52,7 +53,11 @@ def compressed_weight(weight: torch.Tensor, option: LayerOption, kept_rows: torc
     """C_o(W): the removed rows / columns zeroed (``kept_rows``: output channels the option keeps,
     by default the top-norm rows for a ``channel`` option; ``kept_columns``: input features the
     producer of the layer's input keeps), then on the rest: prune by the mask pattern, then
-    quantize (zeros stay exactly zero)."""
+    quantize (zeros stay exactly zero). A rank option's weight needs the layer's input statistics:
+    ``ranks.FactorisedOptions`` prices it."""
+    if option.rank is not None:
+        raise ConfigError(f"option {option.label()} factorises the layer; its weight comes from "
+                          "compress.plan.ranks.FactorisedOptions (the layer's input statistics)")
     if kept_rows is None and option.channel_sparsity() > 0:
         kept_rows = top_rows(weight, option.channel_sparsity())
     narrow = weight if kept_rows is None else weight.index_select(0, kept_rows)

@@ -1,7 +1,8 @@
 """The stored size of a compressed model, per planned layer, as apply deploys it.
 
 Each planned layer is charged for what it stores after its option: its weight (``costs.py``,
-narrowed by the channels its group and its input's group remove), its bias (one float per kept
+narrowed by the channels its group and its input's group remove, or its two factors with their
+scales for a rank option, ``ranks.py``), its bias (one float per kept
 output channel) and the BatchNorm that follows it. When any layer is quantized, apply folds every
 conv → BN pair (``compress.quant.bn_fold``): the BN disappears and the conv stores a bias; else
 the BN keeps its per-channel tensors (γ, β, running mean and variance). A BN of a prunable group
@@ -18,6 +19,7 @@ from torch import nn
 
 from compress.plan.channels import ChannelPlan
 from compress.plan.costs import FLOAT_BITS, storage_bits
+from compress.plan.ranks import factor_scale_bits, factorised_weight_count
 from compress.vocab.channels import kept_width
 from compress.vocab.layers import out_width
 from compress.vocab.options import LayerOption
@@ -59,6 +61,8 @@ class SizeModel:
 
     def _weight_count(self, name: str, option: LayerOption) -> int:
         weight = self.model.get_submodule(name).weight
+        if option.rank is not None:  # the two factors (a rank option removes no channels)
+            return factorised_weight_count(self.model.get_submodule(name), option.rank)
         columns = weight.shape[1]
         part = self.channels.layers.get(name)
         if part is not None and part.in_group is not None and option.input_sparsity > 0:
@@ -70,7 +74,7 @@ class SizeModel:
         """Stored bits of layer ``name`` (weight, bias, its BN, unfolded group BNs) under ``option``."""
         layer = self.model.get_submodule(name)
         kept = self._kept_out(name, option)
-        bits = storage_bits(self._weight_count(name, option), kept, option)
+        bits = storage_bits(self._weight_count(name, option), kept, option) + factor_scale_bits(layer, option)
         norm = self.norms.get(name)
         if layer.bias is not None or (norm is not None and folded):
             bits += kept * FLOAT_BITS
