@@ -88,9 +88,10 @@ def export_model(model: "nn.Module", data: "DataSource", onnx_path: str | Path, 
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, target: str = "ort", data: Any = None,
-                      force: bool = False) -> ExportArtifact:
+                      force: bool = False, seq_len: int | None = None) -> ExportArtifact:
     """``compress export``: a checkpoint directory to ``out_dir/model.onnx``; parity on ``data``
-    (default: the recipe's evaluation data, held-out split)."""
+    (default: the recipe's evaluation data, held-out split; text data in blocks of ``seq_len``
+    tokens, default the recipe's)."""
     from compress.checkpoint.format import is_checkpoint, load_checkpoint
     from compress.pipeline.inputs import data_source
 
@@ -98,8 +99,12 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, target: str =
     if not is_checkpoint(source):
         raise InputError(f"{source} is not a compressed checkpoint directory (write one with apply)")
     model, info = load_checkpoint(source)
-    data = data or info.recipe["data"].get("eval") or info.recipe["data"]["calibration"]
-    return export_model(model, data_source(data, "heldout", model), Path(out_dir) / "model.onnx", target, force)
+    recipe_data = info.recipe["data"]
+    if data is None:
+        data = recipe_data.get("eval") or recipe_data["calibration"]
+        seq_len = seq_len if seq_len is not None else recipe_data.get("seq_len")
+    return export_model(model, data_source(data, "heldout", model, seq_len=seq_len), Path(out_dir) / "model.onnx",
+                        target, force)
 
 
 def _export(model: "nn.Module", data: "DataSource", onnx_path: Path, target: str) -> ExportArtifact:
