@@ -113,6 +113,9 @@ def evaluate(
                 if reference is None:
                     raise InputError(f"data {data.name} has no targets; name a reference model to compare with")
                 expected = forward(reference, batch, "reference", data.name)
+                if expected.shape != output.shape:
+                    raise InputError(f"the reference outputs shape {tuple(expected.shape)} but model {model_name} "
+                                     f"{tuple(output.shape)}; give a reference with outputs like the model's")
                 score += torch.nn.functional.cosine_similarity(output.flatten(1), expected.flatten(1)).sum().item()
             total += len(batch)
             advance(len(batch))

@@ -21,7 +21,8 @@ def evaluate_model(model: "str | nn.Module", data: Any, reference: "str | nn.Mod
     """``model`` (spec, checkpoint directory or module) on ``data`` (held-out split of builtins);
     ``task`` / ``seq_len``: an ``hf:`` model's head and the tokens per block of causal-LM text.
     A causal LM's KL is measured against ``reference`` (default for a checkpoint: its
-    uncompressed model; none for a float model without one)."""
+    uncompressed model; none for a float model without one); a reference spec is loaded with the
+    same ``task``."""
     from compress.checkpoint.load import reference_model
     from compress.errors import InputError
     from compress.evaluation import evaluate
@@ -37,7 +38,7 @@ def evaluate_model(model: "str | nn.Module", data: Any, reference: "str | nn.Mod
     ref = None
     if not source.has_targets or has_token_targets(source):
         if reference is not None:
-            ref = resolve_model(reference)[0]
+            ref = resolve_model(reference, task=task if isinstance(reference, str) else None)[0]
         elif isinstance(model, str):
             ref = reference_model(model)
         if ref is None and not source.has_targets:
