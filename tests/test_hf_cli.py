@@ -196,3 +196,9 @@ def test_task_chooses_the_head_and_is_recorded_for_apply(cli, root, tmp_path, si
                                                     recipe["quantization"]["layers"])  # the embedder's layers
     validated = cli("validate", str(plan))
     assert validated.code == 0, validated.err
+    applied = cli("apply", str(plan), "-o", str(tmp_path / "out"), "--batch-size", "16")
+    assert applied.code == 0, applied.err
+    from compress.checkpoint.load import load_model
+    from compress.models.hf import SentenceEmbedder
+
+    assert isinstance(load_model(str(tmp_path / "out")), SentenceEmbedder)  # reloads with the recorded task
