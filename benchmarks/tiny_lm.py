@@ -34,8 +34,10 @@ import numpy as np
 import torch
 
 import compress as cx
+from compress.curvature.trace import TraceSpec
 from compress.jsonio import write_json
 from compress.metrics.text import perplexity, token_kl, token_nll
+from compress.pipeline.plan import PlanMeasurements, plan_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 CALIBRATION = 256  # training blocks for GPTQ statistics, curvature and the planner's measurements
@@ -86,8 +88,8 @@ def train_model(folder: Path, train_path: Path, vocab: int, seq_len: int, second
     def validation_loss() -> float:
         model.eval()
         with torch.no_grad():
-            value = float(cross_entropy(model(input_ids=validation.inputs[0], attention_mask=validation.inputs[1]).logits,
-                                        validation.targets))
+            logits = model(input_ids=validation.inputs[0], attention_mask=validation.inputs[1]).logits
+            value = float(cross_entropy(logits, validation.targets))
         model.train()
         return value
 
@@ -131,14 +133,12 @@ def torch_variants(spec: str, train, heldout) -> tuple[dict, dict]:
         for method in ("rtn", "gptq"):
             rule = {"weight_bits": 4, "act_bits": None, "method": method, "weight_block": block}
             began = time.perf_counter()
-            applied = cx.apply_plan_(spec, recipe(spec, rule), train, eval_data=heldout, calibration_samples=CALIBRATION)
+            applied = cx.apply_plan_(spec, recipe(spec, rule), train, eval_data=heldout,
+                                     calibration_samples=CALIBRATION)
             results[f"uniform 4-bit {grid}, {method}"] = {**scores(applied.after),
                                                           "seconds": round(time.perf_counter() - began, 1)}
             print(f"uniform 4-bit {grid}, {method}", results[f"uniform 4-bit {grid}, {method}"], flush=True)
     fp32 = scores(applied.before)
-    from compress.curvature.trace import TraceSpec
-    from compress.pipeline.plan import PlanMeasurements, plan_spec
-
     began = time.perf_counter()
     calibration = train.subset(range(CALIBRATION), "calibration")
     curvature = cx.estimate_curvature(spec, calibration, cx.CurvatureSpec(
