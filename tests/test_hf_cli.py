@@ -112,7 +112,8 @@ def test_gpt2_conv1d_layers_are_planned_and_quantized_and_the_tied_head_stays_ti
     conv1d = hf_source(float_model).transposed
     assert len(conv1d) == 8
     assert sorted(plan["quantization"]["layers"]) == sorted(conv1d)  # every Conv1D planned, the tied head not
-    assert plan["data"]["seq_len"] == SEQ_LEN and "model.lm_head" not in json.loads(paths["curvature"].read_text())["layers"]
+    assert plan["data"]["seq_len"] == SEQ_LEN
+    assert "model.lm_head" not in json.loads(paths["curvature"].read_text())["layers"]
     before, after = info["evaluation"]["before"], info["evaluation"]["after"]
     assert before["mean_token_kl"] == pytest.approx(0, abs=1e-12) and after["mean_token_kl"] > 0
 
