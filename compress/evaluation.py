@@ -1,6 +1,10 @@
-"""``compress eval``: top-1 accuracy for classifiers, embedding fidelity for models without labels.
+"""``compress eval``: top-1 accuracy for classifiers, embedding fidelity for models without labels,
+perplexity (and the mean per-token KL to a reference) for causal language models.
 
-Fidelity is the mean over samples of cos(f(x), f_ref(x)), outputs flattened per sample.
+Fidelity is the mean over samples of cos(f(x), f_ref(x)), outputs flattened per sample. Data with
+next-token targets (``[samples, tokens]``, causal-LM text data) is scored by
+``compress.metrics.text``: perplexity over the predicted tokens, and with a reference model the
+mean per-token KL(p_ref ‖ p) over the unpadded positions.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class EvalResult:
-    """What ``compress eval`` measured; ``metric`` names which of accuracy / mean_cosine is set."""
+    """What ``compress eval`` measured; ``metric`` names which of accuracy / mean_cosine /
+    perplexity is set; ``mean_token_kl``: a causal LM's mean per-token KL to its reference
+    (None for other models or without a reference)."""
 
     model: str
     data: str
@@ -29,6 +35,7 @@ class EvalResult:
     num_params: int
     size_mb: float
     seconds: float
+    mean_token_kl: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {**asdict(self), self.metric: self.value}
@@ -82,12 +89,20 @@ def evaluate(
     reference: "nn.Module | None" = None,
     batch_size: int = 256,
 ) -> EvalResult:
-    """Accuracy when ``data`` has targets, else mean cosine similarity to ``reference``'s outputs."""
+    """Accuracy when ``data`` has class targets, perplexity (and KL to ``reference`` if given)
+    when it has next-token targets, else mean cosine similarity to ``reference``'s outputs."""
     import torch
 
+    from compress.metrics.text import causal_lm_scores, has_token_targets
     from compress.progress import progress_bar
 
     start = time.perf_counter()
+    if has_token_targets(data):
+        with progress_bar(f"eval {model_name}", len(data)) as advance:
+            scores = causal_lm_scores(model, data, reference, batch_size, advance)
+        num_params, size_mb = model_size(model)
+        return EvalResult(model_name, data.name, len(data), "perplexity", scores.perplexity, num_params, size_mb,
+                          time.perf_counter() - start, scores.mean_token_kl)
     total, score = 0, 0.0
     with torch.inference_mode(), progress_bar(f"eval {model_name}", len(data)) as advance:
         for batch in data.batches(batch_size):
@@ -98,6 +113,9 @@ def evaluate(
                 if reference is None:
                     raise InputError(f"data {data.name} has no targets; name a reference model to compare with")
                 expected = forward(reference, batch, "reference", data.name)
+                if expected.shape != output.shape:
+                    raise InputError(f"the reference outputs shape {tuple(expected.shape)} but model {model_name} "
+                                     f"{tuple(output.shape)}; give a reference with outputs like the model's")
                 score += torch.nn.functional.cosine_similarity(output.flatten(1), expected.flatten(1)).sum().item()
             total += len(batch)
             advance(len(batch))

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from compress.errors import InputError
-from compress.models.hf import (HFSource, build_hf_model, conv1d_to_linear_, hf_source, tied_parameters)
+from compress.models.hf import HFSource, build_hf_model, conv1d_to_linear_, hf_source
+from compress.vocab.layers import tied_parameters
 from tests.helpers.hf_tiny import VOCAB, save_model
 
 pytest.importorskip("transformers")

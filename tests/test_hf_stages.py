@@ -16,7 +16,8 @@ from compress.curvature.losses import cross_entropy
 from compress.curvature.prepare import prepare_operator
 from compress.data.builtin import sentence_texts
 from compress.data.text import load_text
-from compress.models.hf import build_hf_model, tied_parameters
+from compress.models.hf import build_hf_model
+from compress.vocab.layers import tied_parameters
 from tests.helpers.hf_tiny import save_model
 
 pytest.importorskip("transformers")

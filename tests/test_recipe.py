@@ -40,7 +40,7 @@ def test_every_problem_is_reported_at_once_with_its_path_value_and_what_is_allow
     assert sorted(problems_of(payload)) == sorted([
         "extra: unknown key (allowed: version, model, data, quantization, pruning, lowrank, finetune, export, plan)",
         "version: 2 is not supported (allowed: 1)",
-        "model.colour: unknown key (allowed: spec, weights)",
+        "model.colour: unknown key (allowed: spec, weights, task)",
         "model.spec: missing (required)",
         "data.calibration: 3 is not allowed (allowed: a spec string)",
         "quantization.layers.default.weight_bits: 9 is not allowed (allowed: 2..8 or null)",

@@ -95,7 +95,7 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, CheckpointInfo]:
 
     info = read_info(path)
     state = _read_state(path, info.version)
-    model = build_model(info.model_spec)
+    model = build_model(info.model_spec, task=info.recipe.get("model", {}).get("task"))
     if info.lowrank is not None:
         from compress.lowrank.apply import restore_structure_
         from compress.lowrank.records import LowRankRecords

@@ -22,17 +22,31 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
 def add_model_data_options(parser: argparse.ArgumentParser, max_samples: int | None = None,
                            max_samples_help: str = "compute on a random N of the split; the ± then adds the data part "
                            "of the error (default: all of it)") -> None:
-    """MODEL, --data, --split, --weights, --max-samples, --batch-size (shared with ``compress plan``)."""
+    """MODEL, --data, --split, --weights, --task, --seq-len, --max-samples, --batch-size (shared with
+    ``compress plan``)."""
     group = parser.add_argument_group("model and data")
-    group.add_argument("model", metavar="MODEL", help="builtin:NAME, torchvision:NAME, FILE.py:FACTORY, FILE.pt/.pt2 "
-                       "or a compressed checkpoint directory")
+    group.add_argument("model", metavar="MODEL", help="builtin:NAME, torchvision:NAME, hf:FOLDER, FILE.py:FACTORY, "
+                       "FILE.pt/.pt2 or a compressed checkpoint directory")
     group.add_argument("--data", required=True, metavar="D",
-                       help="calibration data: builtin:NAME, FILE.py:FACTORY or an image folder")
+                       help="calibration data: builtin:NAME, FILE.py:FACTORY, an image folder or a .txt/.jsonl text "
+                       "file (hf: models)")
     group.add_argument("--split", choices=("train", "heldout", "all"),
                        help="which part of the data (default: train for builtin data, all otherwise)")
     group.add_argument("--weights", metavar="PATH", help="state_dict file to load into MODEL (weights_only)")
+    add_text_options(group)
     group.add_argument("--max-samples", type=int, default=max_samples, metavar="N", help=max_samples_help)
     group.add_argument("--batch-size", type=int, default=128, metavar="N", help="batch size (default 128)")
+
+
+def add_text_options(group: argparse._ActionsContainer, task: bool = True) -> None:
+    """--task (the head of an hf: model) and --seq-len (tokens per block of causal-LM text data)."""
+    if task:
+        from compress.models.tasks import TASKS
+
+        group.add_argument("--task", choices=TASKS, help="the head of an hf: model (default: the one its config's "
+                           "architectures name)")
+    group.add_argument("--seq-len", type=int, metavar="N", help="tokens per block of text data for a causal LM "
+                       "(required there; encoders: truncation length, default min(128, the model's maximum))")
 
 
 def add_curvature_options(parser: argparse.ArgumentParser, **model_data: object) -> argparse._ArgumentGroup:
@@ -88,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     rank = _init_distributed()
     try:
         _, data, curvature = measure_curvature(args.model, args.data, curvature_spec(args), args.weights,
-                                               args.split)
+                                               args.split, args.task, args.seq_len)
         if rank == 0:
             _report(args, curvature, data.name, len(data))
     finally:

@@ -9,6 +9,7 @@ import argparse
 
 
 def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    from compress.cli.curvature import add_text_options
     from compress.vocab.targets import EXPORT_TARGETS
 
     parser = subparsers.add_parser(
@@ -25,6 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
     parser.add_argument("--target", choices=EXPORT_TARGETS, default="ort", help="backend (default ort)")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
     parser.add_argument("--data", help="data for parity (default: the recipe's evaluation data)")
+    add_text_options(parser, task=False)
     parser.add_argument("--force", action="store_true", help="replace an existing export in DIR")
     parser.set_defaults(run=run)
 
@@ -32,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
 def run(args: argparse.Namespace) -> int:
     from compress.pipeline.export import export_checkpoint
 
-    artifact = export_checkpoint(args.checkpoint, args.output, args.target, args.data, args.force)
+    artifact = export_checkpoint(args.checkpoint, args.output, args.target, args.data, args.force, args.seq_len)
     _print(artifact)
     if args.json:
         from compress.jsonio import write_json

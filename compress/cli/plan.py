@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     spec = _plan_spec(args, how)
     curvature = _read_curvature(args.curvature) if args.curvature else None
     model, data, curvature = plan_inputs(args.model, args.data, curvature, curvature_spec(args), args.max_samples,
-                                         args.weights, args.split, spec)
+                                         args.weights, args.split, spec, args.task, args.seq_len)
     evidence = gather(model, data, curvature, spec, how)
     if evidence.latency is not None:
         table = evidence.latency
@@ -115,7 +115,7 @@ def _write_plan(args, model, curvature, spec, evidence, output) -> int:
 
     plan = solve(model, curvature, spec, evidence)
     finetune = None if args.finetune is None else {"mode": args.finetune}
-    recipe = plan_as_recipe(plan, args.model, args.data, args.weights, finetune)
+    recipe = plan_as_recipe(plan, args.model, args.data, args.weights, finetune, args.task, args.seq_len)
     budgets = ", ".join(f"{k}={v:g}" for k, v in spec.budgets.items())
     save_recipe(recipe, output, f"compress plan: {args.model} on {args.data}, budget {budgets}", args.force)
     _print_plan(plan, output)

@@ -23,17 +23,20 @@ DATA_FORMS = ("a data spec string, (inputs, targets) tensors, a Dataset, a DataL
 
 
 def as_data(data: Any, split: str | None = None, role: str = "train", model: "nn.Module | None" = None,
-            name: str = "data") -> DataSource:
+            name: str = "data", seq_len: int | None = None) -> DataSource:
     """``data`` as a DataSource. ``split`` / ``role`` pick the part of a spec string as
-    ``load_data`` does (builtins default to ``role``); ``model`` is needed for a forward loop."""
+    ``load_data`` does (builtins default to ``role``); ``model`` is needed for a forward loop and
+    for a text file (an ``hf:`` model's tokenizer and task; ``seq_len`` tokens per causal-LM block)."""
     import torch
 
     if isinstance(data, DataSource):
         return data
+    if seq_len is not None and not isinstance(data, str):
+        raise InputError("seq_len applies to a text file given by its path; tokenise other data yourself")
     if isinstance(data, str):
         from compress.data.spec import load_data
 
-        return load_data(data, split, default_builtin_split=role)
+        return load_data(data, split, role, model, seq_len)
     if isinstance(data, torch.utils.data.DataLoader):
         return dataset_data(name, data.dataset)
     if isinstance(data, torch.utils.data.Dataset):

@@ -6,26 +6,47 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compress.data.source import SPLITS, DataSource, DatasetData, TensorData, dataset_data
+from compress.data.text import TEXT_SUFFIXES
 from compress.errors import InputError
 from compress.pyfile import call_factory, split_file_spec
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
-DATA_SPEC_FORMS = "builtin:NAME, FILE.py:FACTORY or an image folder"
+DATA_SPEC_FORMS = "builtin:NAME, FILE.py:FACTORY, an image folder or a .txt/.jsonl text file (hf: models)"
 
 
-def load_data(spec: str, split: str | None, default_builtin_split: str) -> DataSource:
+def load_data(spec: str, split: str | None, default_builtin_split: str, model: "nn.Module | None" = None,
+              seq_len: int | None = None) -> DataSource:
     """Load ``spec`` and select ``split``.
 
     ``split=None`` means: builtins use ``default_builtin_split`` (the verb's role, e.g. ``heldout``
-    for eval), user data is used whole.
+    for eval), user data is used whole. A ``.txt`` / ``.jsonl`` text file is tokenised for
+    ``model`` (an ``hf:`` model: its folder's tokenizer, its task; ``compress.data.text``), in
+    blocks of ``seq_len`` tokens for a causal LM; ``seq_len`` applies to text data only.
     """
     if split is not None and split not in SPLITS:
         raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if Path(spec).suffix in TEXT_SUFFIXES and split_file_spec(spec) is None:
+        return text_data(Path(spec), model, seq_len).split(split or "all")
+    if seq_len is not None:
+        raise InputError(f"seq_len applies to text data (.txt / .jsonl files), not to {spec}")
     if spec.startswith("builtin:"):
         return _builtin(spec.removeprefix("builtin:")).split(split or default_builtin_split)
     return _user_data(spec).split(split or "all")
+
+
+def text_data(path: Path, model: "nn.Module | None", seq_len: int | None) -> DataSource:
+    """The text file ``path`` tokenised for the ``hf:`` model ``model`` (``load_text``)."""
+    from compress.data.text import load_text
+    from compress.models.hf import hf_source
+
+    source = None if model is None else hf_source(model)
+    if source is None:
+        raise InputError(f"text data {path} is tokenised with the model's own tokenizer; give an hf:FOLDER model "
+                         "(a local transformers checkpoint) with it")
+    return load_text(path, source.folder, source.task, seq_len)
 
 
 def _builtin(name: str) -> DataSource:

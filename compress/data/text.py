@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from compress.data.source import TensorData, TokenData
 from compress.errors import InputError
+from compress.models.tasks import TASKS
 
 if TYPE_CHECKING:
     import torch
@@ -33,7 +34,7 @@ def load_text(path: str | Path, model_folder: str | Path, task: str, seq_len: in
     """The samples of the text file ``path`` tokenised for the ``task`` model in ``model_folder``
     (see the module docstring). ``seq_len`` is required for ``causal-lm``; for encoders it
     defaults to ``min(DEFAULT_ENCODER_TOKENS, the model's maximum)``."""
-    from compress.models.hf import TASKS, checkpoint_folder, load_tokenizer, max_sequence_length
+    from compress.models.hf import checkpoint_folder, load_tokenizer, max_sequence_length
 
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")

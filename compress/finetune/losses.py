@@ -1,6 +1,8 @@
 """Training losses for recovery fine-tuning.
 
-- task: cross-entropy against the data's labels;
+- task: cross-entropy against the data's labels (``compress.curvature.losses.cross_entropy``: class
+  logits ``[B, C]``, or a causal LM's per-token logits ``[B, T, V]`` against next-token targets,
+  mean over the positions with a target);
 - ``logits`` KD (Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network"):
   T² · KL(softmax(t/T) ‖ softmax(s/T)), averaged over the batch; the T² keeps the gradient's
   scale independent of the temperature T;
@@ -9,6 +11,10 @@
 - ``mse`` KD: mean squared difference of all output entries.
 
 ``qat+kd`` mixes them: (1 − α)·task + α·KD with α = kd_weight; without labels only KD remains.
+
+Token outputs ``[B, T, V]``: every KD loss compares one row per predicted position, ``[N, V]``,
+so it is a mean per token, not per sequence; with next-token targets the positions are those
+with a target (padding and the stream's last token are left out), else all ``B·T`` positions.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from compress.curvature.losses import cross_entropy
+from compress.data.text import IGNORE_INDEX
 from compress.finetune.spec import FinetuneSpec
 
 
@@ -55,12 +63,26 @@ def distillation_loss(spec: FinetuneSpec) -> Callable[[torch.Tensor, torch.Tenso
     return cosine_distillation if spec.kd_loss == "cosine" else mse_distillation
 
 
+def token_rows(output: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """Per-token outputs ``[B, T, V]`` as rows ``[N, V]`` of the positions with a next-token
+    target (all positions without targets); any other output as it is."""
+    if output.ndim != 3:
+        return output
+    if labels is not None and labels.ndim == 2:
+        return output[labels != IGNORE_INDEX]
+    return output.flatten(0, 1)
+
+
 def training_loss(spec: FinetuneSpec, has_labels: bool) -> TrainingLoss:
     """The loss of ``spec.mode`` given whether the data has labels (checked by the caller)."""
     kd = distillation_loss(spec)
+
+    def distill(output: torch.Tensor, ref: Reference) -> torch.Tensor:
+        return kd(token_rows(output, ref.labels), token_rows(ref.teacher, ref.labels))
+
     if spec.mode == "qat":
-        return lambda output, ref: F.cross_entropy(output, ref.labels)
+        return lambda output, ref: cross_entropy(output, ref.labels)
     if spec.mode == "kd" or not has_labels:
-        return lambda output, ref: kd(output, ref.teacher)
+        return distill
     weight = spec.kd_weight
-    return lambda output, ref: (1 - weight) * F.cross_entropy(output, ref.labels) + weight * kd(output, ref.teacher)
+    return lambda output, ref: (1 - weight) * cross_entropy(output, ref.labels) + weight * distill(output, ref)

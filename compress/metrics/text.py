@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -37,11 +38,22 @@ class TextScores:
         return asdict(self)
 
 
+def has_token_targets(data: DataSource) -> bool:
+    """Whether ``data`` holds next-token targets (one per position, ``[samples, tokens]``), as
+    causal-LM text data does, rather than one class per sample."""
+    if not data.has_targets:
+        return False
+    targets = getattr(data, "targets", None)
+    if targets is None:
+        targets = next(iter(data.batches(1))).targets
+    return targets is not None and targets.ndim == 2
+
+
 def causal_lm_scores(model: nn.Module, data: DataSource, reference: nn.Module | None = None,
-                     batch_size: int = 32) -> TextScores:
+                     batch_size: int = 32, advance: Callable[[int], object] | None = None) -> TextScores:
     """Perplexity of ``model`` on ``data`` (inputs ``(input_ids, attention_mask)``, next-token
     targets, as ``compress.data.text`` makes them) and, given ``reference``, its mean per-token
-    KL to it."""
+    KL to it; ``advance(n)`` is called after each batch of ``n`` samples (a progress bar)."""
     if not data.has_targets:
         raise InputError(f"data {data.name} has no next-token targets; give causal-lm text data")
     nll, num_targets, kl, num_positions = 0.0, 0, 0.0, 0
@@ -53,6 +65,8 @@ def causal_lm_scores(model: nn.Module, data: DataSource, reference: nn.Module | 
             if reference is not None:
                 batch_kl, count = token_kl(logits, reference(*batch.inputs), batch.inputs[1])
                 kl, num_positions = kl + batch_kl, num_positions + count
+            if advance is not None:
+                advance(len(batch))
     mean_kl = kl / num_positions if reference is not None and num_positions else None
     return TextScores(perplexity(nll, num_targets), num_targets, mean_kl, num_positions)
 

@@ -17,7 +17,8 @@ Made ready for every stage at load:
   the same name holding ``Wᵀ``: equal outputs, and every stage sees one layer kind. The names
   are recorded in ``HFSource.transposed`` so a writer of Hugging Face files can transpose back;
 - parameters shared between modules (a language-model head tied to the input embeddings) stay
-  shared; ``tied_parameters`` lists them so no stage compresses one side of a tie silently.
+  shared; ``compress.vocab.layers.tied_parameters`` lists them, and a layer whose weight is tied
+  is not compressible (``compressible_layers``), so no stage compresses one side of a tie.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ import torch
 from torch import nn
 
 from compress.errors import InputError, MissingDependencyError
+from compress.models.tasks import TASKS
 
-TASKS = ("causal-lm", "sequence-classification", "embedding")
 _ARCHITECTURE_SUFFIXES = {"ForCausalLM": "causal-lm", "LMHeadModel": "causal-lm",
                           "ForSequenceClassification": "sequence-classification"}
 _CONFIG_MAX_LENGTH_KEYS = ("max_position_embeddings", "n_positions")
@@ -123,15 +124,6 @@ def load_tokenizer(folder: str | Path):
         return transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot load the tokenizer in {folder}: {_first_line(exc)}") from exc
-
-
-def tied_parameters(model: nn.Module) -> tuple[tuple[str, ...], ...]:
-    """Groups of parameter names that are one tensor (e.g. ``('model.transformer.wte.weight',
-    'model.lm_head.weight')``): compressing one name of a group changes all of them."""
-    groups: dict[int, list[str]] = {}
-    for name, parameter in model.named_parameters(remove_duplicate=False):
-        groups.setdefault(id(parameter), []).append(name)
-    return tuple(tuple(names) for names in groups.values() if len(names) > 1)
 
 
 def conv1d_to_linear_(model: nn.Module) -> tuple[str, ...]:

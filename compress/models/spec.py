@@ -33,9 +33,12 @@ def _builtin_models() -> dict[str, Callable[[], "nn.Module"]]:
     return {"mnist-cnn": mnist_cnn, "minilm": minilm}
 
 
-def build_model(spec: str, weights: str | None = None) -> "nn.Module":
-    """The module named by ``spec`` with ``weights`` (a state_dict file) loaded, in eval mode."""
-    model = _build(spec)
+def build_model(spec: str, weights: str | None = None, task: str | None = None) -> "nn.Module":
+    """The module named by ``spec`` with ``weights`` (a state_dict file) loaded, in eval mode;
+    ``task`` picks the head of an ``hf:`` model (default: the one its config names)."""
+    if task is not None and not spec.startswith("hf:"):
+        raise InputError(f"task applies to hf:FOLDER models, not to {spec}")
+    model = _build(spec, task)
     if weights is not None:
         from compress.models.weights import load_weights_
 
@@ -51,7 +54,7 @@ def _in_eval_mode(model: "nn.Module") -> "nn.Module":
         return model
 
 
-def _build(spec: str) -> "nn.Module":
+def _build(spec: str, task: str | None = None) -> "nn.Module":
     kind, sep, name = spec.partition(":")
     if sep and kind == "builtin":
         builtins = _builtin_models()
@@ -63,7 +66,7 @@ def _build(spec: str) -> "nn.Module":
     if sep and kind == "hf":
         from compress.models.hf import build_hf_model
 
-        return build_hf_model(name)
+        return build_hf_model(name, task)
     file_spec = split_file_spec(spec)
     if file_spec is not None:
         return _checked_module(spec, call_factory(*file_spec))

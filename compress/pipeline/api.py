@@ -40,19 +40,21 @@ if TYPE_CHECKING:
 UNNAMED_MODEL = "<module>"  # the recipe's model spec when the user handed over a module
 
 
-def load_model(model: "str | nn.Module", weights: str | None = None) -> "nn.Module":
-    """A checkpoint directory, a float model spec (with an optional state_dict file) or a module."""
+def load_model(model: "str | nn.Module", weights: str | None = None, task: str | None = None) -> "nn.Module":
+    """A checkpoint directory, a float model spec (with an optional state_dict file; ``task``: the
+    head of an ``hf:`` model) or a module."""
     from compress.pipeline.inputs import resolve_model
 
-    return resolve_model(model, weights)[0]
+    return resolve_model(model, weights, task)[0]
 
 
-def as_data(data: Any, split: str | None = None, role: str = "train", model: "nn.Module | None" = None
-            ) -> "DataSource":
-    """Data as the verbs read it (``model`` is needed only for a forward-loop callable)."""
+def as_data(data: Any, split: str | None = None, role: str = "train", model: "nn.Module | None" = None,
+            seq_len: int | None = None) -> "DataSource":
+    """Data as the verbs read it (``model`` is needed for a forward-loop callable and for a text
+    file, tokenised for that ``hf:`` model in blocks of ``seq_len`` tokens for a causal LM)."""
     from compress.data.adapt import as_data as adapt
 
-    return adapt(data, split, role, model)
+    return adapt(data, split, role, model, seq_len=seq_len)
 
 
 def estimate_curvature(model: "str | nn.Module", data: Any, spec: "CurvatureSpec | None" = None) -> "Curvature":

@@ -60,15 +60,18 @@ def as_recipe(plan: "Plan | Recipe", model: str = "model", data: str = "data") -
     raise InputError(f"cannot apply {type(plan).__name__}; give a Plan or a Recipe")
 
 
-def recipe_data(recipe: "Recipe") -> tuple["DataSource", "DataSource", "DataSource"]:
-    """(calibration, train, held-out) of a recipe: builtins split train / held-out by role."""
+def recipe_data(recipe: "Recipe", model: "nn.Module | None" = None) -> tuple["DataSource", "DataSource", "DataSource"]:
+    """(calibration, train, held-out) of a recipe: builtins split train / held-out by role; text
+    files are tokenised for ``model`` (an ``hf:`` model) in blocks of the recipe's ``seq_len``."""
     from compress.data.spec import load_data
     from compress.pipeline.inputs import first_samples
 
     section = recipe.data
-    calibration = first_samples(load_data(section["calibration"], None, "train"), section["calibration_samples"])
-    train = load_data(section.get("train") or section["calibration"], None, "train")
-    heldout = load_data(section.get("eval") or section["calibration"], None, "heldout")
+    seq_len = section.get("seq_len")
+    calibration = first_samples(load_data(section["calibration"], None, "train", model, seq_len),
+                                section["calibration_samples"])
+    train = load_data(section.get("train") or section["calibration"], None, "train", model, seq_len)
+    heldout = load_data(section.get("eval") or section["calibration"], None, "heldout", model, seq_len)
     return calibration, train, heldout
 
 
@@ -113,8 +116,8 @@ def apply_to_checkpoint(recipe: "Recipe | str", out: str | Path, resume: bool = 
     resolved_layers(recipe, source)
     with output_lock(out) if is_rank_zero() else nullcontext():
         check_output(out, resume, force)
-        model = load_model(recipe.model["spec"], recipe.model.get("weights"))
-        calibration, train, heldout = recipe_data(recipe)
+        model = load_model(recipe.model["spec"], recipe.model.get("weights"), recipe.model.get("task"))
+        calibration, train, heldout = recipe_data(recipe, model)
         applied = apply_recipe_(model, recipe, calibration, train, heldout, out / "checkpoints", batch_size,
                                 recipe.model["spec"])
         if is_rank_zero():

@@ -13,13 +13,15 @@ if TYPE_CHECKING:
     from compress.data.source import DataSource
 
 def measure_curvature(model: "str | nn.Module", data: Any, spec: "CurvatureSpec | None" = None,
-                      weights: str | None = None, split: str | None = None) -> tuple["nn.Module", "DataSource", "Curvature"]:
-    """(model, calibration data, Curvature): the model and data resolved as users give them."""
+                      weights: str | None = None, split: str | None = None, task: str | None = None,
+                      seq_len: int | None = None) -> tuple["nn.Module", "DataSource", "Curvature"]:
+    """(model, calibration data, Curvature): the model and data resolved as users give them
+    (``task`` / ``seq_len``: an ``hf:`` model's head and its causal-LM text blocks)."""
     from compress.curvature.estimate import CurvatureSpec, estimate_curvature
     from compress.pipeline.checks import check_inputs
     from compress.pipeline.inputs import data_source, resolve_model
 
-    module, name = resolve_model(model, weights)
-    source = data_source(data, "train", module, split)
+    module, name = resolve_model(model, weights, task)
+    source = data_source(data, "train", module, split, seq_len)
     check_inputs(module, name, source)
     return module, source, estimate_curvature(module, source, spec or CurvatureSpec())

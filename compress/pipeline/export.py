@@ -115,9 +115,10 @@ def export_model(model: "nn.Module", data: "DataSource", onnx_path: str | Path, 
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, target: str = "ort", data: Any = None,
-                      force: bool = False) -> "ExportArtifact | HFArtifact":
+                      force: bool = False, seq_len: int | None = None) -> "ExportArtifact | HFArtifact":
     """``compress export``: a checkpoint directory to ``out_dir/model.onnx`` (``out_dir/hf`` for the
-    hf target); parity on ``data`` (default: the recipe's evaluation data, held-out split)."""
+    hf target); parity on ``data`` (default: the recipe's evaluation data, held-out split; text data
+    in blocks of ``seq_len`` tokens, default the recipe's)."""
     from compress.checkpoint.format import is_checkpoint, load_checkpoint
     from compress.pipeline.inputs import data_source
 
@@ -127,12 +128,16 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, target: str =
     if not is_checkpoint(source):
         raise InputError(f"{source} is not a compressed checkpoint directory (write one with apply)")
     model, info = load_checkpoint(source)
-    data = data_source(data or info.recipe["data"].get("eval") or info.recipe["data"]["calibration"], "heldout", model)
+    recipe_data = info.recipe["data"]
+    if data is None:
+        data = recipe_data.get("eval") or recipe_data["calibration"]
+        seq_len = seq_len if seq_len is not None else recipe_data.get("seq_len")
+    source_data = data_source(data, "heldout", model, seq_len=seq_len)
     if target == "hf":
         from compress.pipeline.export_hf import export_hf_folder
 
-        return export_hf_folder(model, data, Path(out_dir), force)
-    return export_model(model, data, Path(out_dir) / "model.onnx", target, force)
+        return export_hf_folder(model, source_data, Path(out_dir), force)
+    return export_model(model, source_data, Path(out_dir) / "model.onnx", target, force)
 
 
 def _export(model: "nn.Module", data: "DataSource", onnx_path: Path, target: str) -> ExportArtifact:

@@ -80,22 +80,23 @@ def default_curvature_spec(batch_size: int = 128) -> "CurvatureSpec":
 
 def plan_inputs(model: "str | nn.Module", data: Any, curvature: "Curvature | None" = None,
                 curvature_spec: "CurvatureSpec | None" = None, max_samples: int | None = 1024,
-                weights: str | None = None, split: str | None = None, spec: "PlanSpec | None" = None
-                ) -> tuple["nn.Module", "DataSource", "Curvature"]:
+                weights: str | None = None, split: str | None = None, spec: "PlanSpec | None" = None,
+                task: str | None = None, seq_len: int | None = None) -> tuple["nn.Module", "DataSource", "Curvature"]:
     """The model, its calibration data and its curvature (measured unless given); ``spec``'s
-    overrides are checked against the model's layers first, before the expensive part."""
+    overrides are checked against the model's layers first, before the expensive part. ``task``
+    / ``seq_len``: an ``hf:`` model's head and the tokens per block of its causal-LM text data."""
     from compress.curvature.estimate import estimate_curvature
     from compress.pipeline.inputs import data_source, first_samples, resolve_model
 
     from compress.pipeline.checks import check_inputs
 
-    module, name = resolve_model(model, weights)
+    module, name = resolve_model(model, weights, task)
     if spec is not None:
         from compress.plan.make import layer_options
         from compress.plan.overrides import restrict_options
 
         restrict_options(layer_options(module, spec), spec.overrides)
-    source = first_samples(data_source(data, "train", module, split), max_samples)
+    source = first_samples(data_source(data, "train", module, split, seq_len), max_samples)
     check_inputs(module, name, source)
     if curvature is None:
         whole = replace(curvature_spec or default_curvature_spec(), max_samples=None)  # over all of ``source``
@@ -139,13 +140,18 @@ def sweep_plans(model: "nn.Module", curvature: "Curvature", spec: "PlanSpec", ev
 
 
 def plan_as_recipe(plan: "Plan", model: str, data: str, weights: str | None = None,
-                   finetune: dict | None = None) -> "Recipe":
-    """The plan as a validated recipe naming ``model`` and ``data`` (spec strings), with an
-    optional ``finetune`` section (FinetuneSpec fields)."""
+                   finetune: dict | None = None, task: str | None = None, seq_len: int | None = None) -> "Recipe":
+    """The plan as a validated recipe naming ``model`` and ``data`` (spec strings; ``task`` and
+    ``seq_len`` of an ``hf:`` model and its text data when given), with an optional
+    ``finetune`` section (FinetuneSpec fields)."""
     from compress.plan.recipe import plan_recipe
     from compress.recipe.schema import parse_recipe
 
     payload = plan_recipe(plan, model, data, weights)
+    if task is not None:
+        payload["model"]["task"] = task
+    if seq_len is not None:
+        payload["data"]["seq_len"] = seq_len
     if finetune is not None:
         payload["finetune"] = dict(finetune)
     return parse_recipe(payload, "the plan")

@@ -22,7 +22,7 @@ def resolved_layers(recipe: "Recipe", source: str) -> dict[str, dict]:
     from compress.recipe.problems import raise_problems
 
     try:
-        model = load_model(recipe.model["spec"], recipe.model.get("weights"))
+        model = load_model(recipe.model["spec"], recipe.model.get("weights"), recipe.model.get("task"))
     except InputError as exc:
         raise InputError(f"{source}: model: {exc}") from exc
     raise_problems(f"{source} with model {recipe.model['spec']}", check_against_model(recipe, model))

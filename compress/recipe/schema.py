@@ -1,8 +1,9 @@
 """The recipe schema, version 1 (DESIGN §3).
 
     version: 1
-    model:        {spec: MODEL, weights: PATH | null}
-    data:         {calibration: DATA, train: DATA | null, eval: DATA | null, calibration_samples: N = 512}
+    model:        {spec: MODEL, weights: PATH | null, task: causal-lm | sequence-classification | embedding | null}
+    data:         {calibration: DATA, train: DATA | null, eval: DATA | null, calibration_samples: N = 512,
+                   seq_len: N | null (tokens per block of causal-LM text data)}
     quantization: {layers: RULES of QuantSettings keys}     (rules.py: default / name / re:REGEX)
     pruning:      {layers: RULES of PruneSettings keys, saliency: fisher | empirical-fisher | hutchinson}
     lowrank:      {layers: RULES of LowRankSettings keys}   (rank or rank_ratio = share of weights kept)
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from compress.errors import ConfigError
 from compress.finetune.spec import MODES, FinetuneSpec
 from compress.lowrank.settings import RANK_CHOICE, LowRankSettings
+from compress.models.tasks import TASKS
 from compress.prune.records import PruneSettings
 from compress.quant.records import QuantSettings
 from compress.recipe.fields import check_field, check_rule, field_names
@@ -43,8 +45,8 @@ NO_FINETUNE = "none"
 class Recipe:
     """A validated recipe; build it with ``parse_recipe`` / ``from_dict`` / ``load_recipe``."""
 
-    model: dict  # spec, weights
-    data: dict  # calibration, train, eval, calibration_samples
+    model: dict  # spec, weights, task
+    data: dict  # calibration, train, eval, calibration_samples, seq_len
     quantization: dict[str, dict | None] = field(default_factory=dict)  # rules
     pruning: dict[str, dict | None] = field(default_factory=dict)  # rules
     saliency: str = "fisher"
@@ -99,14 +101,17 @@ def parse_recipe(payload: object, source: str) -> Recipe:
     problems.unknown_keys("", payload, SECTIONS)
     if payload.get("version") != VERSION:
         problems.add("version", f"{yaml_words(repr(payload.get('version')))} is not supported (allowed: {VERSION})")
-    model = _section(payload, "model", ("spec", "weights"), problems, required=("spec",))
-    data = _section(payload, "data", ("calibration", "train", "eval", "calibration_samples"), problems,
+    model = _section(payload, "model", ("spec", "weights", "task"), problems, required=("spec",))
+    data = _section(payload, "data", ("calibration", "train", "eval", "calibration_samples", "seq_len"), problems,
                     required=("calibration",))
     _check_strings(model, "model", ("spec", "weights"), problems)
     _check_strings(data, "data", ("calibration", "train", "eval"), problems)
+    _check_task(model.get("task"), problems)
     samples = data.setdefault("calibration_samples", CALIBRATION_SAMPLES)
     if not _positive_int(samples):
         problems.refuse("data.calibration_samples", samples, "an integer >= 1")
+    if data.get("seq_len") is not None and not (_positive_int(data["seq_len"]) and data["seq_len"] >= 2):
+        problems.refuse("data.seq_len", data["seq_len"], "null or an integer >= 2")
     quant = _section(payload, "quantization", ("layers",), problems)
     prune = _section(payload, "pruning", ("layers", "saliency"), problems)
     quant_rules = _rules(quant.get("layers", {}), "quantization.layers", QuantSettings, problems)
@@ -141,6 +146,11 @@ def _section(payload: dict, name: str, keys: tuple[str, ...], problems: Problems
         if key not in value:
             problems.add(f"{name}.{key}", "missing (required)")
     return {k: v for k, v in value.items() if k in keys}
+
+
+def _check_task(task: object, problems: Problems) -> None:
+    if task is not None and task not in TASKS:
+        problems.refuse("model.task", task, f"null, {', '.join(TASKS)}")
 
 
 def _check_strings(section: dict, name: str, keys: tuple[str, ...], problems: Problems) -> None:
