@@ -10,7 +10,8 @@ the damped objective), and ``predicted_error`` = Σ_r ρ_r·e_r with the loss-aw
 Sequence per group: dead inputs (H_jj = 0) zeroed; scales fixed on the original weight; columns
 optionally reordered by descending H_jj (act-order; not for 2:4, whose groups follow the original
 order); U = chol((H + λI)⁻¹) with λ raised on failure; the sweep; columns put back in order; when
-only pruning, the kept weights re-fitted by least squares (``refit.py``).
+only pruning, the kept weights re-fitted by least squares (``refit.py``); when quantizing, the scales
+re-fitted by least squares for the codes the sweep chose (``rescale.py``, ``refit_scales``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from compress.reconstruct.gptq import codes, column_scales, grid_scales, round_t
 from compress.reconstruct.sparsegpt import FixedSelector, NMSelector, UnstructuredSelector, wanda_keep
 from compress.reconstruct.stats import LayerStats
 from compress.reconstruct.refit import refit_kept, row_objective
+from compress.reconstruct.rescale import refit_scales
 from compress.reconstruct.sweep import SweepResult, obs_sweep
 
 PRUNE_METHODS = ("magnitude", "wanda", "sparsegpt")
@@ -38,7 +40,8 @@ class ReconstructSettings:
     """What to do to one layer. ``bits`` (2..8) / ``weight_block``: the quantization grid (None: keep
     float values); ``ratio``/``pattern``/``prune_method``: pruning (ratio 0: none); ``damp``: λ as a
     fraction of mean(diag H); ``block_size``: columns per lazy update; ``act_order``: sweep columns by
-    descending H_jj; ``row_weights`` are passed separately (loss-aware)."""
+    descending H_jj; ``refit_scales``: re-fit the scales by least squares once the codes are fixed;
+    ``row_weights`` are passed separately (loss-aware)."""
 
     bits: int | None = None
     weight_block: int | None = None
@@ -48,6 +51,7 @@ class ReconstructSettings:
     damp: float = 0.01
     block_size: int = 128
     act_order: bool = True
+    refit_scales: bool = True
 
     def __post_init__(self) -> None:
         if self.bits is not None and not 2 <= self.bits <= 8:
@@ -97,6 +101,7 @@ def reconstruct_layer(weight: torch.Tensor, stats: LayerStats, settings: Reconst
     rows = rows * ~dead.repeat_interleave(per_group, dim=0)
     energy = torch.diagonal(hessians, dim1=1, dim2=2).repeat_interleave(per_group, dim=0)  # H_jj per row, [N, K]
     scales = None if settings.bits is None else grid_scales(rows, settings.bits, settings.weight_block, energy)
+    block_scales = None if scales is None else scales.reshape(rows.shape[0], -1).clone()  # [N, G]
     weights = torch.ones(rows.shape[0], dtype=torch.float64) if row_weights is None else row_weights.double()
     select = _selector(settings, rows, stats)
     fixed, keeps, errors, damp, raises = [], [], [], 0.0, 0
@@ -107,13 +112,15 @@ def reconstruct_layer(weight: torch.Tensor, stats: LayerStats, settings: Reconst
             select.row_weights = None if row_weights is None else weights[part]
         group_select = FixedSelector(select.keep[part]) if isinstance(select, FixedSelector) else select
         result, factor = _sweep_group(rows[part], hessians[g], part_scales, group_select, settings)
+        if scales is not None and settings.refit_scales:
+            result, block_scales[part] = _rescaled(rows[part], result, hessians[g], factor.damp, block_scales[part])
         fixed.append(result.weight), errors.append(result.row_error), keeps.append(result.keep)
         damp, raises = max(damp, factor.damp), max(raises, factor.raises)
     row_error = torch.cat(errors)
     keep = None if select is None else torch.cat(keeps).reshape(weight.shape)
     return LayerReconstruction(
         weight=torch.cat(fixed).reshape(weight.shape).to(weight.dtype),
-        scales=None if scales is None else scales.to(weight.dtype),
+        scales=None if scales is None else block_scales.reshape(scales.shape).to(weight.dtype),
         keep=keep, damp=damp, damp_raises=raises, row_error=row_error,
         predicted_error=float((weights * row_error).sum()),
     )  # fmt: skip
@@ -155,7 +162,24 @@ def _sweep_group(rows: torch.Tensor, hessian: torch.Tensor, scales: torch.Tensor
     keep = None if result.keep is None else result.keep[:, inverse]
     fixed, row_error = result.weight[:, inverse], result.row_error
     if keep is not None and scales is None:  # pruning only: the kept weights are free to re-fit
-        damped = hessian + factor.damp * torch.diagonal(hessian).mean() * torch.eye(hessian.shape[0], dtype=hessian.dtype)
+        damped = _damped(hessian, factor.damp)
         fixed = refit_kept(rows, damped, keep)
         row_error = row_objective(fixed - rows, damped)
     return SweepResult(fixed, keep, row_error), factor
+
+
+def _rescaled(rows: torch.Tensor, result: SweepResult, hessian: torch.Tensor, damp: float,
+              scales: torch.Tensor) -> tuple[SweepResult, torch.Tensor]:
+    """The sweep's result with each row's block ``scales`` [R, G] re-fitted for its codes, and the
+    new scales; the row errors recomputed exactly on the damped objective."""
+    width = rows.shape[1] // scales.shape[1]
+    codes = torch.round(result.weight / scales.repeat_interleave(width, dim=1))
+    damped = _damped(hessian, damp)
+    fitted = refit_scales(rows, codes, scales, damped)
+    weight = codes * fitted.repeat_interleave(width, dim=1)
+    return SweepResult(weight, result.keep, row_objective(weight - rows, damped)), fitted
+
+
+def _damped(hessian: torch.Tensor, damp: float) -> torch.Tensor:
+    """H + λI with λ = damp · mean(diag H)."""
+    return hessian + damp * torch.diagonal(hessian).mean() * torch.eye(hessian.shape[0], dtype=hessian.dtype)
