@@ -4,6 +4,8 @@ objective, predicted error still the measured one."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -48,13 +50,15 @@ def test_refit_keeps_unused_blocks_and_rows_without_a_positive_optimum() -> None
     torch.testing.assert_close(fitted[1], scales[1])  # optimum −2 for block 1: the row keeps its scales
 
 
-@pytest.mark.parametrize("weight_block", [None, 4])
-def test_layer_refit_keeps_codes_and_lowers_the_error(weight_block: int | None) -> None:
+@pytest.mark.parametrize("weight_block,symmetric", [(None, True), (4, True), (4, False)])
+def test_layer_refit_keeps_codes_and_lowers_the_error(weight_block: int | None, symmetric: bool) -> None:
     weight, x = problem(columns=16, seed=3)
     stats = stats_of(x)
-    plain = reconstruct_layer(weight, stats, ReconstructSettings(bits=3, weight_block=weight_block, damp=0.0, refit_scales=False))
-    refit = reconstruct_layer(weight, stats, ReconstructSettings(bits=3, weight_block=weight_block, damp=0.0))
+    settings = ReconstructSettings(bits=3, weight_block=weight_block, damp=0.0, refit_scales=False, symmetric=symmetric)
+    plain = reconstruct_layer(weight, stats, settings)
+    refit = reconstruct_layer(weight, stats, replace(settings, refit_scales=True))
     assert torch.equal(refit.codes(3), plain.codes(3))
+    assert refit.zero_points is None if symmetric else torch.equal(refit.zero_points, plain.zero_points)
     assert not torch.equal(refit.scales, plain.scales)
     assert (refit.row_error <= plain.row_error * (1 + 1e-12)).all()
     assert refit.predicted_error < plain.predicted_error
