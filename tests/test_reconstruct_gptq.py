@@ -172,3 +172,15 @@ def test_option_error_prices_both_methods_in_output_units() -> None:
     first = fake_quantize_per_channel(weight * pruning_mask(weight, 0.25, "unstructured"), 3)
     assert priced.first_order == pytest.approx(_output_error(first - weight, x), rel=1e-9)
     assert priced.reconstructed < priced.first_order
+
+
+def test_option_error_prices_asymmetric_blocks_on_their_own_grid() -> None:
+    from compress.reconstruct.price import option_error
+
+    weight, x = _problem(seed=12)
+    priced = option_error(weight, _stats(x), ReconstructSettings(bits=3, weight_block=4, symmetric=False))
+    scales, zeros = asymmetric_grid(weight, 3, 4)
+    s, z = column_scales(scales, 20), column_scales(zeros, 20)
+    first = (torch.clamp(torch.round(weight / s) + z, 0, 7) - z) * s
+    assert priced.first_order == pytest.approx(_output_error(first - weight, x), rel=1e-9)
+    assert priced.reconstructed < priced.first_order
