@@ -93,3 +93,17 @@ def test_ort_matmulnbits_with_zero_points_matches_pytorch(tmp_path) -> None:
             expected = model(*inputs).numpy()
         error = np.abs(_ort_outputs(path, inputs) - expected).max()
         assert error < 1e-4 * np.abs(expected).max(), f"max |ORT - PyTorch| = {error:.2e}"
+
+
+def test_hf_target_refuses_asymmetric_blocks(tmp_path) -> None:
+    transformers = pytest.importorskip("transformers")
+    from compress.errors import InputError
+    from compress.export.hf import export_hf
+
+    config = transformers.BertConfig(vocab_size=100, hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=128, max_position_embeddings=32)
+    model = transformers.BertModel(config, add_pooling_layer=False).eval()
+    linears = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+    quantize_model_(model, dict.fromkeys(linears, ASYMMETRIC), [])
+    with pytest.raises(InputError, match="symmetric false"):
+        export_hf(model, tmp_path / "hf")
