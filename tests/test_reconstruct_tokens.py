@@ -54,6 +54,7 @@ def test_token_mask_recognises_only_text_batches() -> None:
     assert token_mask(torch.randn(3, 5)) is None
     assert token_mask((torch.randn(3, 5), torch.randn(3, 5))) is None  # float inputs: not tokens
     assert token_mask((ids, mask[:, :2])) is None
+    assert token_mask((ids, ids)) is None  # a second integer tensor that is not 0/1: not a mask
     assert token_mask(((ids, mask), torch.zeros(3))) is None
 
 

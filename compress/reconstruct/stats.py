@@ -73,14 +73,16 @@ def supports(module: nn.Module) -> bool:
 
 def token_mask(batch: object) -> torch.Tensor | None:
     """The real tokens of a text batch as bool [B, T]: the batch is ``(input_ids, attention_mask)``,
-    two integer tensors of one [B, T] shape (the toolkit's text data; HF models called positionally).
-    None for any other batch."""
+    two integer tensors of one [B, T] shape, the second all 0/1 (the toolkit's text data; HF models
+    called positionally). None for any other batch."""
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
         return None
     ids, mask = batch
     if not (isinstance(ids, torch.Tensor) and isinstance(mask, torch.Tensor)):
         return None
     if ids.ndim != 2 or ids.shape != mask.shape or ids.is_floating_point() or mask.is_floating_point():
+        return None
+    if not ((mask == 0) | (mask == 1)).all():
         return None
     return mask.bool()
 
