@@ -5,7 +5,9 @@ held-out accuracy on the 1,000 held-out digits):
 - weights at uniform 2 and 3 bits per channel, and two mixes around 2.5 bits (a 2-bit head with
   3-bit convs: 2.28 bits on average by parameters; 2-bit convs with a 3-bit head: 2.72 bits);
   round-to-nearest (max scales, the toolkit's default; and with the MSE clip GPTQ starts from),
-  GPTQ plain and loss-aware (row weights from the CE gradients), true-sequential and one-pass;
+  GPTQ (the default: scales re-fitted by least squares), true-sequential and one-pass, and without
+  the re-fit; with ``--mnist-plans``, instead, the weight-only plans of ``compress plan --json``
+  (round to nearest vs GPTQ with and without the re-fit);
 - 50% unstructured and 2:4 pruning (layers whose reduction size is not a multiple of 4 are left
   dense for 2:4): magnitude, Wanda (mask only; and with the least-squares re-fit of the kept
   weights), SparseGPT plain and loss-aware, SparseGPT jointly with 4-bit GPTQ.
@@ -14,9 +16,14 @@ so its weights are identical to plain GPTQ (checked in a first run: equal accura
 builtin:minilm (calibration: the 256 training sentences; mean cosine of the sentence embeddings to the
 float model on the 64 held-out ones): 4-bit weights on all linear layers per channel and in blocks of
 32 and 128, round-to-nearest (max scales per channel; MSE clip) vs GPTQ plain and loss-aware (blocks of
-32), with the reconstruction time.
+32), with the reconstruction time. GPTQ is the toolkit's default (padding tokens left out of H, scales
+re-fitted by least squares); on blocks ``gptq_asymmetric`` adds zero points (ORT only);
+``--minilm-ablation`` also runs, on blocks of 32, GPTQ as it was before those two steps
+(``gptq_padding_counted``: padding rows in H, no re-fit) and with the re-fit only off
+(``gptq_no_refit``).
 
-Run: python benchmarks/reconstruct.py [--part mnist|minilm|all] [--loss-aware-minilm] [--threads N]
+Run: python benchmarks/reconstruct.py [--part mnist|minilm|all] [--loss-aware-minilm] [--minilm-ablation]
+     [--grids "blocks of 32" ...] [--threads N]
      [--json benchmarks/results/reconstruct.json]
 """
 
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -76,8 +84,14 @@ def rounded_(model: nn.Module, bits: dict[str, int], mse_clip: bool, weight_bloc
 
 
 def reconstructed_(model: nn.Module, settings: dict[str, ReconstructSettings], inputs: list, sequential: bool = True,
-                   row_weights: dict | None = None) -> tuple[nn.Module, dict]:
-    _, report = reconstruct_model_(model, settings, inputs, sequential=sequential, row_weights=row_weights)
+                   row_weights: dict | None = None, count_padding: bool = False) -> tuple[nn.Module, dict]:
+    """``count_padding``: each text batch wrapped so that ``token_mask`` does not recognise it (every
+    position, padding included, enters H: the behaviour before padding was left out)."""
+    if count_padding:
+        _, report = reconstruct_model_(model, settings, [(b,) for b in inputs], sequential, row_weights,
+                                       forward=lambda m, wrapped: m(*wrapped[0]))
+    else:
+        _, report = reconstruct_model_(model, settings, inputs, sequential=sequential, row_weights=row_weights)
     return model, {"seconds": round(report.seconds, 2),
                    "predicted_error": {n: r.predicted_error for n, r in report.layers.items()},
                    "damp_raises": sum(r.damp_raises for r in report.layers.values())}
@@ -97,11 +111,37 @@ def mnist_quantization(model, batches, inputs, heldout) -> dict:
         row["rtn"] = accuracy(rounded_(copy.deepcopy(model), bits, mse_clip=False), heldout)
         row["rtn_mse_clip"] = accuracy(rounded_(copy.deepcopy(model), bits, mse_clip=True), heldout)
         settings = {n: ReconstructSettings(bits=b) for n, b in bits.items()}
-        for method, kwargs in {"gptq": {}, "gptq_one_pass": {"sequential": False}}.items():
-            compressed, info = reconstructed_(copy.deepcopy(model), settings, inputs, **kwargs)
+        no_refit = {n: replace(s, refit_scales=False) for n, s in settings.items()}
+        runs = {"gptq": (settings, {}), "gptq_one_pass": (settings, {"sequential": False}), "gptq_no_refit": (no_refit, {})}
+        for method, (layer_settings, kwargs) in runs.items():
+            compressed, info = reconstructed_(copy.deepcopy(model), layer_settings, inputs, **kwargs)
             row[method], row[method + "_info"] = accuracy(compressed, heldout), info
         results[label] = row
         print(label, {k: v for k, v in row.items() if not k.endswith("_info")}, flush=True)
+    return results
+
+
+def mnist_plans(model, batches, inputs, heldout, plans: list[str]) -> dict:
+    """Plans written by ``compress plan --json`` (weight bits per layer; weights only): round to
+    nearest (max scales; MSE clip) vs GPTQ without and with the scale re-fit (the default)."""
+    import json
+
+    results = {}
+    for path in plans:
+        layers = json.loads(open(path, encoding="utf-8").read())["layers"]
+        if any(layer["sparsity"] or layer["act_bits"] for layer in layers.values()):
+            raise SystemExit(f"{path}: only weight-only plans without sparsity are measured here")
+        bits = {n: layer["weight_bits"] for n, layer in layers.items() if layer["weight_bits"] is not None}
+        sizes = {n: layer["num_weights"] for n, layer in layers.items()}
+        row = {"bits": bits, "average_bits": round(sum(bits.get(n, 32) * sizes[n] for n in sizes) / sum(sizes.values()), 3)}
+        row["rtn"] = accuracy(rounded_(copy.deepcopy(model), bits, mse_clip=False), heldout)
+        row["rtn_mse_clip"] = accuracy(rounded_(copy.deepcopy(model), bits, mse_clip=True), heldout)
+        for method, refit in {"gptq_no_refit": False, "gptq": True}.items():
+            settings = {n: ReconstructSettings(bits=b, refit_scales=refit) for n, b in bits.items()}
+            compressed, info = reconstructed_(copy.deepcopy(model), settings, inputs)
+            row[method], row[method + "_info"] = accuracy(compressed, heldout), info
+        results[path] = row
+        print(path, {k: v for k, v in row.items() if not k.endswith("_info")}, flush=True)
     return results
 
 
@@ -152,7 +192,11 @@ def cosine(model: nn.Module, reference: nn.Module, data) -> float:
     return total / len(data)
 
 
-def minilm(loss_aware: bool, json_path: str | None = None, report: dict | None = None) -> dict:
+GRIDS = {"blocks of 32": 32, "per channel": None, "blocks of 128": 128}
+
+
+def minilm(loss_aware: bool, ablation: bool = False, grids: list[str] | None = None, json_path: str | None = None,
+           report: dict | None = None) -> dict:
     """Blocks of 32 first (the headline goal), then per channel and blocks of 128; each row printed and
     (with ``json_path``) written as soon as it is measured. Loss-aware GPTQ runs on blocks of 32 only:
     with diagonal row weights the per-row solution is unchanged, which the run checks
@@ -163,27 +207,35 @@ def minilm(loss_aware: bool, json_path: str | None = None, report: dict | None =
     inputs = [b.inputs for b in calibration.batches(32)]
     names = [n for n in plannable_layers(model) if ".encoder.layer." in n]
     results = {"layers": len(names), "threads": torch.get_num_threads()}
-    for label, block in {"blocks of 32": 32, "per channel": None, "blocks of 128": 128}.items():
+    for label in grids or list(GRIDS):
+        block = GRIDS[label]
         row = {"rtn_mse_clip": cosine(rounded_(copy.deepcopy(model), dict.fromkeys(names, 4), True, block), model, heldout)}
         if block is None:
             row["rtn"] = cosine(rounded_(copy.deepcopy(model), dict.fromkeys(names, 4), False), model, heldout)
         print(label, row, flush=True)
         settings = {n: ReconstructSettings(bits=4, weight_block=block) for n in names}
-        compressed, info = reconstructed_(copy.deepcopy(model), settings, inputs)
-        row["gptq"], row["gptq_seconds"] = cosine(compressed, model, heldout), info["seconds"]
-        row["gptq_damp_raises"] = info["damp_raises"]
-        print(label, row, flush=True)
-        if loss_aware and block == 32:
-            began = time.perf_counter()
-            rho = output_row_weights(copy.deepcopy(model), [(b.inputs, None) for b in calibration.batches(32)], names, "distill")
-            row["row_weights_seconds"] = round(time.perf_counter() - began, 1)
-            aware, info = reconstructed_(copy.deepcopy(model), settings, inputs, row_weights=rho)
-            row["gptq_loss_aware"], row["gptq_loss_aware_seconds"] = cosine(aware, model, heldout), info["seconds"]
-            row["loss_aware_max_weight_change"] = max(
-                float((aware.get_submodule(n).weight - compressed.get_submodule(n).weight).abs().max()) for n in names)
-            del aware
-            print(label, row, flush=True)
-        del compressed
+        variants = {"gptq": (settings, {})}
+        if block is not None:
+            variants["gptq_asymmetric"] = ({n: replace(s, symmetric=False) for n, s in settings.items()}, {})
+        if ablation and block == 32:
+            variants["gptq_no_refit"] = ({n: replace(s, refit_scales=False) for n, s in settings.items()}, {})
+            variants["gptq_padding_counted"] = (variants["gptq_no_refit"][0], {"count_padding": True})
+        for method, (layer_settings, kwargs) in variants.items():
+            compressed, info = reconstructed_(copy.deepcopy(model), layer_settings, inputs, **kwargs)
+            row[method], row[method + "_seconds"] = cosine(compressed, model, heldout), info["seconds"]
+            row[method + "_damp_raises"] = info["damp_raises"]
+            print(label, {k: v for k, v in row.items() if not k.endswith("_damp_raises")}, flush=True)
+            if loss_aware and block == 32 and method == "gptq":
+                began = time.perf_counter()
+                rho = output_row_weights(copy.deepcopy(model), [(b.inputs, None) for b in calibration.batches(32)], names, "distill")
+                row["row_weights_seconds"] = round(time.perf_counter() - began, 1)
+                aware, info = reconstructed_(copy.deepcopy(model), settings, inputs, row_weights=rho)
+                row["gptq_loss_aware"], row["gptq_loss_aware_seconds"] = cosine(aware, model, heldout), info["seconds"]
+                row["loss_aware_max_weight_change"] = max(
+                    float((aware.get_submodule(n).weight - compressed.get_submodule(n).weight).abs().max()) for n in names)
+                del aware
+                print(label, row, flush=True)
+            del compressed
         results[label] = row
         if json_path:
             write_json(json_path, {**(report or {}), "minilm_w4": results})
@@ -194,6 +246,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("mnist", "minilm", "all"), default="all")
     parser.add_argument("--loss-aware-minilm", action="store_true", help="also run loss-aware GPTQ on MiniLM")
+    parser.add_argument("--minilm-ablation", action="store_true",
+                        help="also run GPTQ without the scale re-fit and with padding counted (blocks of 32)")
+    parser.add_argument("--grids", nargs="+", choices=list(GRIDS), help="MiniLM grids to run (default: all)")
+    parser.add_argument("--mnist-plans", nargs="+", metavar="PLAN_JSON",
+                        help="with --part mnist: only measure these weight-only plans (compress plan --json)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own)")
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -203,12 +260,15 @@ def main() -> None:
     report = {}
     if args.part in ("mnist", "all"):
         setup = mnist_setup()
-        report["mnist_cnn_quantization"] = mnist_quantization(*setup)
-        report["mnist_cnn_pruning"] = mnist_pruning(*setup)
+        if args.mnist_plans:
+            report["mnist_cnn_plans"] = mnist_plans(*setup, args.mnist_plans)
+        else:
+            report["mnist_cnn_quantization"] = mnist_quantization(*setup)
+            report["mnist_cnn_pruning"] = mnist_pruning(*setup)
         if args.json:  # written after each part, so a long MiniLM run cannot lose it
             write_json(args.json, report)
     if args.part in ("minilm", "all"):
-        report["minilm_w4"] = minilm(args.loss_aware_minilm, args.json, report)
+        report["minilm_w4"] = minilm(args.loss_aware_minilm, args.minilm_ablation, args.grids, args.json, report)
     if args.json:
         write_json(args.json, report)
 

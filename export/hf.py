@@ -76,6 +76,9 @@ def _check_layer(name: str, layer: QuantLayer) -> None:
     if not isinstance(layer, nn.Linear) or settings.weight_bits is None or settings.act_bits is not None:
         raise InputError(f"{name}: the hf target (compressed-tensors pack-quantized) takes weight-only Linear "
                          "layers (weight_bits set, act_bits None)")
+    if not settings.symmetric:
+        raise InputError(f"{name}: the hf target writes symmetric codes; asymmetric weight blocks (symmetric false) "
+                         "export for ONNX Runtime only (target ort)")
 
 
 def _packed(name: str, layer: QuantLayer) -> dict[str, torch.Tensor]:

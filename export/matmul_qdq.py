@@ -13,6 +13,9 @@ transB=1. Either is replaced, writing the same output tensor, by:
   B packed as [N, K/B, B·b/8] uint8, two 4-bit codes per byte, low nibble first, stored as
   code + 2^(b−1) so the implicit zero point 2^(b−1) recovers the symmetric code, and scales
   [N, K/B]; accuracy_level 0, so ORT dequantizes exactly to codes·s and multiplies in float.
+  Asymmetric blocks (``symmetric`` False) store their unsigned codes u as they are and pass the
+  zero points as MatMulNBits' ``zero_points`` input, packed like the codes (two 4-bit zero points
+  per byte, low nibble first, each row padded to whole bytes): ORT computes (u − z)·s.
 
 The bias stays a float Add (an Add after Gemm is added when the Gemm carried the bias).
 """
@@ -99,17 +102,30 @@ def _nbits_matmul(editor: GraphEditor, name: str, layer: QuantLayer, source: str
         raise InputError(f"{name}: block-wise weights export as MatMulNBits with 4 bits only, got {bits}")
     with torch.no_grad():
         scales = layer.weight_scales().detach().float()
-        codes = block_codes(layer.weight.detach().float(), scales, bits)
+        zeros = layer.weight_zero_points()
+        zeros = None if zeros is None else zeros.detach().float()
+        codes = block_codes(layer.weight.detach().float(), scales, bits, zeros)
     rows, columns = codes.shape
-    stored = (codes.to(torch.int64) + 2 ** (bits - 1)).numpy().astype(np.uint8).reshape(rows, columns // block, block)
-    packed = stored[..., 0::2] | (stored[..., 1::2] << 4)
-    weight = editor.set_initializer(f"{name}.weight", np.ascontiguousarray(packed))
+    offset = 0 if zeros is not None else 2 ** (bits - 1)
+    stored = (codes.to(torch.int64) + offset).numpy().astype(np.uint8).reshape(rows, columns // block, block)
+    weight = editor.set_initializer(f"{name}.weight", np.ascontiguousarray(_nibbles(stored)))
     scale = editor.set_initializer(f"{name}.weight_scale", scales.numpy())
+    inputs = [source, weight, scale]
+    if zeros is not None:
+        blocks = zeros.shape[1]
+        padded = np.zeros((rows, blocks + blocks % 2), dtype=np.uint8)
+        padded[:, :blocks] = zeros.to(torch.int64).numpy()
+        inputs.append(editor.set_initializer(f"{name}.weight_zero_point", _nibbles(padded).reshape(-1)))
     _import_domain(editor, NBITS_DOMAIN)
     editor.add_node(
-        "MatMulNBits", [source, weight, scale], [output], f"{name}/MatMulNBits",
+        "MatMulNBits", inputs, [output], f"{name}/MatMulNBits",
         domain=NBITS_DOMAIN, K=columns, N=rows, bits=bits, block_size=block, accuracy_level=0,
     )  # fmt: skip
+
+
+def _nibbles(values: np.ndarray) -> np.ndarray:
+    """Pairs of 4-bit values along the last axis packed into bytes, low nibble first."""
+    return np.ascontiguousarray(values[..., 0::2] | (values[..., 1::2] << 4))
 
 
 def _import_domain(editor: GraphEditor, domain: str) -> None:

@@ -75,7 +75,8 @@ def apply_(model: nn.Module, spec: ApplySpec, calibration: DataSource, train: Da
     quant = None
     if spec.quantization:
         scales = {n: r.scales for n, r in reconstructed.items() if r.scales is not None}
-        quant = quantize_model_(model, spec.quantization, (b.inputs for b in calibration.batches(batch_size)), scales)
+        zeros = {n: r.zero_points for n, r in reconstructed.items() if r.zero_points is not None}
+        quant = quantize_model_(model, spec.quantization, (b.inputs for b in calibration.batches(batch_size)), scales, zeros)
         quant = replace(quant, folded=tuple(folded) + quant.folded)
     kept = {n: r.keep for n, r in reconstructed.items() if r.keep is not None}
     masked = {n: s for n, s in spec.pruning.items() if s.pattern != "channel" and n not in kept}

@@ -7,7 +7,9 @@ u = q + 2^(b−1) ∈ [1, 2^b − 1] (u = 0 never occurs, so a stored 0 is a cor
 - dense: all n codes, n·b bits;
 - masked: a 1-bit keep-mask (q ≠ 0) followed by the k non-zero codes, n + k·b bits.
 
-The float weight written back for a code is q·s. A layer whose scale is derived from its
+The float weight written back for a code is q·s. Asymmetric blocks (unsigned codes u ∈ [0, 2^b − 1]
+and zero points z) are passed in as q = u − 2^(b−1), so they are stored as u itself, and written
+back as (u − z)·s. A layer whose scale is derived from its
 weight (s = fl(max|W|/q_max), per channel, or per block with the clip α = 1 that such a weight
 makes optimal) derives exactly s again from it, because fl(fl(q_max·fl(m/q_max))/q_max) =
 fl(m/q_max) in float32 (checked in ``tests/test_pack_bits.py``), and round(q·s/s) = q: the
@@ -50,8 +52,10 @@ def encode_codes(codes: torch.Tensor, bits: int) -> EncodedCodes:
     return EncodedCodes(pack_bits(flat + offset, bits), False, kept)
 
 
-def decode_codes(payload: torch.Tensor, bits: int, count: int, masked: bool, kept: int) -> torch.Tensor:
-    """The ``count`` signed codes (int64, flat) of ``encode_codes``; ValueError if any is invalid."""
+def decode_codes(payload: torch.Tensor, bits: int, count: int, masked: bool, kept: int,
+                 symmetric: bool = True) -> torch.Tensor:
+    """The ``count`` signed codes (int64, flat) of ``encode_codes``; ValueError if any is invalid
+    (``symmetric`` False: the codes of asymmetric blocks, q − 2^(b−1), where a stored 0 is valid)."""
     offset = 2 ** (bits - 1)
     if not masked:
         stored = unpack_bits(payload, bits, count)
@@ -62,7 +66,7 @@ def decode_codes(payload: torch.Tensor, bits: int, count: int, masked: bool, kep
             raise ValueError(f"the keep-mask marks {int(nonzero.sum())} codes, the metadata says {kept}")
         stored = torch.full((count,), offset, dtype=torch.int64)
         stored[nonzero] = unpack_bits(payload[split:], bits, kept)
-    if count and int(stored.min()) == 0:
+    if symmetric and count and int(stored.min()) == 0:
         raise ValueError(f"a stored code is 0, outside the symmetric {bits}-bit range")
     return stored - offset
 

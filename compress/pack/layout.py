@@ -27,13 +27,15 @@ PLAIN_DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "
 class CodesSpec:
     """A weight stored as b-bit codes: ``scales`` names the entry holding its scales (per output
     channel, or [N, K/B] per ``block`` of input features); ``masked``/``kept`` as in
-    ``compress.pack.codes``."""
+    ``compress.pack.codes``; ``zero_points`` names the entry holding the zero points of
+    asymmetric blocks (codes stored as u = q, unsigned), None for symmetric codes."""
 
     bits: int
     scales: str
     block: int | None
     masked: bool
     kept: int
+    zero_points: str | None = None
 
 
 @dataclass(frozen=True)

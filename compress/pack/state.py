@@ -90,8 +90,13 @@ def _pack(model: nn.Module) -> tuple[list[Entry], dict[str, list[torch.Tensor]]]
         scales_name = _scales_entry(name, scales, state)
         if scales_name not in state:
             add(Entry(scales_name, "float32", tuple(scales.shape), in_state=False), scales.reshape(-1).contiguous())
+        zeros_name = None
+        if not layer.settings.symmetric:
+            zeros_name = _zero_points_entry(name, layer, state, add)
+            codes = codes - 2 ** (layer.settings.weight_bits - 1)  # stored as u = q (``compress.pack.codes``)
         encoded = encode_codes(codes, layer.settings.weight_bits)
-        spec = CodesSpec(layer.settings.weight_bits, scales_name, layer.settings.weight_block, encoded.masked, encoded.kept)
+        spec = CodesSpec(layer.settings.weight_bits, scales_name, layer.settings.weight_block, encoded.masked,
+                         encoded.kept, zeros_name)
         add(Entry(name, dtype_name(tensor.dtype), tuple(tensor.shape), spec), encoded.payload)
     return entries, blobs
 
@@ -102,8 +107,21 @@ def _codes_and_scales(layer: QuantLayer) -> tuple[torch.Tensor, torch.Tensor]:
         scales = layer.weight_scales().detach().float()
         weight = layer.weight.detach().float()
         if layer.settings.weight_block is not None:
-            return block_codes(weight, scales, layer.settings.weight_bits), scales
+            zeros = layer.weight_zero_points()
+            zeros = None if zeros is None else zeros.detach().float()
+            return block_codes(weight, scales, layer.settings.weight_bits, zeros), scales
         return quantize_per_channel(weight, scales, layer.settings.weight_bits), scales
+
+
+def _zero_points_entry(weight_name: str, layer: QuantLayer, state: dict[str, torch.Tensor], add) -> str:
+    """The state-dict entry holding the layer's fixed zero points, else a new float32 entry
+    ``<weight>.zero_points`` kept only to decode the codes."""
+    stored = weight_name.removesuffix("weight") + "fixed_weight_zero_points"
+    if stored in state:
+        return stored
+    zeros = layer.weight_zero_points().detach().float()
+    add(Entry(f"{weight_name}.zero_points", "float32", tuple(zeros.shape), in_state=False), zeros.reshape(-1).contiguous())
+    return f"{weight_name}.zero_points"
 
 
 def _scales_entry(weight_name: str, scales: torch.Tensor, state: dict[str, torch.Tensor]) -> str:
@@ -145,11 +163,17 @@ def _decoded(entry: Entry, payload: torch.Tensor, plain: dict[str, torch.Tensor]
     try:
         if scales is None:
             raise ValueError(f"its scales entry {spec.scales!r} is missing")
-        codes = decode_codes(payload, spec.bits, entry.numel, spec.masked, spec.kept).reshape(entry.shape)
+        symmetric = spec.zero_points is None
+        codes = decode_codes(payload, spec.bits, entry.numel, spec.masked, spec.kept, symmetric).reshape(entry.shape)
         if spec.block is not None:
             expanded = expand_block_scales(scales.reshape(entry.shape[0], -1), entry.shape[1])
         else:
             expanded = scales.reshape(channel_shape(codes))
+        if not symmetric:
+            zeros = plain.get(spec.zero_points)
+            if zeros is None:
+                raise ValueError(f"its zero points entry {spec.zero_points!r} is missing")
+            codes = codes + 2 ** (spec.bits - 1) - expand_block_scales(zeros.reshape(entry.shape[0], -1), entry.shape[1])
         return dequantized_weight(codes, expanded, getattr(torch, entry.dtype))
     except (ValueError, RuntimeError) as exc:
         raise InputError(f"{path}: {entry.name} cannot be decoded ({exc}); the layout does not match its tensors") from exc

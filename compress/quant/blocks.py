@@ -7,9 +7,16 @@ minimising the block's squared quantization error (clipping a few large weights 
 for the rest; on MiniLM at 4 bits, blocks of 32, mean cosine 0.9545 → 0.9608 before recovery). Smaller groups track the local weight range, so
 4-bit block quantization loses far less than 4-bit per-channel (the group-wise scheme of GPTQ,
 Frantar et al. 2023, §4 "grouping", and of AWQ, Lin et al. 2024).
+
+Asymmetric blocks (``asymmetric_block_grid``; MatMulNBits' optional zero points, ONNX Runtime only):
+block (n, j) covers [lo, hi] = α·[min(min block, 0), max(max block, 0)] with all 2^b codes,
+s = (hi − lo)/(2^b − 1), integer zero point z = clamp(round(−lo/s), 0, 2^b − 1), codes
+q = clamp(round(W/s) + z, 0, 2^b − 1) and value (q − z)·s (0 stays exact); α by the same search.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 
@@ -33,32 +40,62 @@ def block_scales(weight: torch.Tensor, bits: int, block: int, importance: torch.
     diag H, the energy of each input, so the clip minimises the output error of rounding)."""
     q_max = 2 ** (bits - 1) - 1
     blocks = _blocks(weight.detach(), block)
+    largest = blocks.abs().amax(dim=2)
+
+    def grid(clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return clip * largest / q_max, torch.zeros_like(largest)
+
+    scales, _ = _best_clip(blocks, grid, -q_max, q_max, importance)
+    return scales
+
+
+def asymmetric_block_grid(weight: torch.Tensor, bits: int, block: int,
+                          importance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s_nj, z_nj), each [N, K/B]: the asymmetric grid of the module docstring with the MSE-optimal
+    clip (``importance`` as in ``block_scales``); z is integer-valued, in the scales' dtype."""
+    levels = 2**bits - 1
+    blocks = _blocks(weight.detach(), block)
+    high, low = blocks.amax(dim=2).clamp(min=0), blocks.amin(dim=2).clamp(max=0)
+
+    def grid(clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+        scales = clip * (high - low) / levels
+        safe = torch.where(scales > 0, scales, torch.ones_like(scales))
+        return scales, torch.clamp(torch.round(-clip * low / safe), 0, levels)
+
+    return _best_clip(blocks, grid, 0, levels, importance)
+
+
+def _best_clip(blocks: torch.Tensor, grid: Callable[[float], tuple[torch.Tensor, torch.Tensor]], low: int, high: int,
+               importance: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (scales, zero points) of ``grid(α)`` over α ∈ CLIPS with the least (weighted) squared
+    error ‖(q − z)·s − block‖² per block, codes q in [low, high]; scale 1 for all-zero blocks."""
     if importance is not None:
         importance = importance.to(blocks.dtype).reshape(-1, *blocks.shape[1:])
-    largest = blocks.abs().amax(dim=2)
-    nonzero = largest > 0
-    best, best_error = torch.ones_like(largest), torch.full_like(largest, float("inf"))
+    best: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
     for clip in CLIPS:
-        scales = torch.where(nonzero, clip * largest / q_max, torch.ones_like(largest))
-        error = _block_error(blocks, scales, q_max, importance)
-        better = error < best_error
-        best, best_error = torch.where(better, scales, best), torch.where(better, error, best_error)
-    return best
+        scales, zeros = grid(clip)
+        scales = torch.where(scales > 0, scales, torch.ones_like(scales))
+        codes = torch.clamp(torch.round(blocks / scales[..., None]) + zeros[..., None], low, high)
+        squared = ((codes - zeros[..., None]) * scales[..., None] - blocks).pow(2)
+        error = (squared if importance is None else squared * importance).sum(dim=2)
+        if best is None:
+            best = (scales, zeros, error)
+            continue
+        better = error < best[2]
+        best = (torch.where(better, scales, best[0]), torch.where(better, zeros, best[1]), torch.where(better, error, best[2]))
+    return best[0], best[1]
 
 
-def _block_error(blocks: torch.Tensor, scales: torch.Tensor, q_max: int, importance: torch.Tensor | None = None) -> torch.Tensor:
-    """‖Q_s(block) − block‖² per block (each entry weighted by ``importance`` when given)."""
-    codes = torch.clamp(torch.round(blocks / scales[..., None]), -q_max, q_max)
-    squared = (codes * scales[..., None] - blocks).pow(2)
-    return (squared if importance is None else squared * importance).sum(dim=2)
 
-
-def block_codes(weight: torch.Tensor, scales: torch.Tensor, bits: int) -> torch.Tensor:
-    """Integer codes round(W / s_nj) clamped to [−q_max, q_max], shape [N, K]."""
-    q_max = 2 ** (bits - 1) - 1
+def block_codes(weight: torch.Tensor, scales: torch.Tensor, bits: int, zero_points: torch.Tensor | None = None) -> torch.Tensor:
+    """Integer codes round(W / s_nj) clamped to [−q_max, q_max], shape [N, K]; with ``zero_points``
+    the asymmetric codes clamp(round(W / s_nj) + z_nj, 0, 2^b − 1)."""
     block = weight.shape[1] // scales.shape[1]
-    codes = torch.clamp(torch.round(_blocks(weight, block) / scales[..., None]), -q_max, q_max)
-    return codes.reshape(weight.shape)
+    scaled = torch.round(_blocks(weight, block) / scales[..., None])
+    if zero_points is None:
+        q_max = 2 ** (bits - 1) - 1
+        return torch.clamp(scaled, -q_max, q_max).reshape(weight.shape)
+    return torch.clamp(scaled + zero_points[..., None], 0, 2**bits - 1).reshape(weight.shape)
 
 
 def expand_block_scales(scales: torch.Tensor, columns: int) -> torch.Tensor:

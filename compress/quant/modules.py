@@ -4,7 +4,9 @@ parameter names: ``stem.0.weight`` stays ``stem.0.weight``), and the activation 
 A quantized layer computes  y = layer(Q_in(x); Q_w(W), Q_b(b))  then  Q_out(y), where
 - Q_w: per-output-channel symmetric, codes in [−q_max, q_max], s_c = max|W_c|/q_max, or learnable
   (LSQ, Esser et al. 2020) initialised there; or per block of input features (``weight_block``,
-  ``compress.quant.blocks``); or fixed at the scales a reconstruction chose (``fix_weight_scales``);
+  ``compress.quant.blocks``; with ``symmetric`` False asymmetric blocks, codes in [0, 2^b − 1] and an
+  integer zero point per block); or fixed at the scales (and zero points) a reconstruction chose
+  (``fix_weight_scales``);
 - Q_in / Q_out: per-tensor activation quantizers (``ActQuantizer``), present as placed by
   ``compress.quant.placement``; or, with ``act_dynamic``, Q_in computed from each input tensor's
   own range at run time (``compress.quant.fake.dynamic_fake_quantize``) and no Q_out;
@@ -17,7 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compress.quant.blocks import block_scales, expand_block_scales
+from compress.errors import InputError
+from compress.quant.blocks import asymmetric_block_grid, block_scales, expand_block_scales
 from compress.quant.calibrate import RangeObserver, calibrated_range, code_range, grid
 from compress.quant.fake import (
     channel_shape, dynamic_fake_quantize, fake_quantize, lsq_gradient_scale, round_ste, scale_gradient,
@@ -88,11 +91,16 @@ class QuantLayer:
         """Whether the input lies on a calibrated (static) grid."""
         return self.settings.act_bits is not None and not self.settings.act_dynamic
 
-    def fix_weight_scales(self, scales: torch.Tensor) -> None:
+    def fix_weight_scales(self, scales: torch.Tensor, zero_points: torch.Tensor | None = None) -> None:
         """Hold the weight scales at ``scales`` ([N], or [N, K/B] with ``weight_block``; e.g. a GPTQ
         reconstruction's) instead of recomputing them from the weight, so the codes the weights were
         reconstructed for stay the codes: a buffer, carried by the state dict. With learnable scales
-        they initialise the LSQ scales instead."""
+        they initialise the LSQ scales instead. ``zero_points`` ([N, K/B]): those of asymmetric
+        blocks, held the same way."""
+        if (zero_points is None) != self.settings.symmetric:
+            raise InputError("zero points are given exactly for asymmetric weight blocks (settings.symmetric false)")
+        if zero_points is not None:
+            self.register_buffer("fixed_weight_zero_points", zero_points.detach().to(self.weight.dtype).clone())
         scales = scales.detach().to(self.weight.dtype)
         if self.settings.learnable_scales:
             with torch.no_grad():
@@ -110,9 +118,20 @@ class QuantLayer:
             return self.weight_scale
         if self.has_fixed_scales():
             return self.fixed_weight_scales
+        if not self.settings.symmetric:
+            return asymmetric_block_grid(self.weight, self.settings.weight_bits, self.settings.weight_block)[0]
         if self.settings.weight_block is not None:
             return block_scales(self.weight, self.settings.weight_bits, self.settings.weight_block)
         return per_channel_scales(self.weight, self.settings.weight_bits)
+
+    def weight_zero_points(self) -> torch.Tensor | None:
+        """z per block, [N, K/B] (integer-valued, the weight's dtype), of asymmetric blocks: fixed
+        (``fix_weight_scales``) or from ``asymmetric_block_grid``; None on a symmetric grid."""
+        if self.settings.symmetric:
+            return None
+        if "fixed_weight_zero_points" in self._buffers:
+            return self.fixed_weight_zero_points
+        return asymmetric_block_grid(self.weight, self.settings.weight_bits, self.settings.weight_block)[1]
 
     def quantized_weight(self) -> torch.Tensor:
         bits = self.settings.weight_bits
@@ -122,6 +141,10 @@ class QuantLayer:
         scales = self.weight_scales()
         if self.settings.learnable_scales:
             scales = scale_gradient(scales, lsq_gradient_scale(self.weight, bits))
+        if not self.settings.symmetric:
+            columns = self.weight.shape[1]
+            zeros = expand_block_scales(self.weight_zero_points(), columns)
+            return fake_quantize(self.weight, expand_block_scales(scales, columns), zeros, 0, 2**bits - 1)
         if self.settings.weight_block is not None:
             return fake_quantize(self.weight, expand_block_scales(scales, self.weight.shape[1]), 0, -q_max, q_max)
         return fake_quantize(self.weight, scales.reshape(channel_shape(self.weight)), 0, -q_max, q_max)
@@ -152,6 +175,7 @@ class QuantLayer:
     def record(self, kind: str) -> LayerRecord:
         weight_bits = self.settings.weight_bits
         scales = None if weight_bits is None else tuple(self.weight_scales().detach().flatten().tolist())
+        zeros = self.weight_zero_points() if weight_bits is not None else None
         has_input_grid = self.static_input()
         return LayerRecord(
             kind=kind,
@@ -162,6 +186,7 @@ class QuantLayer:
             input_scale=float(self.input_scale) if has_input_grid else None,
             output=None if self.output_quantizer is None else self.output_quantizer.record(),
             fixed_scales=self.has_fixed_scales(),
+            weight_zero_points=None if zeros is None else tuple(int(z) for z in zeros.detach().flatten().tolist()),
         )
 
 

@@ -24,10 +24,12 @@ def quantize_model_(
     settings: dict[str, QuantSettings],
     calibration: Iterable[torch.Tensor | tuple[torch.Tensor, ...]],
     weight_scales: dict[str, torch.Tensor] | None = None,
+    weight_zero_points: dict[str, torch.Tensor] | None = None,
 ) -> QuantRecords:
     """In place: fold BNs, quantize the layers named in ``settings``, calibrate on ``calibration``
     (an iterable of model inputs: a tensor or a tuple of positional tensors per batch).
-    ``weight_scales``: per layer, scales to hold fixed (from a reconstruction)."""
+    ``weight_scales``: per layer, scales to hold fixed (from a reconstruction), with
+    ``weight_zero_points`` for asymmetric blocks."""
     model.eval()
     folded = fold_batchnorm_(model)
     _check_layers(model, settings)
@@ -37,7 +39,7 @@ def quantize_model_(
         placement = placements.get(name, Placement(None, False, False))
         layer = quant_layer_like(model.get_submodule(name), layer_settings, placement.input_from)
         if weight_scales and name in weight_scales:
-            layer.fix_weight_scales(weight_scales[name])
+            layer.fix_weight_scales(weight_scales[name], (weight_zero_points or {}).get(name))
         _attach_quantizers(layer, placement)
         model.set_submodule(name, layer)
     _calibrate(model, calibration)
@@ -73,7 +75,8 @@ def rebuild_quantized_(model: nn.Module, records: QuantRecords) -> nn.Module:
             layer.input_scale.fill_(record.input_scale)
         if record.fixed_scales:
             scales = torch.tensor(record.weight_scales).reshape(layer.weight.shape[0], -1)  # [N, K/B]
-            layer.fix_weight_scales(scales if record.settings.weight_block is not None else scales[:, 0])
+            zeros = None if record.weight_zero_points is None else torch.tensor(record.weight_zero_points).reshape(scales.shape)
+            layer.fix_weight_scales(scales if record.settings.weight_block is not None else scales[:, 0], zeros)
         model.set_submodule(name, layer)
     return model.eval()
 

@@ -34,7 +34,9 @@ class QuantSettings:
     rest; ``damp`` is the damping as a fraction of mean(diag H), ``block_size`` the columns per lazy
     update, ``act_order`` sweeps columns by decreasing input energy, ``loss_aware`` weights the
     predicted error by the loss's output curvature) or ``rtn`` (round to nearest, scales from
-    max|W|). Float weights (``weight_bits`` None) ignore the method.
+    max|W|). Float weights (``weight_bits`` None) ignore the method. ``symmetric`` False: asymmetric
+    weight blocks, an integer zero point per block (``compress.quant.blocks.asymmetric_block_grid``;
+    needs ``weight_block``; ONNX Runtime's MatMulNBits only, not TensorRT).
     """
 
     weight_bits: int | None = 8
@@ -50,6 +52,7 @@ class QuantSettings:
     block_size: int = 128
     act_order: bool = True
     loss_aware: bool = False
+    symmetric: bool = True
 
     def __post_init__(self) -> None:
         if self.weight_bits is not None and not 2 <= self.weight_bits <= 8:
@@ -66,6 +69,8 @@ class QuantSettings:
             raise ConfigError("act_dynamic quantizes inputs like ONNX DynamicQuantizeLinear (uint8): set act_bits 8 and act_signed false")
         if self.weight_block is not None:
             self._check_weight_block()
+        if not self.symmetric and self.weight_block is None:
+            raise ConfigError("symmetric false (zero points per block) needs weight_block (allowed: true, or a weight_block)")
         self._check_method()
 
     def _check_method(self) -> None:
@@ -108,7 +113,8 @@ class LayerRecord:
     output quantizer already puts this layer's input on a grid (then ``input`` is None);
     ``input_scale`` is the scale of that grid (the bias grid is ``input_scale · weight_scales``);
     ``fixed_scales``: the weight scales are held at ``weight_scales`` (set by a reconstruction)
-    rather than recomputed from the weight."""
+    rather than recomputed from the weight; ``weight_zero_points``: the zero points of asymmetric
+    blocks (``settings.symmetric`` False), [N, K/B] flattened, else None."""
 
     kind: str
     settings: QuantSettings
@@ -118,9 +124,12 @@ class LayerRecord:
     input_scale: float | None
     output: ActRecord | None
     fixed_scales: bool = False
+    weight_zero_points: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"weight_scales": None if self.weight_scales is None else list(self.weight_scales)}
+        zeros = None if self.weight_zero_points is None else list(self.weight_zero_points)
+        return asdict(self) | {"weight_scales": None if self.weight_scales is None else list(self.weight_scales),
+                               "weight_zero_points": zeros}
 
     @classmethod
     def from_dict(cls, data: dict) -> "LayerRecord":
@@ -134,6 +143,7 @@ class LayerRecord:
             input_scale=data["input_scale"],
             output=None if data["output"] is None else ActRecord(**data["output"]),
             fixed_scales=data.get("fixed_scales", False),
+            weight_zero_points=None if data.get("weight_zero_points") is None else tuple(int(z) for z in data["weight_zero_points"]),
         )
 
 

@@ -88,7 +88,8 @@ def _companions(config: type, name: str) -> dict:
     if config is PruneSettings:
         return {"ratio": 0.5, **({"pattern": "channel"} if name == "round_to" else {})}
     if config is QuantSettings:
-        return {"weight_block": {"act_bits": None}, "act_dynamic": {"act_signed": False}}.get(name, {})
+        return {"weight_block": {"act_bits": None}, "act_dynamic": {"act_signed": False},
+                "symmetric": {"weight_block": 32, "act_bits": None}}.get(name, {})
     if config is LowRankSettings and name not in RANK_CHOICE:
         return {"rank": 1}
     return {}

@@ -230,7 +230,8 @@ def _positive_int(value: object) -> bool:
 
 
 def _check_targets(quant_rules: dict[str, dict | None], export: dict, problems: Problems) -> None:
-    """Asymmetric (uint8) activations are ORT-only: TensorRT needs zero points of 0."""
+    """Asymmetric (uint8) activations and asymmetric weight blocks are ORT-only: TensorRT needs
+    zero points of 0."""
     if "tensorrt" not in (export.get("targets") or []):
         return
     for key, rule in quant_rules.items():
@@ -238,6 +239,10 @@ def _check_targets(quant_rules: dict[str, dict | None], export: dict, problems: 
             problems.add(f"quantization.layers.{key}.act_signed",
                          "false is not allowed with the tensorrt target (allowed: true; TensorRT needs "
                          "symmetric int8)")
+        if rule and rule.get("symmetric") is False:
+            problems.add(f"quantization.layers.{key}.symmetric",
+                         "false is not allowed with the tensorrt target (allowed: true; TensorRT needs "
+                         "symmetric weights)")
 
 
 def load_recipe(path: str) -> Recipe:

@@ -9,13 +9,16 @@ weight before any column is updated and in the original column order, so reorder
 (act-order) changes which column is fixed first but not which scale a column uses ("static groups":
 the exported layer needs no runtime index). Rounding is ``compress.quant.weights``'s
 clamp(round(w/s), −q_max, q_max)·s, so the codes are exactly what the exporter writes.
+
+Asymmetric blocks (``asymmetric_grid``; ORT's MatMulNBits with zero points) add an integer zero
+point z per block: values (clamp(round(w/s) + z, 0, 2^b − 1) − z)·s (``compress.quant.blocks``).
 """
 
 from __future__ import annotations
 
 import torch
 
-from compress.quant.blocks import block_codes, block_scales, expand_block_scales
+from compress.quant.blocks import asymmetric_block_grid, block_codes, block_scales, expand_block_scales
 from compress.quant.weights import quantize_per_channel
 
 
@@ -29,18 +32,28 @@ def grid_scales(weight: torch.Tensor, bits: int, weight_block: int | None,
     return block_scales(rows, bits, weight_block, importance)
 
 
+def asymmetric_grid(weight: torch.Tensor, bits: int, weight_block: int,
+                    importance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scales, zero points), each [N, K/B], of the asymmetric block grid of ``weight`` [N, K]."""
+    return asymmetric_block_grid(weight.detach().reshape(weight.shape[0], -1), bits, weight_block, importance)
+
+
 def column_scales(scales: torch.Tensor, columns: int) -> torch.Tensor:
     """The scale of every weight, [N, K], from per-channel [N] or per-block [N, K/B] scales."""
     return expand_block_scales(scales.reshape(scales.shape[0], -1), columns)
 
 
-def round_to_grid(values: torch.Tensor, scales: torch.Tensor, bits: int) -> torch.Tensor:
-    """s·clamp(round(v/s), −q_max, q_max) elementwise (``values`` and ``scales`` of one shape)."""
-    return quantize_per_channel(values.reshape(-1), scales.reshape(-1), bits).reshape(values.shape) * scales
+def round_to_grid(values: torch.Tensor, scales: torch.Tensor, bits: int, zero_points: torch.Tensor | None = None) -> torch.Tensor:
+    """s·clamp(round(v/s), −q_max, q_max) elementwise (``values``, ``scales`` and ``zero_points`` of
+    one shape); with zero points (clamp(round(v/s) + z, 0, 2^b − 1) − z)·s."""
+    if zero_points is None:
+        return quantize_per_channel(values.reshape(-1), scales.reshape(-1), bits).reshape(values.shape) * scales
+    return (torch.clamp(torch.round(values / scales) + zero_points, 0, 2**bits - 1) - zero_points) * scales
 
 
-def codes(weight: torch.Tensor, scales: torch.Tensor, bits: int) -> torch.Tensor:
-    """The integer codes the exporter writes for ``weight`` on ``scales`` (per channel or per block)."""
+def codes(weight: torch.Tensor, scales: torch.Tensor, bits: int, zero_points: torch.Tensor | None = None) -> torch.Tensor:
+    """The integer codes the exporter writes for ``weight`` on ``scales`` (per channel or per block;
+    asymmetric blocks with ``zero_points``: unsigned codes)."""
     if scales.ndim == 2:
-        return block_codes(weight, scales, bits)
+        return block_codes(weight, scales, bits, zero_points)
     return quantize_per_channel(weight, scales, bits)

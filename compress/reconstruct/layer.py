@@ -10,7 +10,8 @@ the damped objective), and ``predicted_error`` = Σ_r ρ_r·e_r with the loss-aw
 Sequence per group: dead inputs (H_jj = 0) zeroed; scales fixed on the original weight; columns
 optionally reordered by descending H_jj (act-order; not for 2:4, whose groups follow the original
 order); U = chol((H + λI)⁻¹) with λ raised on failure; the sweep; columns put back in order; when
-only pruning, the kept weights re-fitted by least squares (``refit.py``).
+only pruning, the kept weights re-fitted by least squares (``refit.py``); when quantizing, the scales
+re-fitted by least squares for the codes the sweep chose (``rescale.py``, ``refit_scales``).
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ import torch
 from compress.errors import ConfigError, InputError
 from compress.prune.masks import pruning_mask
 from compress.reconstruct.cholesky import fix_dead_inputs, inverse_factor
-from compress.reconstruct.gptq import codes, column_scales, grid_scales, round_to_grid
+from compress.reconstruct.gptq import asymmetric_grid, codes, column_scales, grid_scales, round_to_grid
 from compress.reconstruct.sparsegpt import FixedSelector, NMSelector, UnstructuredSelector, wanda_keep
 from compress.reconstruct.stats import LayerStats
 from compress.reconstruct.refit import refit_kept, row_objective
+from compress.reconstruct.rescale import refit_scales
 from compress.reconstruct.sweep import SweepResult, obs_sweep
 
 PRUNE_METHODS = ("magnitude", "wanda", "sparsegpt")
@@ -38,7 +40,9 @@ class ReconstructSettings:
     """What to do to one layer. ``bits`` (2..8) / ``weight_block``: the quantization grid (None: keep
     float values); ``ratio``/``pattern``/``prune_method``: pruning (ratio 0: none); ``damp``: λ as a
     fraction of mean(diag H); ``block_size``: columns per lazy update; ``act_order``: sweep columns by
-    descending H_jj; ``row_weights`` are passed separately (loss-aware)."""
+    descending H_jj; ``refit_scales``: re-fit the scales by least squares once the codes are fixed;
+    ``symmetric`` False: asymmetric blocks with zero points (needs ``weight_block``); ``row_weights``
+    are passed separately (loss-aware)."""
 
     bits: int | None = None
     weight_block: int | None = None
@@ -48,6 +52,8 @@ class ReconstructSettings:
     damp: float = 0.01
     block_size: int = 128
     act_order: bool = True
+    refit_scales: bool = True
+    symmetric: bool = True
 
     def __post_init__(self) -> None:
         if self.bits is not None and not 2 <= self.bits <= 8:
@@ -58,6 +64,8 @@ class ReconstructSettings:
             raise ConfigError(f"pruning method {self.prune_method!r} cannot be reconstructed (allowed: {', '.join(PRUNE_METHODS)})")
         if self.damp < 0 or self.block_size < 1:
             raise ConfigError(f"damp {self.damp} and block_size {self.block_size} are not allowed (allowed: damp >= 0, block_size >= 1)")
+        if not self.symmetric and (self.bits is None or self.weight_block is None):
+            raise ConfigError("asymmetric weights (symmetric false) need bits and weight_block (zero points are per block)")
 
     @property
     def prunes(self) -> bool:
@@ -67,7 +75,8 @@ class ReconstructSettings:
 @dataclass(frozen=True)
 class LayerReconstruction:
     """The result for one layer: ``weight`` (original shape and dtype, on the grid and masked),
-    ``scales`` ([N] per channel or [N, K/B]; None without quantization), ``keep`` (bool, weight-shaped;
+    ``scales`` ([N] per channel or [N, K/B]; None without quantization), ``zero_points`` ([N, K/B]
+    integer-valued, asymmetric blocks only; else None), ``keep`` (bool, weight-shaped;
     None without pruning), the relative ``damp`` used (largest over groups) and how many times it was
     raised, each row's predicted error e_r and the (row-weighted) ``predicted_error``."""
 
@@ -78,11 +87,13 @@ class LayerReconstruction:
     damp_raises: int
     row_error: torch.Tensor
     predicted_error: float
+    zero_points: torch.Tensor | None = None
 
     def codes(self, bits: int) -> torch.Tensor:
         """The integer codes the exporter writes (weight reshaped to [N, K])."""
         rows = self.weight.reshape(self.weight.shape[0], -1).double()
-        return codes(rows, self.scales.double(), bits)
+        zero_points = None if self.zero_points is None else self.zero_points.double()
+        return codes(rows, self.scales.double(), bits, zero_points)
 
 
 def reconstruct_layer(weight: torch.Tensor, stats: LayerStats, settings: ReconstructSettings,
@@ -96,27 +107,42 @@ def reconstruct_layer(weight: torch.Tensor, stats: LayerStats, settings: Reconst
     dead = torch.stack([fix_dead_inputs(hessians[g]) for g in range(groups)])  # [groups, K]
     rows = rows * ~dead.repeat_interleave(per_group, dim=0)
     energy = torch.diagonal(hessians, dim1=1, dim2=2).repeat_interleave(per_group, dim=0)  # H_jj per row, [N, K]
-    scales = None if settings.bits is None else grid_scales(rows, settings.bits, settings.weight_block, energy)
+    scales, zero_points = _grid(rows, settings, energy)
+    block_scales = None if scales is None else scales.reshape(rows.shape[0], -1).clone()  # [N, G]
     weights = torch.ones(rows.shape[0], dtype=torch.float64) if row_weights is None else row_weights.double()
     select = _selector(settings, rows, stats)
     fixed, keeps, errors, damp, raises = [], [], [], 0.0, 0
     for g in range(groups):
         part = slice(g * per_group, (g + 1) * per_group)
         part_scales = None if scales is None else column_scales(scales, rows.shape[1])[part]
+        part_zeros = None if zero_points is None else column_scales(zero_points, rows.shape[1])[part]
         if isinstance(select, UnstructuredSelector):
             select.row_weights = None if row_weights is None else weights[part]
         group_select = FixedSelector(select.keep[part]) if isinstance(select, FixedSelector) else select
-        result, factor = _sweep_group(rows[part], hessians[g], part_scales, group_select, settings)
+        result, factor = _sweep_group(rows[part], hessians[g], part_scales, part_zeros, group_select, settings)
+        if scales is not None and settings.refit_scales:
+            result, block_scales[part] = _rescaled(rows[part], result, hessians[g], factor.damp, block_scales[part])
         fixed.append(result.weight), errors.append(result.row_error), keeps.append(result.keep)
         damp, raises = max(damp, factor.damp), max(raises, factor.raises)
     row_error = torch.cat(errors)
     keep = None if select is None else torch.cat(keeps).reshape(weight.shape)
     return LayerReconstruction(
         weight=torch.cat(fixed).reshape(weight.shape).to(weight.dtype),
-        scales=None if scales is None else scales.to(weight.dtype),
+        scales=None if scales is None else block_scales.reshape(scales.shape).to(weight.dtype),
         keep=keep, damp=damp, damp_raises=raises, row_error=row_error,
         predicted_error=float((weights * row_error).sum()),
+        zero_points=None if zero_points is None else zero_points.to(weight.dtype),
     )  # fmt: skip
+
+
+def _grid(rows: torch.Tensor, settings: ReconstructSettings, energy: torch.Tensor):
+    """(scales, zero points) fixed before the sweep; (None, None) without quantization, zero points
+    None on a symmetric grid."""
+    if settings.bits is None:
+        return None, None
+    if settings.symmetric:
+        return grid_scales(rows, settings.bits, settings.weight_block, energy), None
+    return asymmetric_grid(rows, settings.bits, settings.weight_block, energy)
 
 
 def _selector(settings: ReconstructSettings, rows: torch.Tensor, stats: LayerStats):
@@ -137,16 +163,22 @@ def _selector(settings: ReconstructSettings, rows: torch.Tensor, stats: LayerSta
     return FixedSelector(keep)
 
 
-def _sweep_group(rows: torch.Tensor, hessian: torch.Tensor, scales: torch.Tensor | None, select, settings: ReconstructSettings):
-    """The sweep of one group's rows, with act-order applied and undone."""
+def _sweep_group(rows: torch.Tensor, hessian: torch.Tensor, scales: torch.Tensor | None, zero_points: torch.Tensor | None,
+                 select, settings: ReconstructSettings):
+    """The sweep of one group's rows (``scales``/``zero_points`` per weight, [R, K]), with act-order
+    applied and undone."""
     order = torch.arange(rows.shape[1])
     if settings.act_order and settings.pattern != "2:4":
         order = torch.argsort(torch.diagonal(hessian), descending=True, stable=True)
     factor = inverse_factor(hessian[order][:, order], settings.damp)
     permuted_scales = None if scales is None else scales[:, order]
+    permuted_zeros = None if zero_points is None else zero_points[:, order]
 
     def target(column: int, values: torch.Tensor) -> torch.Tensor:
-        return values if permuted_scales is None else round_to_grid(values, permuted_scales[:, column], settings.bits)
+        if permuted_scales is None:
+            return values
+        zeros = None if permuted_zeros is None else permuted_zeros[:, column]
+        return round_to_grid(values, permuted_scales[:, column], settings.bits, zeros)
 
     if isinstance(select, FixedSelector):
         select = FixedSelector(select.keep[:, order])
@@ -155,7 +187,25 @@ def _sweep_group(rows: torch.Tensor, hessian: torch.Tensor, scales: torch.Tensor
     keep = None if result.keep is None else result.keep[:, inverse]
     fixed, row_error = result.weight[:, inverse], result.row_error
     if keep is not None and scales is None:  # pruning only: the kept weights are free to re-fit
-        damped = hessian + factor.damp * torch.diagonal(hessian).mean() * torch.eye(hessian.shape[0], dtype=hessian.dtype)
+        damped = _damped(hessian, factor.damp)
         fixed = refit_kept(rows, damped, keep)
         row_error = row_objective(fixed - rows, damped)
     return SweepResult(fixed, keep, row_error), factor
+
+
+def _rescaled(rows: torch.Tensor, result: SweepResult, hessian: torch.Tensor, damp: float,
+              scales: torch.Tensor) -> tuple[SweepResult, torch.Tensor]:
+    """The sweep's result with each row's block ``scales`` [R, G] re-fitted for its codes (on an
+    asymmetric grid: q − z, the zero points staying), and the new scales; the row errors recomputed
+    exactly on the damped objective."""
+    width = rows.shape[1] // scales.shape[1]
+    codes = torch.round(result.weight / scales.repeat_interleave(width, dim=1))  # q − z
+    damped = _damped(hessian, damp)
+    fitted = refit_scales(rows, codes, scales, damped)
+    weight = codes * fitted.repeat_interleave(width, dim=1)
+    return SweepResult(weight, result.keep, row_objective(weight - rows, damped)), fitted
+
+
+def _damped(hessian: torch.Tensor, damp: float) -> torch.Tensor:
+    """H + λI with λ = damp · mean(diag H)."""
+    return hessian + damp * torch.diagonal(hessian).mean() * torch.eye(hessian.shape[0], dtype=hessian.dtype)

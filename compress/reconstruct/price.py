@@ -15,7 +15,7 @@ import torch
 
 from compress.prune.masks import pruning_mask
 from compress.quant.weights import fake_quantize_per_channel
-from compress.reconstruct.gptq import column_scales, grid_scales, round_to_grid
+from compress.reconstruct.gptq import asymmetric_grid, column_scales, grid_scales, round_to_grid
 from compress.reconstruct.layer import ReconstructSettings, reconstruct_layer
 from compress.reconstruct.stats import LayerStats
 
@@ -23,7 +23,8 @@ from compress.reconstruct.stats import LayerStats
 @dataclass(frozen=True)
 class OptionError:
     """Layer objective of one option: ``reconstructed`` (GPTQ / SparseGPT) and ``first_order``
-    (round-to-nearest with max scales, magnitude masks)."""
+    (round-to-nearest with max scales, or the block grid — asymmetric where the settings say so —
+    and magnitude masks)."""
 
     reconstructed: float
     first_order: float
@@ -49,7 +50,11 @@ def option_error(weight: torch.Tensor, stats: LayerStats, settings: ReconstructS
             first_order = fake_quantize_per_channel(first_order, settings.bits)
         else:
             rows = first_order.reshape(first_order.shape[0], -1)
-            scales = column_scales(grid_scales(rows, settings.bits, settings.weight_block), rows.shape[1])
-            first_order = round_to_grid(rows, scales, settings.bits).reshape(weight.shape)
+            if settings.symmetric:
+                scales, zeros = grid_scales(rows, settings.bits, settings.weight_block), None
+            else:
+                scales, zeros = asymmetric_grid(rows, settings.bits, settings.weight_block)
+                zeros = column_scales(zeros, rows.shape[1])
+            first_order = round_to_grid(rows, column_scales(scales, rows.shape[1]), settings.bits, zeros).reshape(weight.shape)
     return OptionError(layer_objective(result.weight - weight, stats, row_weights),
                        layer_objective(first_order - weight, stats, row_weights))

@@ -22,7 +22,7 @@ from torch import nn
 from compress.errors import ConfigError, InputError
 from compress.progress import progress_bar
 from compress.reconstruct.layer import LayerReconstruction, ReconstructSettings, reconstruct_layer
-from compress.reconstruct.stats import StatsAccumulator, collect_layer_stats, run_forward, supports
+from compress.reconstruct.stats import StatsAccumulator, collect_layer_stats, run_forward, set_batch, supports
 
 Forward = Callable[[nn.Module, object], object]
 
@@ -146,6 +146,7 @@ def _step_stats(model: nn.Module, step: list[str], batches: Sequence[object], fo
         with torch.no_grad():
             for batch in batches:
                 pending.update(step)
+                set_batch(accumulators.values(), batch)
                 try:
                     forward(model, batch)
                 except _Captured:

@@ -33,6 +33,7 @@ def reconstruct_settings(quantization: dict[str, QuantSettings],
             pattern=prune.pattern if prunes else "unstructured",
             prune_method=prune.criterion if prunes else "sparsegpt",
             damp=sweep.damp, block_size=sweep.block_size, act_order=sweep.act_order,
+            symmetric=quant.symmetric if gptq else True,
         )  # fmt: skip
     return result
 

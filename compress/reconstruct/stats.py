@@ -6,7 +6,13 @@ output error, the matrix GPTQ/OBQ/SparseGPT sweep (Frantar et al. 2022, arXiv 22
 up to the factor 2, K-FAC's input factor A = E[x xᵀ] (Martens & Grosse 2015).
 
 What a sample is:
-- Linear: every row of the input flattened to [-1, in_features] (N-D inputs: every token counts).
+- Linear: every row of the input flattened to [-1, in_features] (N-D inputs: every token counts),
+  except padding: when the batch is a text batch ``(input_ids, attention_mask)`` (``token_mask``) and
+  the layer's input is [B, T, d] over the same tokens, only the rows of real tokens (mask 1) count —
+  padded positions are ignored by the model's output (attention and pooling mask them), so their
+  error does not matter and their activations would only distort H. The driver
+  (``collect_layer_stats``, the sequential reconstruction) sets each accumulator's ``token_mask``
+  for every batch.
 - Conv2d: every output position of every image; its sample is the receptive-field patch, unfolded
   exactly as ``F.conv2d`` contracts it (channel-major, then kernel row, then kernel column: the order
   of ``weight.reshape(out, -1)``). Grouped and depthwise convs have one H per group, of size
@@ -65,10 +71,29 @@ def supports(module: nn.Module) -> bool:
     return is_compressible(module)
 
 
-def layer_samples(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """The layer's input samples as [groups, N, d]: rows of a Linear input, or conv patches
-    unfolded in ``F.conv2d``'s order so that ``y = samples @ weight.reshape(out, -1)ᵀ`` per group."""
+def token_mask(batch: object) -> torch.Tensor | None:
+    """The real tokens of a text batch as bool [B, T]: the batch is ``(input_ids, attention_mask)``,
+    two integer tensors of one [B, T] shape, the second all 0/1 (the toolkit's text data; HF models
+    called positionally). None for any other batch."""
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        return None
+    ids, mask = batch
+    if not (isinstance(ids, torch.Tensor) and isinstance(mask, torch.Tensor)):
+        return None
+    if ids.ndim != 2 or ids.shape != mask.shape or ids.is_floating_point() or mask.is_floating_point():
+        return None
+    if not ((mask == 0) | (mask == 1)).all():
+        return None
+    return mask.bool()
+
+
+def layer_samples(module: nn.Module, inputs: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
+    """The layer's input samples as [groups, N, d]: rows of a Linear input (only those where
+    ``tokens`` [B, T] is true, when the input is [B, T, d]), or conv patches unfolded in
+    ``F.conv2d``'s order so that ``y = samples @ weight.reshape(out, -1)ᵀ`` per group."""
     if isinstance(module, nn.Linear):
+        if tokens is not None and inputs.shape[:-1] == tokens.shape:
+            inputs = inputs[tokens]
         return inputs.reshape(1, -1, module.in_features)
     if isinstance(module, nn.Conv2d):
         return _conv_patches(module, inputs)
@@ -101,7 +126,8 @@ def _pad(conv: nn.Conv2d, inputs: torch.Tensor) -> torch.Tensor:
 
 class StatsAccumulator:
     """Running Σ x xᵀ, Σ x and N of one layer's input; ``add`` is called with each input batch
-    (typically from a forward pre-hook), ``result`` all-reduces and returns ``LayerStats``."""
+    (typically from a forward pre-hook), ``result`` all-reduces and returns ``LayerStats``.
+    ``token_mask``: the real tokens of the batch being run (``token_mask(batch)``), set by the driver."""
 
     def __init__(self, module: nn.Module) -> None:
         if not supports(module):
@@ -112,9 +138,10 @@ class StatsAccumulator:
         self.products = torch.zeros(groups, dim, dim, dtype=torch.float64)
         self.sums = torch.zeros(groups, dim, dtype=torch.float64)
         self.count = 0
+        self.token_mask: torch.Tensor | None = None
 
     def add(self, inputs: torch.Tensor) -> None:
-        samples = layer_samples(self.module, inputs.detach())
+        samples = layer_samples(self.module, inputs.detach(), self.token_mask)
         for start in range(0, samples.shape[1], CHUNK_ROWS):
             chunk = samples[:, start : start + CHUNK_ROWS]
             self.products += torch.bmm(chunk.transpose(1, 2), chunk).to(torch.float64)
@@ -156,11 +183,19 @@ def collect_layer_stats(
     try:
         with torch.no_grad():
             for batch in batches:
+                set_batch(accumulators.values(), batch)
                 forward(model, batch)
     finally:
         for handle in handles:
             handle.remove()
     return {name: acc.result() for name, acc in accumulators.items()}
+
+
+def set_batch(accumulators: Iterable[StatsAccumulator], batch: object) -> None:
+    """Tell ``accumulators`` which batch runs next (its real tokens; see ``token_mask``)."""
+    tokens = token_mask(batch)
+    for accumulator in accumulators:
+        accumulator.token_mask = tokens
 
 
 def _hook(accumulator: StatsAccumulator) -> Callable:
