@@ -15,11 +15,13 @@ from compress.quant.records import QuantSettings
 from compress.vocab.options import LayerOption
 
 
-def quant_rule(option: LayerOption) -> dict[str, int | None] | None:
-    """The recipe rule of one layer's quantization (None: left float)."""
+def quant_rule(option: LayerOption, act_signed: bool = True) -> dict[str, int | bool | None] | None:
+    """The recipe rule of one layer's quantization (None: left float); ``act_signed`` False writes
+    quantized activations as asymmetric uint8 (``compress.vocab.costs.signed_activations``)."""
     if option.bits is None and option.act_bits is None:
         return None
-    return {"weight_bits": option.bits, "act_bits": option.act_bits}
+    rule = {"weight_bits": option.bits, "act_bits": option.act_bits}
+    return rule if act_signed or option.act_bits is None else {**rule, "act_signed": False}
 
 
 def prune_rule(option: LayerOption) -> dict[str, float | str] | None:
@@ -27,8 +29,9 @@ def prune_rule(option: LayerOption) -> dict[str, float | str] | None:
     return {"ratio": option.sparsity, "pattern": option.pattern} if option.sparsity > 0 else None
 
 
-def plan_settings(options: dict[str, LayerOption]) -> tuple[dict[str, QuantSettings], dict[str, PruneSettings]]:
+def plan_settings(options: dict[str, LayerOption],
+                  act_signed: bool = True) -> tuple[dict[str, QuantSettings], dict[str, PruneSettings]]:
     """Apply's settings for one option per layer."""
-    quantization = {name: QuantSettings(**rule) for name, o in options.items() if (rule := quant_rule(o))}
+    quantization = {name: QuantSettings(**rule) for name, o in options.items() if (rule := quant_rule(o, act_signed))}
     pruning = {name: PruneSettings(**rule) for name, o in options.items() if (rule := prune_rule(o))}
     return quantization, pruning

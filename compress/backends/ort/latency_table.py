@@ -33,7 +33,7 @@ from compress.vocab.costs import LatencyCosts, latency_variant
 from compress.vocab.options import LayerOption
 
 BACKENDS = ("ort-cpu",)
-TABLE_VERSION = 3  # 3: weight-only timed as its fold form (2: exporter variants; 1: hand-written graphs)
+TABLE_VERSION = 4  # 4: int8 variants with uint8 activations (3: weight-only as its fold form; 2: exporter variants)
 FOLDED_KIND = "weight-only"  # the variant ORT runs as float (the exporter's fold form)
 
 
