@@ -13,6 +13,10 @@ each layer records both that and the round-to-nearest Ω. With a latency table a
 the plan is never slower than float in that table (Σ latency ≤ Σ FP32 latency) and, of plans of equal
 predicted loss — equal to within the data's loss resolution (``PlanEvidence.loss_resolution``) — the
 faster wins (``allocation.py``'s tie-break; the whole-plan verification keeps the same rule).
+With a backend that times whole plans (``PlanEvidence.plan_latency``), measured sensitivities and no
+latency budget, the summed table is only a tie-break: ``speed.py`` solves each activation pattern,
+has the backend time the plans whole against FP32, and keeps the fastest that is faster than FP32
+and as good as the best within the loss resolution (else the float-speed weight-only plan).
 """
 
 from __future__ import annotations

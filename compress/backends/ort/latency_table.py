@@ -14,7 +14,8 @@ only and costs the FP32 latency exactly; every layer's ``fp32`` entry is always 
 "never slower than float" bound needs it).
 
 A plan's latency is the sum of its layers' isolated times: it ranks options on this machine but
-leaves out the unplanned ops (pooling, attention softmax) and inter-layer effects.
+leaves out the unplanned ops (pooling, attention softmax) and inter-layer effects (Q/DQ between int8
+and float neighbours, fused int8 chains); ``plan_latency.py`` times whole plans for that.
 """
 
 from __future__ import annotations
