@@ -24,6 +24,8 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
                          help="measure a per-layer latency table on this backend (cached) for latency_ms budgets")
     backend.add_argument("--latency-batch", type=int, default=1, help="batch size the latency table times (default 1)")
     backend.add_argument("--threads", type=int, default=1, help="intra-op threads of the latency table (default 1)")
+    backend.add_argument("--deploy-batch", type=int, default=32,
+                         help="batch size candidate plans are timed at as whole models, besides 1 (default 32)")
     output = parser.add_argument_group("output")
     output.add_argument("-o", "--output", required=True, metavar="YAML", help="where to write the plan recipe")
     output.add_argument("--finetune", metavar="MODE", choices=("qat", "kd", "qat+kd"),
@@ -81,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     refuse_overwrite(output, args.force)  # before the expensive part
     if not args.budget and not args.sweep:
         raise InputError("give a budget (--budget avg_bits=4) or a sweep (--sweep size_mb=0.01:0.09:9)")
-    how = PlanMeasurements(args.sensitivity, args.backend, args.latency_batch, args.threads, args.batch_size)
+    how = PlanMeasurements(args.sensitivity, args.backend, args.latency_batch, args.threads, args.batch_size,
+                           args.deploy_batch)
     spec = _plan_spec(args, how)
     curvature = _read_curvature(args.curvature) if args.curvature else None
     model, data, curvature = plan_inputs(args.model, args.data, curvature, curvature_spec(args), args.max_samples,

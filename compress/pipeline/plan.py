@@ -38,21 +38,24 @@ INTEGER_BACKENDS = ("ort-cpu",)  # backends whose speed-ups need 8-bit activatio
 class PlanMeasurements:
     """How the planner measures: sensitivity (``hybrid``: max of the trace Ω and the measured
     single-layer ΔL; ``trace``: Ω only), the latency backend for ``latency_ms`` budgets, and the
-    batch size / thread count its per-layer table times."""
+    batch size / thread count its per-layer table times; ``deploy_batch``: with hybrid sensitivity
+    and no latency budget, whole candidate plans are timed on the backend at batch 1 and this batch
+    (``compress.plan.speed``) and the fastest as good as the best is chosen."""
 
     sensitivity: str = "hybrid"
     backend: str | None = None
     latency_batch: int = 1
     threads: int = 1
     batch_size: int = 128
+    deploy_batch: int = 32
 
     def __post_init__(self) -> None:
         if self.sensitivity not in SENSITIVITIES:
             raise InputError(f"sensitivity {self.sensitivity!r}: choose {' or '.join(SENSITIVITIES)}")
         if self.backend not in (None, *BACKENDS):
             raise InputError(f"backend {self.backend!r}: choose {', '.join(BACKENDS)} or None")
-        if self.latency_batch < 1 or self.threads < 1 or self.batch_size < 1:
-            raise InputError("latency_batch, threads and batch_size must be at least 1")
+        if min(self.latency_batch, self.threads, self.batch_size, self.deploy_batch) < 1:
+            raise InputError("latency_batch, threads, batch_size and deploy_batch must be at least 1")
 
 
 def plan_spec(budgets: dict[str, float], measurements: PlanMeasurements | None = None, **fields: Any) -> "PlanSpec":
@@ -107,7 +110,7 @@ def plan_inputs(model: "str | nn.Module", data: Any, curvature: "Curvature | Non
 def gather(model: "nn.Module", data: "DataSource", curvature: "Curvature", spec: "PlanSpec",
            how: PlanMeasurements = PlanMeasurements()) -> "PlanEvidence":
     """Everything the planner measures besides the curvature, with the latency table if a backend
-    is named."""
+    is named (and, with measured sensitivities, the backend's whole-plan timing)."""
     from compress.plan.evidence import gather_evidence
 
     evidence = gather_evidence(model, data, curvature, how.sensitivity == "hybrid", how.batch_size)
@@ -118,7 +121,13 @@ def gather(model: "nn.Module", data: "DataSource", curvature: "Curvature", spec:
 
     first = next(iter(data.batches(1)))
     table = latency_table(model, first.inputs, layer_options(model, spec), how.latency_batch, how.threads)
-    return replace(evidence, latency=table.costs())
+    evidence = replace(evidence, latency=table.costs())
+    if evidence.measure is None:
+        return evidence
+    from compress.backends.ort.plan_latency import OrtPlanLatency
+
+    whole = OrtPlanLatency(model, data, (1, how.deploy_batch), how.threads, loss=curvature.loss)
+    return replace(evidence, plan_latency=whole)
 
 
 def solve(model: "nn.Module", curvature: "Curvature", spec: "PlanSpec", evidence: "PlanEvidence") -> "Plan":
@@ -130,9 +139,12 @@ def solve(model: "nn.Module", curvature: "Curvature", spec: "PlanSpec", evidence
 
 def sweep_plans(model: "nn.Module", curvature: "Curvature", spec: "PlanSpec", evidence: "PlanEvidence",
                 budget: str, values: "np.ndarray"):
-    """The Pareto frontier of predicted Δloss over ``values`` of one budget (others kept)."""
+    """The Pareto frontier of predicted Δloss over ``values`` of one budget (others kept); points
+    are not timed as whole plans (that search is per plan, ``compress.plan.speed``)."""
     from compress.plan.frontier import sweep
     from compress.plan.make import make_plan
+
+    evidence = replace(evidence, plan_latency=None)
 
     return sweep(lambda v: make_plan(model, curvature, replace(spec, budgets={**spec.budgets, budget: v}), evidence),
                  budget, values)

@@ -14,7 +14,9 @@ With a ``tie_break`` table (the latency when the plan has a latency table), the 
 lexicographic: among the allocations whose total Ω is within ``TIE_TOLERANCE`` (relative) or
 ``tie_tolerance`` (absolute, e.g. the loss resolution of the data) of the optimum Ω*, the one of least
 Σ tie_break is taken (a second program with Σ Ω·x ≤ Ω* + tol added), so of plans of equal predicted
-loss the faster wins without a weighted term competing with Ω.
+loss the faster wins without a weighted term competing with Ω; a third program then takes the least
+Σ Ω among those as fast as that one (equal-speed options, e.g. weight bits that run as the same
+kernel, are not traded for nothing).
 
 An infeasible set of budgets is reported with the budget furthest out of reach and the smallest
 value it could take with the other budgets kept.
@@ -57,8 +59,13 @@ def allocate(omega: np.ndarray, costs: dict[str, np.ndarray], budgets: dict[str,
         best = float(omega[layers, choices].sum())
         scale = abs(best) if best != 0 else 1.0  # the row normalised: the solver's tolerances are absolute
         ceiling = (np.where(allowed, omega, 0.0) / scale, best / scale + max(TIE_TOLERANCE, tie_tolerance / scale))
-        faster = _solve(np.where(allowed, tie_break, 0.0), allowed, costs, budgets, ties, excluded, ceiling)
-        choices = choices if faster is None else faster
+        speed = np.where(allowed, tie_break, 0.0)
+        faster = _solve(speed, allowed, costs, budgets, ties, excluded, (ceiling,))
+        if faster is not None:
+            fastest = float(speed[layers, faster].sum())
+            equal = (speed, fastest + TIE_TOLERANCE * max(abs(fastest), 1e-12))
+            least = _solve(ceiling[0], allowed, costs, budgets, ties, excluded, (ceiling, equal))
+            choices = faster if least is None else least
     return Allocation(
         choices=tuple(int(c) for c in choices),
         objective=float(omega[layers, choices].sum()),
@@ -69,9 +76,9 @@ def allocate(omega: np.ndarray, costs: dict[str, np.ndarray], budgets: dict[str,
 def _solve(objective: np.ndarray, allowed: np.ndarray, costs: dict[str, np.ndarray],
            budgets: dict[str, float], ties: tuple[np.ndarray, ...],
            excluded: tuple[tuple[int, ...], ...] = (),
-           ceiling: tuple[np.ndarray, float] | None = None) -> np.ndarray | None:
+           ceilings: tuple[tuple[np.ndarray, float], ...] = ()) -> np.ndarray | None:
     """Chosen option per layer, or None when the budgets cannot all be met. Each excluded choice
-    vector c gets the no-good cut Σ_l x[l, c_l] ≤ L − 1; a ``ceiling`` (table, bound) adds
+    vector c gets the no-good cut Σ_l x[l, c_l] ≤ L − 1; each ceiling (table, bound) adds
     Σ table·x ≤ bound."""
     from scipy.optimize import Bounds, LinearConstraint, milp
 
@@ -86,8 +93,8 @@ def _solve(objective: np.ndarray, allowed: np.ndarray, costs: dict[str, np.ndarr
         cut = np.zeros(objective.size)
         cut[np.arange(num_layers) * num_options + np.asarray(choice)] = 1
         constraints.append(LinearConstraint(cut.reshape(1, -1), -np.inf, num_layers - 1))
-    if ceiling is not None:
-        constraints.append(LinearConstraint(ceiling[0].reshape(1, -1), -np.inf, ceiling[1]))
+    for table, bound in ceilings:
+        constraints.append(LinearConstraint(table.reshape(1, -1), -np.inf, bound))
     result = milp(objective.ravel(), constraints=constraints, integrality=np.ones(objective.size),
                   bounds=Bounds(0, allowed.ravel().astype(float)))
     if result.status != 0 or result.x is None:

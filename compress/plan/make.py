@@ -15,6 +15,10 @@ each layer records both that and the round-to-nearest Ω. With a latency table a
 the plan is never slower than float in that table (Σ latency ≤ Σ FP32 latency) and, of plans of equal
 predicted loss — equal to within the data's loss resolution (``PlanEvidence.loss_resolution``) — the
 faster wins (``allocation.py``'s tie-break; the whole-plan verification keeps the same rule).
+With a backend that times whole plans (``PlanEvidence.plan_latency``), measured sensitivities and no
+latency budget, the summed table is only a tie-break: ``speed.py`` solves each activation pattern,
+has the backend time the plans whole against FP32, and keeps the fastest that is faster than FP32
+and as good as the best within the loss resolution (else the float-speed weight-only plan).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from compress.plan.reconstructed import Reconstructions
 from compress.plan.sensitivity import converged, safe_trace, sensitivity
 from compress.plan.size import SizeModel, size_model
 from compress.plan.ties import tie_tables
-from compress.vocab.costs import LatencyCosts
+from compress.vocab.costs import LatencyCosts, PlanLatency, signed_activations
 from compress.vocab.layers import compressible_layers
 from compress.vocab.options import PATTERNS, LayerOption
 
@@ -112,6 +116,7 @@ class PlanEvidence:
     latency: LatencyCosts | None = None  # per-layer latency on the backend, needed for latency_ms
     reconstruction: Reconstructions | None = None  # what apply's GPTQ/SparseGPT deploys per option
     loss_resolution: float = 0.0  # loss differences the calibration data cannot resolve (ε/√batches)
+    plan_latency: PlanLatency | None = None  # whole plans timed on the backend (``speed.py``)
 
 
 @dataclass(frozen=True)
@@ -155,6 +160,8 @@ class Plan:
     unconverged: list[str] = field(default_factory=list)  # layers whose trace estimate had not converged
     float_latency_ms: float | None = None  # Σ FP32 latency: the implicit bound without a latency budget
     loss_resolution: float = 0.0  # predicted-loss differences counted as ties (the faster wins them)
+    speed_checked: list[dict] | None = None  # plans timed whole on the backend (``speed.py``), one chosen
+    act_signed: bool = True  # int8 activations symmetric (False: asymmetric uint8, for ORT CPU)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -280,23 +287,67 @@ def make_plan(model: nn.Module, curvature: Curvature, spec: PlanSpec, evidence: 
     disallowed = _table_by_layer(options, names, width, lambda n, o: not allowed[n][options[n].index(o)]) > 0
     if evidence.measure is not None:
         evidence.measure.channels = channels
+    signed = signed_activations(None if evidence.latency is None else evidence.latency.backend)
+
+    def solve(mask: np.ndarray, limits: dict[str, float]) -> Allocation:
+        return _solve_lazily(omega, mask, costs, limits, ties, tie_break, names, options, evidence)
+
+    allocation = solve(disallowed, budgets)
+    omega = _with_measurements(omega, names, options, evidence.measure)
+    verified = None
+    if evidence.measure is not None and spec.verify > 1:
+        candidates = best_allocations(np.where(disallowed, np.inf, omega), {k: costs[k] for k in budgets},
+                                      budgets, ties, spec.verify, tie_break, evidence.loss_resolution)
+        allocation, verified = _verified(candidates, names, options, evidence.measure, tie_break,
+                                         evidence.loss_resolution, signed)
+    speed = None
+    if evidence.plan_latency is not None and evidence.measure is not None and "latency_ms" not in spec.budgets:
+        allowed = ~disallowed & np.isfinite(omega)
+        allocation, speed = _fastest(solve, allocation, verified, names, options, width, allowed, spec, evidence,
+                                     signed)
+        omega = _with_measurements(omega, names, options, evidence.measure)
+    plan = _plan(names, layers, options, curvature, spec, evidence, omega, costs, allocation, verified, sizes,
+                 channels, omegas)
+    return replace(plan, float_latency_ms=float_latency, loss_resolution=evidence.loss_resolution,
+                   speed_checked=speed, act_signed=signed)
+
+
+def _solve_lazily(omega: np.ndarray, disallowed: np.ndarray, costs: dict[str, np.ndarray], budgets: dict[str, float],
+                  ties: tuple[np.ndarray, ...], tie_break: np.ndarray | None, names: list[str],
+                  options: dict[str, list[LayerOption]], evidence: PlanEvidence) -> Allocation:
+    """The optimal allocation with max(Ω, measured ΔL) for every chosen option: solve, measure the
+    chosen options not yet measured, solve again until every chosen option is measured."""
     while True:
         omega = _with_measurements(omega, names, options, evidence.measure)
         allocation = allocate(np.where(disallowed, np.inf, omega), {k: costs[k] for k in budgets},
                               budgets, ties, tie_break=tie_break, tie_tolerance=evidence.loss_resolution)
         chosen = [(name, options[name][column]) for name, column in zip(names, allocation.choices)]
         if evidence.measure is None or all(key in evidence.measure.cache for key in chosen):
-            break
+            return allocation
         evidence.measure.measure_all(chosen)
-    verified = None
-    if evidence.measure is not None and spec.verify > 1:
-        candidates = best_allocations(np.where(disallowed, np.inf, omega), {k: costs[k] for k in budgets},
-                                      budgets, ties, spec.verify, tie_break, evidence.loss_resolution)
-        allocation, verified = _verified(candidates, names, options, evidence.measure, tie_break,
-                                         evidence.loss_resolution)
-    plan = _plan(names, layers, options, curvature, spec, evidence, omega, costs, allocation, verified, sizes,
-                 channels, omegas)
-    return replace(plan, float_latency_ms=float_latency, loss_resolution=evidence.loss_resolution)
+
+
+def _fastest(solve, reference: Allocation, verified: list[dict] | None, names: list[str],
+             options: dict[str, list[LayerOption]], width: int, allowed: np.ndarray, spec: PlanSpec,
+             evidence: PlanEvidence, signed: bool) -> tuple[Allocation, list[dict]]:
+    """``speed.fastest_plan`` over the activation patterns, each solved under the user's budgets
+    only (whole-plan timing replaces the per-layer table's never-slower-than-float bound)."""
+    from compress.plan.speed import act_patterns, act_units, fastest_plan, pattern_mask
+
+    def plan_of(allocation: Allocation) -> dict[str, LayerOption]:
+        return {name: options[name][column] for name, column in zip(names, allocation.choices)}
+
+    def int8_of(allocation: Allocation) -> frozenset[str]:
+        return frozenset(n for n, o in plan_of(allocation).items() if o.act_bits is not None)
+
+    units = act_units(names, options, allowed, evidence.ties or [])
+    measured = {tuple(row["choices"].values()): row["measured_delta_loss"] for row in verified or []}
+    labels = tuple(o.label() for o in plan_of(reference).values())
+    reference_loss = measured[labels] if labels in measured else evidence.measure.joint(plan_of(reference), signed)
+    return fastest_plan(act_patterns(units, int8_of(reference)),
+                        lambda int8: solve(~allowed | pattern_mask(names, options, width, units, int8), spec.budgets),
+                        int8_of, plan_of, evidence.plan_latency, lambda a: evidence.measure.joint(plan_of(a), signed),
+                        reference, reference_loss, evidence.loss_resolution)
 
 
 def _with_float_latency_bound(budgets: dict[str, float], evidence: PlanEvidence,
@@ -333,7 +384,7 @@ def group_ties(channels: ChannelPlan, names: list[str], options: dict[str, list[
 
 def _verified(candidates: list[Allocation], names: list[str], options: dict[str, list[LayerOption]],
               measure: SingleLayerLoss, latency: np.ndarray | None = None,
-              resolution: float = 0.0) -> tuple[Allocation, list[dict]]:
+              resolution: float = 0.0, act_signed: bool = True) -> tuple[Allocation, list[dict]]:
     """The candidate whose whole-plan loss increase, measured on the calibration data, is least
     (with a ``latency`` table: the fastest of those within ``resolution`` of the least).
 
@@ -344,7 +395,7 @@ def _verified(candidates: list[Allocation], names: list[str], options: dict[str,
     for allocation in candidates:
         chosen = {name: options[name][column] for name, column in zip(names, allocation.choices)}
         rows.append({"choices": {n: o.label() for n, o in chosen.items()},
-                     "predicted_delta_loss": allocation.objective, "measured_delta_loss": measure.joint(chosen)})
+                     "predicted_delta_loss": allocation.objective, "measured_delta_loss": measure.joint(chosen, act_signed)})
     best = min(range(len(rows)), key=lambda i: rows[i]["measured_delta_loss"])
     if latency is not None:
         speed = [float(latency[np.arange(len(names)), list(a.choices)].sum()) for a in candidates]

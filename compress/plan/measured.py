@@ -141,12 +141,13 @@ class SingleLayerLoss:
                 for handle in handles:
                     handle.remove()
 
-    def joint(self, options: dict[str, LayerOption]) -> float:
-        """L(θ with the whole plan applied as apply applies it) − L(θ) (not cached)."""
+    def joint(self, options: dict[str, LayerOption], act_signed: bool = True) -> float:
+        """L(θ with the whole plan applied as apply applies it, activations signed or not) − L(θ)
+        (not cached)."""
         from compress.apply.pipeline import ApplySpec, apply_
         from compress.plan.settings import lowrank_settings, plan_settings
 
-        quantization, pruning = plan_settings(options)
+        quantization, pruning = plan_settings(options, act_signed)
         model = copy.deepcopy(self.model)
         spec = ApplySpec(quantization, pruning, loss=self.loss, lowrank=lowrank_settings(options))
         apply_(model, spec, self.data, None, None, self.batch_size)

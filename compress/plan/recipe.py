@@ -17,7 +17,7 @@ def plan_recipe(plan: Plan, model: str, data: str, weights: str | None) -> dict[
     (where the plan factorises layers) low-rank rules by exact module name, no fine-tuning (add a ``finetune:`` section to recover), and the why."""
     from compress.recipe.schema import parse_recipe
 
-    quantization = {name: quant_rule(layer.option()) for name, layer in plan.layers.items()}
+    quantization = {name: quant_rule(layer.option(), plan.act_signed) for name, layer in plan.layers.items()}
     pruning = {name: rule for name, layer in plan.layers.items() if (rule := prune_rule(layer.option()))}
     lowrank = {name: rule for name, layer in plan.layers.items() if (rule := lowrank_rule(layer.option()))}
     why = {name: {"trace": layer.trace, "trace_stderr": layer.trace_stderr, "num_weights": layer.num_weights,
@@ -39,6 +39,7 @@ def plan_recipe(plan: Plan, model: str, data: str, weights: str | None) -> dict[
                  "verified": plan.verified,
                  "channel_groups": plan.channel_groups, "unconverged": plan.unconverged,
                  "float_latency_ms": plan.float_latency_ms, "loss_resolution": plan.loss_resolution,
+                 "speed_checked": plan.speed_checked,
                  "layers": why},
     }
     return parse_recipe(payload, "the plan").to_dict()

@@ -19,11 +19,15 @@ from compress.quant.records import QuantSettings
 from compress.vocab.options import LayerOption
 
 
-def quant_rule(option: LayerOption) -> dict[str, int | str | None] | None:
-    """The recipe rule of one layer's quantization (None: left float)."""
+def quant_rule(option: LayerOption, act_signed: bool = True) -> dict[str, int | str | bool | None] | None:
+    """The recipe rule of one layer's quantization (None: left float); ``act_signed`` False writes
+    quantized activations as asymmetric uint8 (``compress.vocab.costs.signed_activations``); the
+    factors of a rank option are rounded to nearest, as the planner prices them."""
     if option.bits is None and option.act_bits is None:
         return None
-    rule = {"weight_bits": option.bits, "act_bits": option.act_bits}
+    rule: dict[str, int | str | bool | None] = {"weight_bits": option.bits, "act_bits": option.act_bits}
+    if not act_signed and option.act_bits is not None:
+        rule["act_signed"] = False
     return rule if option.rank is None else {**rule, "method": "rtn"}
 
 
@@ -42,8 +46,9 @@ def lowrank_settings(options: dict[str, LayerOption]) -> dict[str, LowRankSettin
     return {name: LowRankSettings(**rule) for name, o in options.items() if (rule := lowrank_rule(o))}
 
 
-def plan_settings(options: dict[str, LayerOption]) -> tuple[dict[str, QuantSettings], dict[str, PruneSettings]]:
+def plan_settings(options: dict[str, LayerOption],
+                  act_signed: bool = True) -> tuple[dict[str, QuantSettings], dict[str, PruneSettings]]:
     """Apply's settings for one option per layer."""
-    quantization = {name: QuantSettings(**rule) for name, o in options.items() if (rule := quant_rule(o))}
+    quantization = {name: QuantSettings(**rule) for name, o in options.items() if (rule := quant_rule(o, act_signed))}
     pruning = {name: PruneSettings(**rule) for name, o in options.items() if (rule := prune_rule(o))}
     return quantization, pruning

@@ -1,10 +1,12 @@
 """Plain cost tables a backend measures and the planner consumes (the planner never imports a
 backend): per (layer, variant) milliseconds, where the variant is what the backend runs for an
-option (``latency_variant``)."""
+option (``latency_variant``); and ``PlanLatency``, the backend's measurement of whole plans as
+deployed (latency ÷ FP32 latency per batch size)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from compress.vocab.options import LayerOption
 
@@ -32,3 +34,24 @@ class LatencyCosts:
 
     def latency(self, name: str, option: LayerOption) -> float:
         return self.milliseconds[name][latency_variant(option)]
+
+
+def signed_activations(backend: str | None) -> bool:
+    """Whether a backend's int8 kernels are fed signed activations. ONNX Runtime CPU's fast x86
+    kernels (MLAS) multiply uint8 activations by int8 weights: on builtin:mnist-cnn (stem float,
+    other layers int8, batch 32, 1 thread) asymmetric uint8 activations ran at 1.40× FP32 and
+    symmetric int8 ones at 0.65×. TensorRT (and no backend) takes symmetric int8."""
+    return backend != "ort-cpu"
+
+
+class PlanLatency(Protocol):
+    """Whole-model latency of plans as the backend deploys them, relative to the float model.
+
+    ``ratios(plans)`` exports each plan (one option per layer) as the exporter writes it and times
+    all of them with the float model, alternating, at every size in ``batch_sizes``; it returns, per
+    plan, {batch size: median latency ÷ median FP32 latency} (< 1: faster than float)."""
+
+    backend: str
+    batch_sizes: tuple[int, ...]
+
+    def ratios(self, plans: list[dict[str, LayerOption]]) -> list[dict[int, float]]: ...

@@ -14,7 +14,8 @@ only and costs the FP32 latency exactly; every layer's ``fp32`` entry is always 
 "never slower than float" bound needs it).
 
 A plan's latency is the sum of its layers' isolated times: it ranks options on this machine but
-leaves out the unplanned ops (pooling, attention softmax) and inter-layer effects.
+leaves out the unplanned ops (pooling, attention softmax) and inter-layer effects (Q/DQ between int8
+and float neighbours, fused int8 chains); ``plan_latency.py`` times whole plans for that.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from compress.vocab.costs import LatencyCosts, latency_variant
 from compress.vocab.options import LayerOption
 
 BACKENDS = ("ort-cpu",)
-TABLE_VERSION = 3  # 3: weight-only timed as its fold form (2: exporter variants; 1: hand-written graphs)
+TABLE_VERSION = 4  # 4: int8 variants with uint8 activations (3: weight-only as its fold form; 2: exporter variants)
 FOLDED_KIND = "weight-only"  # the variant ORT runs as float (the exporter's fold form)
 
 

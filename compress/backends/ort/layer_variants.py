@@ -2,9 +2,11 @@
 
 The layer is narrowed as the plan's channel option narrows it (the kept rows and columns the
 planner and apply choose, ``compress.plan.channels``), wrapped with the ReLU that follows most
-layers (so the int8 variant has a consumer grid to quantize to, as inside a network), quantized
+layers (so the int8 variant has a consumer grid to quantize to, as inside a network; an int8 variant
+also gets a Flatten after it, since ORT does not fuse a ReLU → Q → DQ that ends the graph), quantized
 the way apply quantizes (``compress.quant.quantize.quantize_model_``: weight-only or with 8-bit
-activations, calibrated on random inputs; a Linear reading token sequences with dynamic int8
+activations — asymmetric uint8, as ORT runs them (``compress.vocab.costs.signed_activations``) —
+calibrated on random inputs; a Linear reading token sequences with dynamic int8
 activations, the only way the exporter writes it) and exported by ``compress.export.onnx_qdq`` —
 ``export_onnx`` for quantized variants, ``float_onnx`` for ``fp32``. What is timed is therefore
 what a deployed model runs for that layer.
@@ -55,6 +57,7 @@ def export_variant(layer: nn.Module, option: LayerOption, input_shape: tuple[int
     from compress.export.onnx_qdq import export_onnx, float_onnx
     from compress.quant.quantize import quantize_model_
     from compress.quant.records import QuantSettings
+    from compress.vocab.costs import signed_activations
 
     shape = list(input_shape)
     shape[-1 if isinstance(layer, nn.Linear) else 1] = input_width(layer)
@@ -68,7 +71,10 @@ def export_variant(layer: nn.Module, option: LayerOption, input_shape: tuple[int
         with atomic_path(path) as partial:
             onnx.save(float_onnx(model, (example,)), partial)
         return path
-    settings = QuantSettings(weight_bits=option.bits, act_bits=option.act_bits)
+    settings = QuantSettings(weight_bits=option.bits, act_bits=option.act_bits,
+                             act_signed=signed_activations("ort-cpu"))
+    if option.act_bits is not None:  # ORT leaves ReLU → Q → DQ unfused where it ends the graph; inside a
+        model = nn.Sequential(layer, nn.ReLU(), nn.Flatten()).eval()  # network an op follows it
     if isinstance(layer, nn.Linear) and len(shape) > 2:  # the exporter writes token-wise linears only as
         settings = QuantSettings(option.bits, act_bits=8, act_signed=False, act_dynamic=True)  # integer MatMuls
     quantize_model_(model, {"0": settings}, [example])
