@@ -79,7 +79,10 @@ def hf_source(model: nn.Module) -> HFSource | None:
 def checkpoint_folder(path: str | Path) -> Path:
     """``path`` if it is a folder holding a transformers ``config.json`` and safetensors weights;
     otherwise one-line ``InputError`` naming what is missing."""
-    folder = Path(path).expanduser()
+    try:
+        folder = Path(path).expanduser()
+    except RuntimeError:  # ~name of no known user
+        raise InputError(f"hf model folder not found: {path} (no such home directory)") from None
     if not folder.is_dir():
         raise InputError(f"hf model folder not found: {folder}; give a local folder written by save_pretrained")
     config = _read_config(folder)
