@@ -1,6 +1,6 @@
 """Internal errors the long fuzzing run found (benchmarks/README.md, robustness), each now one line
 and exit status 2: curvature that overflows float32 on finite data, and ``~user`` paths naming no
-user."""
+user (or holding a NUL byte)."""
 
 from __future__ import annotations
 
@@ -37,3 +37,4 @@ def test_curvature_that_overflows_is_refused_in_one_line(cli, factory_file) -> N
 def test_a_home_folder_of_no_user_is_not_found(cli, factory_file) -> None:
     path = factory_file(FACTORIES)
     one_line_error(cli("eval", "hf:~no-such-user-0", "--data", f"{path}:huge"), "not found", "~no-such-user-0")
+    one_line_error(cli("eval", "hf:~\x00", "--data", f"{path}:huge"), "not found")  # in-process callers only

@@ -81,9 +81,10 @@ def checkpoint_folder(path: str | Path) -> Path:
     otherwise one-line ``InputError`` naming what is missing."""
     try:
         folder = Path(path).expanduser()
-    except RuntimeError:  # ~name of no known user
-        raise InputError(f"hf model folder not found: {path} (no such home directory)") from None
-    if not folder.is_dir():
+        found = folder.is_dir()
+    except (RuntimeError, ValueError):  # ~name of no known user; a NUL byte in the path
+        folder, found = Path(path), False
+    if not found:
         raise InputError(f"hf model folder not found: {folder}; give a local folder written by save_pretrained")
     config = _read_config(folder)
     if "model_type" not in config:
