@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from compress.cli.main import main
@@ -167,7 +167,9 @@ def specs(draw: st.DrawFn, folder: Path) -> str:
     factories, folders, odd characters (a NUL byte among them)."""
     prefix = draw(st.sampled_from(("builtin:", "torchvision:", "hf:", "", f"{folder / 'factories.py'}:",
                                    f"{folder / 'missing.py'}:", f"{folder}/", "/nonexistent/", f"{folder}")))
-    return prefix + draw(SPEC_TEXT)
+    spec = prefix + draw(SPEC_TEXT)
+    assume(not Path(spec).is_dir() or Path(spec).resolve().is_relative_to(folder))  # no scan of "/" or "."
+    return spec
 
 
 @settings(FUZZ, max_examples=100 * SCALE)
