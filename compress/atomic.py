@@ -3,17 +3,24 @@ flushed to disk (fsync) and renamed into place (``os.replace``, atomic on POSIX)
 SIGKILL at any moment leaves either the old complete file or none, never a truncated one.
 
 The temporary name keeps the suffix (``.model.1234.tmp.onnx``) so that writers that infer the
-format from it (matplotlib, onnx) still work, and starts with a dot so listings skip it.
+format from it (matplotlib, onnx) still work, starts with a dot so listings skip it, and names the
+writer's pid: a SIGKILL leaves the partial behind, and the next writer of the same file (or the
+next run that locks the folder, ``compress.lock``) removes partials whose writer is no longer
+alive, never a live writer's.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from compress.errors import InputError
+from compress.processes import alive
+
+PARTIAL = re.compile(r"\.(?P<stem>.+)\.(?P<pid>[1-9]\d{0,8})\.tmp(?P<suffix>\.[^.]+)?")  # also .NAME.PID.tmp
 
 
 def temporary_name(path: Path) -> Path:
@@ -31,6 +38,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     partial = temporary_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_dead_partials(path.parent, path)
         yield partial
         _fsync(partial)
         os.replace(partial, path)
@@ -39,6 +47,27 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
     finally:
         partial.unlink(missing_ok=True)
+
+
+def remove_dead_partials(folder: str | Path, target: str | Path | None = None) -> list[Path]:
+    """Delete the partial files in ``folder`` (of ``target`` only, when given) whose writer's pid is
+    not alive; returns them. Files of live writers, and names that are not partials, stay."""
+    folder = Path(folder)
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = PARTIAL.fullmatch(entry.name)
+        if match is None or not entry.is_file(follow_symlinks=False):
+            continue
+        if target is not None and (match["stem"], match["suffix"] or "") != (Path(target).stem, Path(target).suffix):
+            continue
+        if int(match["pid"]) != os.getpid() and not alive(int(match["pid"])):
+            Path(entry.path).unlink(missing_ok=True)
+            removed.append(Path(entry.path))
+    return removed
 
 
 def write_text(path: str | Path, text: str) -> None:

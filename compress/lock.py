@@ -1,19 +1,26 @@
-"""One run per output directory: a lock file holding the writer's pid, created exclusively.
+"""One run per output directory: an exclusive advisory lock (``flock``) on a lock file in it,
+which also names the holder's pid for the message a second run gets.
 
-A second run into a directory whose lock names a live process is refused in one line; a lock
-left by a dead process (SIGKILL, power loss) is stale and taken over.
+The kernel drops the lock when its holder exits, however it exits (SIGKILL, crash), so a dead
+run's lock file is simply taken over (no guessing from pids, which get reused); a second live run
+into the directory is refused in one line. Two runs starting at the same moment race on the
+``flock`` call, which exactly one wins. Taking the lock also removes partial files left in the
+directory by writers that died (``compress.atomic.remove_dead_partials``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from compress.atomic import remove_dead_partials
 from compress.errors import InputError
 
 LOCK_NAME = ".compress.lock"
+ATTEMPTS = 100  # reopenings when the lock file is replaced between our open and our flock
 
 
 @contextmanager
@@ -27,45 +34,51 @@ def output_lock(folder: str | Path) -> Iterator[Path]:
     except OSError as exc:
         raise InputError(f"cannot create {folder}: {exc.strerror or exc}") from exc
     lock = folder / LOCK_NAME
-    _acquire(lock)
+    descriptor = _acquire(lock)
     try:
+        remove_dead_partials(folder)
         yield lock
     finally:
-        if _holder(lock) == os.getpid():
-            lock.unlink(missing_ok=True)
+        lock.unlink(missing_ok=True)  # while still holding it: a waiting opener sees a new file
+        os.close(descriptor)
 
 
-def _acquire(lock: Path) -> None:
-    """Create ``lock`` with our pid; a stale lock (dead holder) is removed and retried once."""
-    for _ in range(2):
-        try:
-            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _holder(lock)
-            if holder is not None and holder != os.getpid() and _alive(holder):
-                raise InputError(f"{lock.parent} is being written by another run (pid {holder}); wait for it "
-                                 "to finish or choose another output directory") from None
-            lock.unlink(missing_ok=True)  # stale: its writer is gone
-            continue
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(f"{os.getpid()}\n")
-        return
-    raise InputError(f"{lock.parent}: another run took the lock at the same moment; try again")
-
-
-def _holder(lock: Path) -> int | None:
-    """The pid in ``lock``; None when it is missing, empty or unreadable (a half-written lock)."""
+def holder(lock: Path) -> int | None:
+    """The pid written in ``lock``; None when it is missing, empty or unreadable."""
     try:
         return int(lock.read_text().strip())
     except (OSError, ValueError):
         return None
 
 
-def _alive(pid: int) -> bool:
+def _acquire(lock: Path) -> int:
+    """An open descriptor of ``lock`` holding its exclusive flock, with our pid written in it."""
+    for _ in range(ATTEMPTS):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError as exc:
+            raise InputError(f"cannot create the lock file {lock}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            pid = holder(lock)
+            by = "another run" if pid is None else f"another run (pid {pid})"
+            raise InputError(f"{lock.parent} is being written by {by}; wait for it to finish or choose "
+                             "another output directory") from None
+        if _still_there(descriptor, lock):
+            os.ftruncate(descriptor, 0)
+            os.write(descriptor, f"{os.getpid()}\n".encode())
+            return descriptor
+        os.close(descriptor)  # the holder released (unlinked) it between our open and flock: reopen
+    raise InputError(f"{lock.parent}: could not take the lock {lock.name}; try again")
+
+
+def _still_there(descriptor: int, lock: Path) -> bool:
+    """Whether ``lock`` still names the file ``descriptor`` has open."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        on_disk = lock.stat()
+    except FileNotFoundError:
         return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
+    opened = os.fstat(descriptor)
+    return (on_disk.st_dev, on_disk.st_ino) == (opened.st_dev, opened.st_ino)

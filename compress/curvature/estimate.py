@@ -76,6 +76,7 @@ def estimate_curvature(model: nn.Module, data: DataSource, spec: CurvatureSpec =
         else:
             traces = estimate_gauss_newton_traces(operator, loss, spec.trace, forms, advance, out_of_time)
         runs = _lanczos_runs(operator, spec, traces, advance, out_of_time)
+    _check_finite_products(traces, runs, data.name)
     density = SpectralDensity.from_runs(runs) if runs else None
     top = np.sort(runs[0].ritz()[0])[::-1][: spec.top_k].tolist() if runs else []
     probes = traces.num_probes + (len(traces.lanczos.alphas) if traces.lanczos is not None else 0)
@@ -97,6 +98,16 @@ def estimate_curvature(model: nn.Module, data: DataSource, spec: CurvatureSpec =
         degeneracy_ratio=density.degeneracy_ratio() if density else 0.0,
         negative_mass=density.negative_mass() if density else 0.0,
     )
+
+
+def _check_finite_products(traces: LayerTraces, runs: list[LanczosResult], data_name: str) -> None:
+    """Finite weights, inputs and outputs can still give Inf/NaN curvature: products of huge
+    Jacobian entries overflow float32 (an input of 1e30 squares to Inf). One line, not a crash."""
+    values = np.concatenate([np.asarray(traces.traces, dtype=float).ravel(),
+                             *(np.concatenate([run.alphas, run.betas]) for run in runs)])
+    if not np.isfinite(values).all():
+        raise InputError(f"the curvature on data {data_name} overflows (Inf/NaN Hessian products) although the "
+                         "model's outputs are finite: inputs or weights are too large; rescale them")
 
 
 def _check_spec(spec: CurvatureSpec, num_samples: int) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.atomic import atomic_path
 from compress.curvature.result import Curvature
 from compress.curvature.spectrum import SpectralDensity
 from compress.curvature.trace import Z95
@@ -23,8 +24,8 @@ def plot_curvature(curvature: Curvature, path: Path, title: str) -> None:
     _traces(trace_axis, curvature)
     figure.suptitle(title)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    with atomic_path(path) as partial:  # a kill mid-write leaves no truncated picture
+        figure.savefig(partial, dpi=120)
     plt.close(figure)
 
 

@@ -80,8 +80,12 @@ def hf_source(model: nn.Module) -> HFSource | None:
 def checkpoint_folder(path: str | Path) -> Path:
     """``path`` if it is a folder holding a transformers ``config.json`` and safetensors weights;
     otherwise one-line ``InputError`` naming what is missing."""
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
+    try:
+        folder = Path(path).expanduser()
+        found = folder.is_dir()
+    except (RuntimeError, ValueError):  # ~name of no known user; a NUL byte in the path
+        folder, found = Path(path), False
+    if not found:
         raise InputError(f"hf model folder not found: {folder}; give a local folder written by save_pretrained")
     config = _read_config(folder)
     if "model_type" not in config:

@@ -85,8 +85,9 @@ def apply_recipe_(model: "nn.Module", recipe: "Recipe", calibration: "DataSource
     from compress.pipeline.checks import check_inputs
     from compress.recipe.check import compressible_layers
 
+    trains = recipe.finetune_spec() is not None
     for source in (calibration, heldout, *([train] if train is not None else [])):
-        check_inputs(model, model_name, source)
+        check_inputs(model, model_name, source, trains=trains)
     reference = copy.deepcopy(model)
     before = evaluate(model, model_name, heldout, reference, batch_size)
     layers = compressible_layers(model)

@@ -1,9 +1,11 @@
 """Input checks every verb runs before its real work, each failure one line naming the input and
 the fix: non-finite weights, no compressible layer, empty data, non-finite inputs, targets of the
-wrong dtype, shape or range, inputs the model rejects (its own message, shortened) and non-finite
-outputs (naming the first layer that produces them).
+wrong dtype, shape or range, inputs the model rejects (its own message, shortened), outputs that
+are not floating-point (an argmax) or have no per-example feature axis to compare, non-finite
+outputs (naming the first layer that produces them) and, for verbs that train, outputs that are
+not differentiable.
 
-The model is run once, on the first batch, so the checks cost one forward pass.
+The model is run once on the first batch (twice when it trains), so the checks cost a forward pass.
 """
 
 from __future__ import annotations
@@ -21,14 +23,18 @@ if TYPE_CHECKING:
 CHECK_BATCH = 64  # examples of the first batch the model is run on
 
 
-def check_inputs(model: "nn.Module", model_name: str, data: "DataSource", compress: bool = True) -> None:
+def check_inputs(model: "nn.Module", model_name: str, data: "DataSource", compress: bool = True,
+                 trains: bool = False) -> None:
     """Every check below, in the order a user would fix things; ``compress``: the verb compresses
-    the model, so it needs at least one compressible layer."""
+    the model, so it needs at least one compressible layer; ``trains``: it takes gradients through
+    the model (fine-tuning), so the output must be differentiable."""
     check_weights(model, model_name)
     if compress:
         check_compressible(model, model_name)
     batch = check_samples(data)
     check_first_forward(model, model_name, data.name, batch, getattr(data, "targets", None))
+    if trains:
+        check_differentiable(model, model_name, batch)
 
 
 def check_weights(model: "nn.Module", model_name: str) -> None:
@@ -68,9 +74,10 @@ def check_samples(data: "DataSource") -> "Batch":
 
 def check_first_forward(model: "nn.Module", model_name: str, data_name: str, batch: "Batch",
                         all_targets: "torch.Tensor | None" = None) -> None:
-    """Run ``model`` on ``batch``: inputs it rejects, non-finite outputs and class targets out of
-    the outputs' range (``all_targets`` when the data holds them in memory, else the batch's) are
-    reported in one line."""
+    """Run ``model`` on ``batch``: inputs it rejects, non-finite outputs, class targets out of the
+    outputs' range (``all_targets`` when the data holds them in memory, else the batch's), outputs
+    that are not floating-point, and (data without labels, compared with the uncompressed model)
+    outputs without a feature axis are reported in one line."""
     import torch
 
     from compress.evaluation import forward
@@ -84,6 +91,23 @@ def check_first_forward(model: "nn.Module", model_name: str, data_name: str, bat
     if batch.targets is not None:
         targets = all_targets if isinstance(all_targets, torch.Tensor) else batch.targets
         _check_target_range(model_name, data_name, output, targets)
+    if not output.is_floating_point():
+        raise InputError(f"model {model_name} outputs {str(output.dtype).removeprefix('torch.')} values, not "
+                         "floating-point scores; return the logits (or embeddings), not class indices")
+    if batch.targets is None and output.ndim < 2:
+        raise InputError(f"model {model_name} outputs shape {tuple(output.shape)} on data {data_name} without "
+                         "labels; comparing with the uncompressed model needs outputs of shape (batch, features)")
+
+
+def check_differentiable(model: "nn.Module", model_name: str, batch: "Batch") -> None:
+    """Refuse (for fine-tuning) a model whose output has no gradient with respect to its parameters
+    (``compress.curvature.finite.check_differentiable``, the curvature stage's check), naming it."""
+    from compress.curvature.finite import check_differentiable as differentiable
+
+    try:
+        differentiable(model, batch)
+    except InputError as exc:
+        raise InputError(f"model {model_name}: {exc} (fine-tuning follows its gradient)") from None
 
 
 def first_nonfinite_layer(model: "nn.Module", batch: "Batch") -> str:
