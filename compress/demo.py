@@ -15,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from compress.atomic import write_text
+
 MODEL, DATA = "builtin:mnist-cnn", "builtin:mnist5k"
 FINETUNE = {"mode": "qat+kd", "epochs": 2, "lr": "auto", "sharpness_every": 40, "checkpoint_every": 50}
 LATENCY_BATCH, LATENCY_SLACK, PLAN_BITS = 32, 0.25, (2, 3, 4, 8, None)
@@ -108,7 +110,7 @@ def _write_recipe(plan: Path, recipe: Path) -> None:
 def _write_yaml(payload: dict, path: Path) -> None:
     import yaml
 
-    path.write_text(yaml.safe_dump(payload, sort_keys=False))
+    write_text(path, yaml.safe_dump(payload, sort_keys=False))
 
 
 def _latency(work: Path) -> None:

@@ -97,7 +97,7 @@ def test_apply_without_fine_tuning_works_on_data_smaller_than_a_batch(cli, facto
 
 def test_fine_tuning_refuses_data_smaller_than_its_batch(cli, factories: Path, tmp_path: Path) -> None:
     result = cli("apply", recipe(tmp_path, factories, "model", "three", finetune=True), "-o", str(tmp_path / "out"))
-    one_line_error(result, "exceeds the 3 training examples")
+    one_line_error(result, "finetune.batch_size 8 exceeds the 3 training examples")  # the recipe key, not --batch-size
 
 
 def test_plan_refuses_max_samples_0(cli, factories: Path, tmp_path: Path) -> None:

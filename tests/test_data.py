@@ -102,6 +102,16 @@ def test_image_folder(tmp_path: Path) -> None:
     assert np.allclose(batch.inputs[0][0, 0].numpy(), first)
 
 
+def test_unreadable_image_is_a_one_line_input_error(tmp_path: Path) -> None:
+    from compress.errors import InputError
+
+    write_image_folder(tmp_path / "images")
+    (tmp_path / "images" / "cat" / "broken.png").write_bytes(b"not a png")
+    data = load_data(str(tmp_path / "images"), None, "heldout")
+    with pytest.raises(InputError, match=r"cannot read image .*broken\.png"):
+        list(data.batches(8))
+
+
 def test_unknown_split_is_rejected() -> None:
     from compress.errors import InputError
 

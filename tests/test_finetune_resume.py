@@ -93,6 +93,18 @@ def test_resume_after_sigkill_is_bitwise_exact(tmp_path: Path) -> None:
     assert len(checkpoints(directory)) == 2
 
 
+def test_a_dead_runs_partial_checkpoints_are_removed_by_the_next_save(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, live = int(finished.stdout), os.getpid()
+    (tmp_path / f".step-00000020.{dead}.tmp.pt").write_bytes(b"half a file")
+    (tmp_path / f".step-00000030.{live}.tmp.pt").write_bytes(b"being written")
+    save_checkpoint(tmp_path, 5, {"value": torch.tensor(5)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".step-00000030.{live}.tmp.pt", "step-00000005.pt"]
+
+
 def test_last_two_kept_temporary_and_damaged_files_skipped(tmp_path: Path) -> None:
     for step in (5, 10, 15):
         save_checkpoint(tmp_path, step, {"value": torch.tensor(step)})

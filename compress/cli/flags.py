@@ -23,13 +23,14 @@ def flag_map(parser: argparse.ArgumentParser) -> dict[str, str]:
 
 
 def with_flags(message: str, flags: dict[str, str]) -> str:
-    """``force=True`` → ``--force``; ``reference=MODEL`` → ``--reference MODEL``; a parameter name with an underscore (``max_samples``) → its
-    flag. Plain words (``data``, ``output``) are left alone: they are also English."""
+    """``force=True`` → ``--force``; ``reference=MODEL`` → ``--reference MODEL``; a parameter name with an
+    underscore (``max_samples``) → its flag. Plain words (``data``, ``output``) are left alone: they are
+    also English; so is a recipe key path (``finetune.batch_size`` is not the verb's ``--batch-size``)."""
     for dest, flag in sorted(flags.items(), key=lambda item: -len(item[0])):
-        message = re.sub(rf"\b{re.escape(dest)}=True\b", flag, message)
-        message = re.sub(rf"(?<![\w-]){re.escape(dest)}=(?=[A-Z])", f"{flag} ", message)
+        message = re.sub(rf"(?<![\w.-]){re.escape(dest)}=True\b", flag, message)
+        message = re.sub(rf"(?<![\w.-]){re.escape(dest)}=(?=[A-Z])", f"{flag} ", message)
         if "_" in dest:
-            message = re.sub(rf"(?<![\w-]){re.escape(dest)}\b", flag, message)
+            message = re.sub(rf"(?<![\w.-]){re.escape(dest)}\b", flag, message)
     return message
 
 

@@ -38,9 +38,13 @@ class ImageFolderDataset:
         from PIL import Image
 
         path, label = self.samples[index]
-        with Image.open(path) as image:
-            mode = "L" if image.mode in {"L", "1", "I", "I;16", "F"} else "RGB"
-            pixels = np.asarray(image.convert(mode), dtype=np.float32) / 255.0
+        try:
+            with Image.open(path) as image:
+                mode = "L" if image.mode in {"L", "1", "I", "I;16", "F"} else "RGB"
+                pixels = np.asarray(image.convert(mode), dtype=np.float32) / 255.0
+        except (OSError, ValueError) as error:  # PIL's UnidentifiedImageError is an OSError
+            raise InputError(f"cannot read image {path}: {str(error).splitlines()[0]}; remove it or fix the "
+                             f"file") from None
         tensor = torch.from_numpy(pixels)
         tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
         return tensor, label

@@ -10,7 +10,6 @@ data order, the learning rate and the sharpness/loss history.
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import re
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from compress.atomic import atomic_path, remove_dead_partials
 from compress.errors import InputError
 
 KEEP = 2
@@ -39,16 +39,12 @@ def checkpoints(directory: Path) -> list[Path]:
 
 def save_checkpoint(directory: Path, step: int, state: dict) -> Path:
     """Write ``state`` (plus RNG states) for ``step`` atomically; delete all but the newest KEEP."""
-    directory.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(directory, step)
-    partial = directory / f".{path.name}.{os.getpid()}.tmp"
     payload = {**state, "format": FORMAT, "step": step, "rng": {"torch": torch.get_rng_state(),
                                                                  "python": random.getstate()}}
-    with open(partial, "wb") as handle:
-        torch.save(payload, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        remove_dead_partials(directory)  # a killed run's half-written steps
+        torch.save(payload, partial)
     for old in checkpoints(directory)[:-KEEP]:
         old.unlink()
     return path

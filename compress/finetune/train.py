@@ -157,9 +157,10 @@ def _check_inputs(teacher: nn.Module | None, train: DataSource, spec: FinetuneSp
 
 def _steps_per_epoch(train: DataSource, spec: FinetuneSpec, world: int) -> int:
     if spec.batch_size > len(train):
-        raise InputError(f"batch_size {spec.batch_size} exceeds the {len(train)} training examples of {train.name}")
+        raise InputError(f"finetune.batch_size {spec.batch_size} exceeds the {len(train)} training examples of "
+                         f"{train.name}")
     if spec.batch_size < world:
-        raise InputError(f"batch_size {spec.batch_size} is smaller than the {world} ranks; each needs an example")
+        raise InputError(f"finetune.batch_size {spec.batch_size} is smaller than the {world} ranks; each needs an example")
     return len(train) // spec.batch_size  # the last incomplete batch is dropped
 
 

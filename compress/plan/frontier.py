@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from compress.atomic import atomic_path
 from compress.errors import BudgetError, InputError
 from compress.plan.make import Plan
 
@@ -76,5 +77,6 @@ def plot_frontier(frontier: Frontier, path: str) -> None:
     axes.set_title("compress plan: Pareto frontier")
     axes.grid(True, alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    with atomic_path(path) as partial:  # a kill mid-write leaves no truncated picture
+        figure.savefig(partial, dpi=120)
     plt.close(figure)
