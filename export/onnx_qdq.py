@@ -184,7 +184,8 @@ def _layer_node(editor: GraphEditor, name: str):
     gemm = _bias_free_gemm(editor, weight)
     if gemm is not None:
         return gemm
-    raise InputError(f"{name}: no Conv/Gemm node reads {weight} in the exported graph (a Linear on N-D inputs exports as MatMul: give it act_dynamic or weight_block)")
+    raise InputError(f"{name}: no Conv/Gemm node reads {weight} in the exported graph (a Linear on N-D inputs exports "
+                     f"as MatMul: give it act_dynamic, weight_block or float activations)")
 
 
 def _bias_free_gemm(editor: GraphEditor, weight: str):
@@ -215,6 +216,9 @@ def _attribute(node, key: str, default: int) -> int:
 
 
 def _quantize_layer(editor: GraphEditor, name: str, record: LayerRecord, layer: QuantLayer, target: str, fold: bool) -> None:
+    if fold and record.input is None and record.output is None:
+        _fold_weight_only(editor, name, record, layer, target)
+        return
     node = _layer_node(editor, name)
     relu_transparent = target == "ort" and record.settings.act_signed
     if record.input is not None:
@@ -279,15 +283,26 @@ def _pool_before_relu(editor: GraphEditor, tensor: str) -> str:
     return tensor
 
 
+def _fold_weight_only(editor: GraphEditor, name: str, record: LayerRecord, layer: QuantLayer, target: str) -> None:
+    """A weight-only layer in the ``fold`` form: whatever reads the weight (Conv, Gemm, or the
+    Transpose → MatMul of a Linear on token inputs) reads Cast(codes) · s_c instead, which ONNX
+    Runtime folds to a float constant at session start; the bias stays float."""
+    if record.weight_scales is not None:
+        _quantize_weight(editor, name, None, record, layer, target, fold=True)
+    if layer.bias is not None:
+        with torch.no_grad():
+            editor.set_initializer(f"{name}.bias", layer.quantized_bias().detach().float().numpy())
+
+
 def _quantize_weight(editor: GraphEditor, name: str, node, record: LayerRecord, layer: QuantLayer, target: str, fold: bool) -> None:
     """The codes under the weight's own name (at their real size for ``ort``:
     ``GraphEditor.set_codes``), then per-channel (axis 0) DequantizeLinear, or with ``fold``
-    Cast(to FLOAT) · s_c."""
+    Cast(to FLOAT) · s_c; read by ``node`` (None: by every reader of the weight)."""
     bits = record.settings.weight_bits
     scales = layer.weight_scales().detach().float()
     codes = quantize_per_channel(layer.weight.detach().float(), scales, bits)
     dequantized = f"{name}.weight/dq"
-    editor.rewire(f"{name}.weight", dequantized, [node])
+    editor.rewire(f"{name}.weight", dequantized, None if node is None else [node])
     weight = editor.set_codes(f"{name}.weight", codes.numpy(), bits, compact=target == "ort")
     if fold:
         shape = (-1,) + (1,) * (codes.ndim - 1)

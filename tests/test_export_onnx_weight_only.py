@@ -65,3 +65,40 @@ def test_weight_only_form_must_suit_the_target(tmp_path, heldout) -> None:
         export_onnx(model, (heldout.inputs[0][:1],), tmp_path / "m.onnx", "tensorrt", weight_only="fold")
     with pytest.raises(InputError, match="not a form for target ort"):
         export_onnx(model, (heldout.inputs[0][:1],), tmp_path / "m.onnx", "ort", weight_only="float")
+
+
+@pytest.mark.parametrize("bits", [4, 3])
+def test_per_channel_weight_only_linears_on_token_inputs_fold_too(bits: int, tmp_path) -> None:
+    """A tiny Llama's Linear layers read [batch, tokens, features] and export as Transpose → MatMul,
+    not Gemm: per-channel weight-only codes fold all the same (what an hf: plan writes), the codes
+    at their real size and the outputs those of the PyTorch model."""
+    pytest.importorskip("transformers")
+    from compress.data.builtin import sentence_texts
+    from compress.data.text import load_text
+    from compress.models.hf import build_hf_model
+    from tests.helpers.hf_tiny import save_model
+
+    folder = save_model("llama", tmp_path / "llama")
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(sentence_texts()[:16]), encoding="utf-8")
+    model = build_hf_model(folder)
+    linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    quantize_model_(model, dict.fromkeys(linears, QuantSettings(weight_bits=bits, act_bits=None)), [])
+    data = load_text(text, folder, "causal-lm", seq_len=8)
+    batches = [batch.inputs for batch in data.batches(8)]
+    path = export_onnx(model, batches[0], tmp_path / "model.onnx", "ort")
+    assert set(float_at_runtime(path)) == set(linears)
+    proto = onnx.load(str(path))
+    stored = {init.name: init for init in proto.graph.initializer}
+    weights = sum(model.get_submodule(n).weight.numel() for n in linears)
+    code_bytes = sum(len(stored[f"{n}.weight"].raw_data) for n in linears)
+    assert code_bytes <= weights * bits / 8 * 1.05  # codes at their bit width, not float or int8
+    with torch.no_grad():
+        expected = torch.cat([model(*b) for b in batches])
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    got = torch.cat([torch.from_numpy(session.run(None, dict(zip(names, (x.numpy() for x in b))))[0])
+                     for b in batches])
+    assert (got - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()

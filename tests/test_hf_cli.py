@@ -203,3 +203,24 @@ def test_task_chooses_the_head_and_is_recorded_for_apply(cli, root, tmp_path, si
     from compress.models.hf import SentenceEmbedder
 
     assert isinstance(load_model(str(tmp_path / "out")), SentenceEmbedder)  # reloads with the recorded task
+
+
+@pytest.mark.slow
+def test_a_per_channel_plan_exports_for_ort_as_it_is(cli, root: Path, tmp_path: Path) -> None:
+    """No override: the plan's per-channel weight-only layers (3 or 4 bits on token inputs) apply and
+    export for ONNX Runtime in the fold form (codes in the file, float weights at session start)."""
+    from compress.export.onnx_qdq import float_at_runtime
+
+    model, text = f"hf:{checkpoint(root, 'llama')}", ["--data", str(root / "text.txt"), "--seq-len", str(SEQ_LEN)]
+    plan, out = tmp_path / "plan.yaml", tmp_path / "out"
+    steps = [["plan", model, *text, *CURVATURE[:-4], "--max-samples", "32", "--batch-size", "16", "--bits", "3,4,fp32",
+              "--act-bits", "fp32", "--budget", "avg_bits=6", "-o", str(plan)],
+             ["apply", str(plan), "-o", str(out), "--batch-size", "16"],
+             ["export", str(out), "--target", "ort", "-o", str(tmp_path / "onnx"), "--json", str(tmp_path / "x.json")]]
+    for step in steps:
+        result = cli(*step)
+        assert result.code == 0, (step[0], result.err)
+    quantized = {name for name, rule in yaml.safe_load(plan.read_text())["quantization"]["layers"].items() if rule}
+    assert quantized and set(float_at_runtime(tmp_path / "onnx" / "model.onnx")) == quantized
+    parity = json.loads((tmp_path / "x.json").read_text())["parity"]
+    assert parity["max_error_steps"] <= 1.0, parity
