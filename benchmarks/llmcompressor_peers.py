@@ -6,12 +6,15 @@ weights that is measured here with our metrics:
 - builtin:minilm (its packaged folder; the 36 encoder linears, pooler left float): 4-bit symmetric
   weights per channel and in blocks of 32 and 128, calibrated on the 256 training sentences (text
   lines, tokenised as ours are); mean cosine of the sentence embeddings to the float model on the
-  64 held-out sentences (``reconstruct.cosine``). Ours is quoted from ``reconstruct.json``.
+  64 held-out sentences (``reconstruct.cosine``); ours (``reconstruct.reconstructed_``, the default
+  GPTQ) re-run side by side.
 - the tiny causal LM of ``benchmarks/tiny_lm.py`` (its saved ``--tiny-lm`` folder; the 8
   transformer linears, tied head float): 4-bit per channel and in blocks of 32, calibrated on the
   same first 256 training blocks of 32 tokens ours uses (passed as token ids); perplexity and mean
-  per-token KL to FP32 on the held-out text. Ours (uniform GPTQ, as tiny_lm.py runs it) is re-run
-  here on the same model, side by side.
+  per-token KL to FP32 on the held-out text; ours (uniform GPTQ, as tiny_lm.py runs it) re-run side
+  by side. The peer also runs once as shipped on GPT-2's ``Conv1D`` layers (no swap to Linear).
+Each peer grid runs with llm-compressor's default weight observer (min-max scales) and with its
+``mse`` observer (a clip search, as our GPTQ's MSE clip).
 A peer run that fails is recorded as its one-line error.
 
 Run: python benchmarks/llmcompressor_peers.py --peer-python /tmp/r-peers-venv/bin/python
@@ -22,6 +25,7 @@ Run: python benchmarks/llmcompressor_peers.py --peer-python /tmp/r-peers-venv/bi
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import shutil
 import subprocess
@@ -32,7 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reconstruct import cosine  # noqa: E402
+from reconstruct import cosine, reconstructed_  # noqa: E402
 from reconstruct_peers import one_line  # noqa: E402
 from tiny_lm import CALIBRATION, recipe, scores  # noqa: E402
 
@@ -43,16 +47,20 @@ from compress.data.spec import load_data  # noqa: E402
 from compress.jsonio import write_json  # noqa: E402
 from compress.models.hf import build_hf_model  # noqa: E402
 from compress.models.minilm import model_dir  # noqa: E402
+from compress.plan.make import plannable_layers  # noqa: E402
+from compress.reconstruct.layer import ReconstructSettings  # noqa: E402
 
 PEER_SCRIPT = Path(__file__).resolve().parent / "peers" / "llmcompressor_gptq.py"
 MINILM_GRIDS = {"per channel": 0, "blocks of 32": 32, "blocks of 128": 128}
 TINY_LM_GRIDS = {"per channel": 0, "blocks of 32": 32}
+OBSERVERS = {"llmcompressor_gptq": None, "llmcompressor_gptq_mse": "mse"}
 
 
-def run_peer(python: str, model: Path, calibration: Path, out: Path, group_size: int, ignore: list[str]) -> dict:
+def run_peer(python: str, model: Path, calibration: Path, out: Path, group_size: int, ignore: list[str],
+             extra: tuple[str, ...] = ()) -> dict:
     """The peer script in its venv; its run record, or ``{"failed": one line}``."""
     command = [python, str(PEER_SCRIPT), "--model", str(model), "--calibration", str(calibration), "--out", str(out),
-               "--bits", "4", "--group-size", str(group_size), "--ignore", *ignore]
+               "--bits", "4", "--group-size", str(group_size), *extra, "--ignore", *ignore]
     began = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -60,6 +68,16 @@ def run_peer(python: str, model: Path, calibration: Path, out: Path, group_size:
         return {"failed": (lines[-1] if lines else f"exit {done.returncode}")[:300]}
     record = json.loads((out / "llmcompressor_run.json").read_text())
     return {**record, "wall_seconds": round(time.perf_counter() - began, 1)}
+
+
+def observer_flag(observer: str | None) -> tuple[str, ...]:
+    return () if observer is None else ("--observer", observer)
+
+
+def summary(record: dict, **metrics) -> dict:
+    """The metrics first, then the peer's run record (its module names counted)."""
+    return {**metrics, **{k: v for k, v in record.items() if k != "quantized_modules"},
+            "quantized": len(record["quantized_modules"])}
 
 
 def minilm_train_sentences() -> list[str]:
@@ -78,14 +96,20 @@ def minilm_part(python: str, work: Path) -> dict:
     calibration.write_text("\n".join(minilm_train_sentences()) + "\n", encoding="utf-8")
     reference = cx.load_model("builtin:minilm").eval()
     heldout = load_data("builtin:sentences", "heldout", "heldout")
+    inputs = [b.inputs for b in load_data("builtin:sentences", "train", "train").batches(32)]
+    names = [n for n in plannable_layers(reference) if ".encoder.layer." in n]
     results = {"calibration_sentences": len(minilm_train_sentences()), "heldout_sentences": len(heldout)}
     for label, group in MINILM_GRIDS.items():
-        out = work / f"minilm-gptq-{group or 'channel'}"
-        row = run_peer(python, folder, calibration, out, group, ["re:.*pooler.*"])
-        if "failed" not in row:
-            row = {"llmcompressor_gptq": cosine(build_hf_model(out, "embedding").eval(), reference, heldout),
-                   **{k: v for k, v in row.items() if k != "quantized_modules"},
-                   "quantized": len(row["quantized_modules"])}
+        settings = {n: ReconstructSettings(bits=4, weight_block=group or None) for n in names}
+        ours, info = reconstructed_(copy.deepcopy(reference), settings, inputs)
+        row = {"ours_gptq": {"cosine": cosine(ours, reference, heldout), "seconds": info["seconds"]}}
+        del ours
+        for name, observer in OBSERVERS.items():
+            out = work / f"minilm-gptq-{group or 'channel'}-{observer or 'default'}"
+            peer = run_peer(python, folder, calibration, out, group, ["re:.*pooler.*"], observer_flag(observer))
+            if "failed" not in peer:
+                peer = summary(peer, cosine=cosine(build_hf_model(out, "embedding").eval(), reference, heldout))
+            row[name] = peer
         results[label] = row
         print("minilm", label, row, flush=True)
     return results
@@ -109,16 +133,18 @@ def tiny_lm_part(python: str, work: Path, tiny: Path) -> dict:
         rule = {"weight_bits": 4, "act_bits": None, "method": "gptq", "weight_block": group or None}
         ours = cx.apply_plan_(spec, recipe(spec, rule), train, eval_data=heldout, calibration_samples=CALIBRATION)
         row = {"ours_gptq": {**scores(ours.after), "seconds": round(time.perf_counter() - began, 1)}}
-        out = work / f"tiny-lm-gptq-{group or 'channel'}"
-        peer = run_peer(python, folder, calibration, out, group, ["lm_head"])
-        if "failed" not in peer:
-            measured = cx.evaluate(cx.load_model(f"hf:{out}").eval(), heldout, reference=reference)
-            peer = {"perplexity": round(measured.value, 4), "kl": measured.mean_token_kl,
-                    **{k: v for k, v in peer.items() if k != "quantized_modules"},
-                    "quantized": len(peer["quantized_modules"])}
-        row["llmcompressor_gptq"] = peer
+        for name, observer in OBSERVERS.items():
+            out = work / f"tiny-lm-gptq-{group or 'channel'}-{observer or 'default'}"
+            peer = run_peer(python, folder, calibration, out, group, ["lm_head"], observer_flag(observer))
+            if "failed" not in peer:
+                measured = cx.evaluate(cx.load_model(f"hf:{out}").eval(), heldout, reference=reference)
+                peer = summary(peer, perplexity=round(measured.value, 4), kl=measured.mean_token_kl)
+            row[name] = peer
         results[label] = row
         print("tiny-lm", label, row, flush=True)
+    results["as shipped, Conv1D kept"] = run_peer(python, folder, calibration, work / "tiny-lm-conv1d-kept", 32,
+                                                  ["lm_head"], ("--keep-conv1d",))
+    print("tiny-lm as shipped", results["as shipped, Conv1D kept"], flush=True)
     return results
 
 
