@@ -13,7 +13,8 @@ Run with the PEER venv's python (llm-compressor pins its own torch and transform
    (W4A16-style), the weight observer ``--observer`` (default: llm-compressor's, min-max scales;
    ``mse``: its grid search of the clip that minimises the rounding error), everything else left
    at llm-compressor's defaults (damping 1% of the mean diagonal, block size 128, static
-   activation ordering, its sequential pipeline), the modules matched by ``--ignore`` left float;
+   activation ordering unless ``--actorder``, its sequential pipeline), the modules matched by
+   ``--ignore`` left float;
 4. calibration: ``--calibration`` is a file of lines: ``.txt`` (one text per line, tokenised by
    the folder's tokenizer, at most ``--max-length`` tokens, no padding) or ``.jsonl`` (one
    ``{"input_ids": [...], "attention_mask": [...]}`` per line: exact token blocks); one sample per
@@ -27,6 +28,7 @@ Run with the PEER venv's python (llm-compressor pins its own torch and transform
 
 Run: /tmp/r-peers-venv/bin/python benchmarks/peers/llmcompressor_gptq.py --model FOLDER
      --calibration FILE --out FOLDER [--bits 4] [--group-size 32|128|0] [--observer mse]
+     [--actorder static|weight|none]
      [--ignore lm_head re:.*pooler.*]
 """
 
@@ -81,9 +83,9 @@ def calibration_samples(path: Path, folder: Path, max_length: int) -> list[dict[
             zip(encoded["input_ids"], encoded["attention_mask"])]
 
 
-def gptq_modifier(bits: int, group_size: int, ignore: list[str], observer: str | None):
+def gptq_modifier(bits: int, group_size: int, ignore: list[str], observer: str | None, actorder: str | None):
     """Symmetric int weights per channel (``group_size`` 0) or per group, activations float;
-    ``observer`` None keeps llm-compressor's default."""
+    ``observer`` / ``actorder`` None keep llm-compressor's defaults (``actorder`` "none": off)."""
     from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
     from llmcompressor.modifiers.quantization import GPTQModifier
 
@@ -92,7 +94,8 @@ def gptq_modifier(bits: int, group_size: int, ignore: list[str], observer: str |
         grid["observer"] = observer
     weights = QuantizationArgs(num_bits=bits, type="int", symmetric=True, **grid)
     scheme = QuantizationScheme(targets=["Linear"], weights=weights)
-    return GPTQModifier(config_groups={"group_0": scheme}, ignore=ignore)
+    order = {} if actorder is None else {"actorder": None if actorder == "none" else actorder}
+    return GPTQModifier(config_groups={"group_0": scheme}, ignore=ignore, **order)
 
 
 def first_output(model: torch.nn.Module, sample: dict[str, list[int]]) -> torch.Tensor:
@@ -127,6 +130,8 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=32, help="0: per output channel")
     parser.add_argument("--ignore", nargs="*", default=["lm_head", "re:.*pooler.*"])
     parser.add_argument("--observer", help="weight observer (default: llm-compressor's; e.g. mse)")
+    parser.add_argument("--actorder", choices=("static", "weight", "none"),
+                        help="activation ordering (default: llm-compressor's, static)")
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--keep-conv1d", action="store_true", help="do not swap GPT-2 Conv1D for Linear")
     parser.add_argument("--threads", type=int, default=1)
@@ -143,7 +148,7 @@ def main() -> None:
     samples = calibration_samples(args.calibration, args.model, args.max_length)
     dataset = Dataset.from_list(samples)
     began = time.perf_counter()
-    recipe = gptq_modifier(args.bits, args.group_size, args.ignore, args.observer)
+    recipe = gptq_modifier(args.bits, args.group_size, args.ignore, args.observer, args.actorder)
     oneshot(model=model, dataset=dataset, recipe=recipe,
             num_calibration_samples=len(samples), shuffle_calibration_samples=False, batch_size=1,
             max_seq_length=max(len(s["input_ids"]) for s in samples))
@@ -155,6 +160,7 @@ def main() -> None:
     report = {"versions": {"llmcompressor": llmcompressor.__version__, "compressed_tensors": compressed_tensors.__version__,
                            "torch": torch.__version__, "transformers": transformers.__version__},
               "bits": args.bits, "group_size": args.group_size, "observer": args.observer or "default",
+              "actorder": args.actorder or "default",
               "ignore": args.ignore, "conv1d_swapped": len(conv1d),
               "calibration_samples": len(samples), "calibration_tokens": sum(len(s["input_ids"]) for s in samples),
               "quantized_modules": names, "oneshot_seconds": seconds, "threads": args.threads,
