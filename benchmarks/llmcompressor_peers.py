@@ -17,6 +17,10 @@ Each peer grid runs with llm-compressor's default weight observer (min-max scale
 ``mse`` observer (a clip search, as our GPTQ's MSE clip).
 A peer run that fails is recorded as its one-line error.
 
+The peer's venv (measured with llmcompressor 0.14.0.1; the local CPU wheel of torch keeps it small):
+     python3 -m venv /tmp/r-peers-venv && /tmp/r-peers-venv/bin/pip install
+     /opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl llmcompressor==0.14.0.1
+
 Run: python benchmarks/llmcompressor_peers.py --peer-python /tmp/r-peers-venv/bin/python
      [--part minilm|tiny-lm|all] [--tiny-lm /tmp/compress-tiny-lm] [--work /tmp/llmcompressor-peers]
      [--json benchmarks/results/llmcompressor_peers.json]

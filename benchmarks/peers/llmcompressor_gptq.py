@@ -157,8 +157,9 @@ def main() -> None:
     names = save_float_copy(model, args.model, args.out, conv1d)
     saved = load_folder(args.out)
     difference = float((first_output(saved, samples[0]) - first_output(model, samples[0])).abs().max())
-    report = {"versions": {"llmcompressor": llmcompressor.__version__, "compressed_tensors": compressed_tensors.__version__,
-                           "torch": torch.__version__, "transformers": transformers.__version__},
+    versions = {"llmcompressor": llmcompressor.__version__, "compressed_tensors": compressed_tensors.__version__,
+                "torch": torch.__version__, "transformers": transformers.__version__}
+    report = {"versions": versions,
               "bits": args.bits, "group_size": args.group_size, "observer": args.observer or "default",
               "actorder": args.actorder or "default",
               "ignore": args.ignore, "conv1d_swapped": len(conv1d),
