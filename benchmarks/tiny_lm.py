@@ -18,7 +18,7 @@ float), PyTorch fake-quant unless marked ORT:
   (measured single-layer ΔL) sensitivities;
 - ORT (MatMulNBits, 4-bit blocks of 32): our GPTQ export vs ORT's quantizer on the float ONNX
   (its default symmetric RTN, and HQQ).
-llm-compressor's GPTQ (its own venv) is not run here.
+llm-compressor's GPTQ runs beside it in its own venv: `benchmarks/llmcompressor_peers.py`.
 
 Run: python benchmarks/tiny_lm.py [--seconds 150] [--json benchmarks/results/tiny_lm.json]
 """
