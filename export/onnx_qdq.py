@@ -175,17 +175,15 @@ def _check_tensorrt_compatible(layers: dict[str, LayerRecord]) -> None:
 
 
 def _layer_node(editor: GraphEditor, name: str):
+    """The Conv/Gemm node reading the layer's weight (a bias-free 2-D MatMul rewritten as Gemm), or
+    None (a Linear on N-D inputs: Transpose → MatMul)."""
     weight = f"{name}.weight"
     for node in editor.consumers.get(weight, []):
         if node.op_type in ("Conv", "Gemm") and node.input[1] == weight:
             if node.op_type == "Gemm" and not _attribute(node, "transB", 0):
                 raise InputError(f"{name}: Gemm without transB is not supported by the Q/DQ exporter")
             return node
-    gemm = _bias_free_gemm(editor, weight)
-    if gemm is not None:
-        return gemm
-    raise InputError(f"{name}: no Conv/Gemm node reads {weight} in the exported graph (a Linear on N-D inputs exports "
-                     f"as MatMul: give it act_dynamic, weight_block or float activations)")
+    return _bias_free_gemm(editor, weight)
 
 
 def _bias_free_gemm(editor: GraphEditor, weight: str):
@@ -216,10 +214,13 @@ def _attribute(node, key: str, default: int) -> int:
 
 
 def _quantize_layer(editor: GraphEditor, name: str, record: LayerRecord, layer: QuantLayer, target: str, fold: bool) -> None:
-    if fold and record.input is None and record.output is None:
+    node = _layer_node(editor, name)
+    if node is None and fold and record.input is None and record.output is None:
         _fold_weight_only(editor, name, record, layer, target)
         return
-    node = _layer_node(editor, name)
+    if node is None:
+        raise InputError(f"{name}: no Conv/Gemm node reads {name}.weight in the exported graph (a Linear on N-D inputs "
+                         f"exports as MatMul: give it act_dynamic, weight_block or float activations)")
     relu_transparent = target == "ort" and record.settings.act_signed
     if record.input is not None:
         scale, zero_point = _act_initializers(editor, f"{name}.input_quantizer", record.input)
@@ -284,8 +285,8 @@ def _pool_before_relu(editor: GraphEditor, tensor: str) -> str:
 
 
 def _fold_weight_only(editor: GraphEditor, name: str, record: LayerRecord, layer: QuantLayer, target: str) -> None:
-    """A weight-only layer in the ``fold`` form: whatever reads the weight (Conv, Gemm, or the
-    Transpose → MatMul of a Linear on token inputs) reads Cast(codes) · s_c instead, which ONNX
+    """A weight-only layer in the ``fold`` form with no Conv/Gemm node (a Linear on token inputs:
+    Transpose → MatMul): whatever reads the weight reads Cast(codes) · s_c instead, which ONNX
     Runtime folds to a float constant at session start; the bias stays float."""
     if record.weight_scales is not None:
         _quantize_weight(editor, name, None, record, layer, target, fold=True)

@@ -42,8 +42,19 @@ def test_bias_free_factor_exports_as_gemm(tmp_path, act_bits) -> None:
     np.testing.assert_allclose(got, expected, atol=1e-5 * np.abs(expected).max())
 
 
-def test_token_wise_bias_free_factor_still_asks_for_integer_matmuls(tmp_path) -> None:
+def test_token_wise_bias_free_factor_folds_weight_only_and_refuses_static_int8(tmp_path) -> None:
+    """On token inputs (Transpose → MatMul, no Gemm) a weight-only factor exports in the fold form
+    with equal outputs; static int8 activations there still ask for the integer MatMul forms."""
+    import onnxruntime as ort
+
     model, x = factorised(tokens=True)
     quantize_model_(model, {"1.0": QuantSettings(8, None, method="rtn")}, [(x,)])
-    with pytest.raises(InputError, match="act_dynamic or weight_block"):
-        export_onnx(model, (x,), tmp_path / "model.onnx")
+    path = export_onnx(model, (x,), tmp_path / "model.onnx")
+    got = ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        expected = model(x).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5 * np.abs(expected).max())
+    model, x = factorised(tokens=True)
+    quantize_model_(model, {"1.0": QuantSettings(8, 8, method="rtn")}, [(x,)])
+    with pytest.raises(InputError, match="act_dynamic, weight_block or float activations"):
+        export_onnx(model, (x,), tmp_path / "static.onnx")
