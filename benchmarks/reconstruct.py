@@ -20,9 +20,10 @@ float model on the 64 held-out ones): 4-bit weights on all linear layers per cha
 re-fitted by least squares); on blocks ``gptq_asymmetric`` adds zero points (ORT only);
 ``--minilm-ablation`` also runs, on blocks of 32, GPTQ as it was before those two steps
 (``gptq_padding_counted``: padding rows in H, no re-fit) and with the re-fit only off
-(``gptq_no_refit``).
+(``gptq_no_refit``). ``--part minilm-pruning``: the pruning comparison above on MiniLM's 36 encoder
+linears (no loss-aware row), scored by the same cosine.
 
-Run: python benchmarks/reconstruct.py [--part mnist|minilm|all] [--loss-aware-minilm] [--minilm-ablation]
+Run: python benchmarks/reconstruct.py [--part mnist|minilm|minilm-pruning|all] [--loss-aware-minilm] [--minilm-ablation]
      [--grids "blocks of 32" ...] [--threads N]
      [--json benchmarks/results/reconstruct.json]
 """
@@ -148,6 +149,12 @@ def mnist_plans(model, batches, inputs, heldout, plans: list[str]) -> dict:
 def mnist_pruning(model, batches, inputs, heldout) -> dict:
     names = list(plannable_layers(model))
     rho = output_row_weights(copy.deepcopy(model), [(b.inputs, b.targets) for b in batches], names, "ce")
+    return pruning_comparison(model, names, inputs, lambda m: accuracy(m, heldout), rho)
+
+
+def pruning_comparison(model: nn.Module, names: list[str], inputs: list, score, rho: dict | None = None) -> dict:
+    """50% unstructured and 2:4 on ``names``: magnitude, Wanda, Wanda + re-fit, SparseGPT (loss-aware
+    too when ``rho`` is given), and SparseGPT joint with 4-bit GPTQ (unstructured); ``score`` of each."""
     results = {}
     for pattern in ("unstructured", "2:4"):
         layers = [n for n in names if pattern != "2:4" or model.get_submodule(n).weight[0].numel() % 4 == 0]
@@ -157,19 +164,30 @@ def mnist_pruning(model, batches, inputs, heldout) -> dict:
             for n in layers:
                 weight = magnitude.get_submodule(n).weight
                 weight.mul_(pruning_mask(weight, 0.5, pattern))
-        row["magnitude"] = accuracy(magnitude, heldout)
-        row["wanda"] = accuracy(wanda_(copy.deepcopy(model), layers, pattern, inputs), heldout)
-        for method, kwargs in {"wanda_refit": {}, "sparsegpt": {}, "sparsegpt_loss_aware": {"row_weights": rho}}.items():
+        row["magnitude"] = score(magnitude)
+        row["wanda"] = score(wanda_(copy.deepcopy(model), layers, pattern, inputs))
+        methods = {"wanda_refit": {}, "sparsegpt": {}} | ({"sparsegpt_loss_aware": {"row_weights": rho}} if rho else {})
+        for method, kwargs in methods.items():
             settings = {n: ReconstructSettings(ratio=0.5, pattern=pattern, prune_method=method.split("_")[0]) for n in layers}
             compressed, info = reconstructed_(copy.deepcopy(model), settings, inputs, **kwargs)
-            row[method], row[method + "_info"] = accuracy(compressed, heldout), info
+            row[method], row[method + "_info"] = score(compressed), info
         if pattern == "unstructured":  # joint with 4-bit weights
             settings = {n: ReconstructSettings(bits=4, ratio=0.5) for n in layers}
             compressed, info = reconstructed_(copy.deepcopy(model), settings, inputs)
-            row["sparsegpt_joint_4bit"], row["sparsegpt_joint_4bit_info"] = accuracy(compressed, heldout), info
+            row["sparsegpt_joint_4bit"], row["sparsegpt_joint_4bit_info"] = score(compressed), info
         results[f"50% {pattern}"] = row
-        print(pattern, {k: v for k, v in row.items() if not k.endswith("_info")}, flush=True)
+        print(pattern, {k: v for k, v in row.items() if not k.endswith("_info") and k != "layers"}, flush=True)
     return results
+
+
+def minilm_pruning() -> dict:
+    """The pruning comparison on MiniLM's 36 encoder linears, mean cosine on the held-out sentences."""
+    model = build_model("builtin:minilm").eval()
+    calibration = load_data("builtin:sentences", "train", "train")
+    heldout = load_data("builtin:sentences", "heldout", "heldout")
+    names = [n for n in plannable_layers(model) if ".encoder.layer." in n]
+    return pruning_comparison(model, names, [b.inputs for b in calibration.batches(32)],
+                              lambda m: cosine(m, model, heldout))
 
 
 def wanda_(model: nn.Module, layers: list[str], pattern: str, inputs: list) -> nn.Module:
@@ -244,7 +262,7 @@ def minilm(loss_aware: bool, ablation: bool = False, grids: list[str] | None = N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("mnist", "minilm", "all"), default="all")
+    parser.add_argument("--part", choices=("mnist", "minilm", "minilm-pruning", "all"), default="all")
     parser.add_argument("--loss-aware-minilm", action="store_true", help="also run loss-aware GPTQ on MiniLM")
     parser.add_argument("--minilm-ablation", action="store_true",
                         help="also run GPTQ without the scale re-fit and with padding counted (blocks of 32)")
@@ -269,6 +287,8 @@ def main() -> None:
             write_json(args.json, report)
     if args.part in ("minilm", "all"):
         report["minilm_w4"] = minilm(args.loss_aware_minilm, args.minilm_ablation, args.grids, args.json, report)
+    if args.part in ("minilm-pruning", "all"):
+        report["minilm_pruning"] = minilm_pruning()
     if args.json:
         write_json(args.json, report)
 
