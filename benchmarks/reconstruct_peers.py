@@ -50,13 +50,14 @@ def sentences() -> tuple[list, list]:
     return [b.inputs for b in calibration.batches(32)], [b.inputs for b in heldout.batches(64)]
 
 
-def float_minilm_onnx(model: nn.Module, example: tuple) -> bytes:
-    """The float model as ONNX with the transposed weights folded, so each linear is MatMul(x, W)."""
+def float_token_model_onnx(model: nn.Module, example: tuple, output: str = "embedding") -> bytes:
+    """A float (input_ids, attention_mask) model as ONNX with the transposed weights folded, so each
+    linear is MatMul(x, W) with a constant W that ORT's quantizers can read."""
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, example, buffer, dynamo=False, opset_version=17, do_constant_folding=True,
-                          input_names=["input_ids", "attention_mask"], output_names=["embedding"],
+                          input_names=["input_ids", "attention_mask"], output_names=[output],
                           dynamic_axes={"input_ids": {0: "b", 1: "t"}, "attention_mask": {0: "b", 1: "t"}})
     return buffer.getvalue()
 
@@ -133,7 +134,7 @@ def ort_part(grids: dict, skip: tuple[str, ...] = ()) -> dict:
     calibration, heldout = sentences()
     with torch.no_grad():
         reference = [model(*x) for x in heldout]
-    float_bytes = float_minilm_onnx(model, heldout[0])
+    float_bytes = float_token_model_onnx(model, heldout[0])
     # the QDQ form needs opset 21 (int4 DequantizeLinear); ORT only bumps the version number, so convert first
     opset21_bytes = onnx.version_converter.convert_version(onnx.load_from_string(float_bytes), 21).SerializeToString()
     results = {"ort_fp32": ort_cosine(float_bytes, heldout, reference)}

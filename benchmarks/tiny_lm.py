@@ -180,23 +180,17 @@ def ort_scores(onnx_bytes: bytes, heldout, reference: list[torch.Tensor]) -> dic
 
 
 def float_lm_onnx(model: torch.nn.Module, example: tuple) -> tuple[bytes, list[str]]:
-    """The float model as ONNX with weights folded, so each Linear is MatMul(x, Wᵀ) with a constant
-    B that ORT's quantizer can read, and the names of the MatMul nodes of the tied head (its folded
-    copy of the embedding matrix), which are left float as ours are."""
-    import io
-    import warnings
-
+    """The float model as ONNX (``reconstruct_peers.float_token_model_onnx``) and the names of the
+    MatMul nodes of the tied head (its folded copy of the embedding matrix), which are left float as
+    ours are."""
     import onnx
 
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, example, buffer, dynamo=False, opset_version=17, do_constant_folding=True,
-                          input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                          dynamic_axes={"input_ids": {0: "b", 1: "t"}, "attention_mask": {0: "b", 1: "t"}})
-    graph = onnx.load_from_string(buffer.getvalue()).graph
+    from reconstruct_peers import float_token_model_onnx
+
+    proto = float_token_model_onnx(model, example, output="logits")
+    graph = onnx.load_from_string(proto).graph
     head = [node.name for node in graph.node if node.op_type == "MatMul" and "logits" in node.output]
-    return buffer.getvalue(), head
+    return proto, head
 
 
 def ort_variants(spec: str, train, heldout, out: Path) -> dict:

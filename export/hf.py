@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from compress.atomic import atomic_path, write_text
 from compress.errors import InputError
 from compress.pack.bits import pack_bits
 from compress.quant.blocks import block_codes
@@ -55,11 +55,10 @@ def export_hf(model: nn.Module, out_dir: str | Path) -> Path:
         groups.setdefault((layer.settings.weight_bits, layer.settings.weight_block), []).append(name)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    partial = out / f".model.safetensors.{os.getpid()}.tmp"
-    save_file(state, str(partial), metadata={"format": "pt"})
-    os.replace(partial, out / "model.safetensors")
+    with atomic_path(out / "model.safetensors") as partial:
+        save_file(state, str(partial), metadata={"format": "pt"})
     config = pretrained.config.to_dict() | {"quantization_config": _quantization_config(groups)}
-    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_text(out / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
     return out
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from compress.errors import InputError
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from compress.data.source import DataSource
@@ -53,12 +54,16 @@ def export_hf_folder(model: "nn.Module", data: "DataSource", out_dir: Path, forc
                          f"…); export this model with target ort or onnx")
     out_dir.mkdir(parents=True, exist_ok=True)
     with output_lock(out_dir):
-        export_hf(model, folder)
-        if source is not None:
-            for name in TOKENIZER_FILES:
-                if (source.folder / name).is_file():
-                    shutil.copyfile(source.folder / name, folder / name)
-        return HFArtifact("hf", folder, hf_parity(model, folder, data))
+        try:
+            export_hf(model, folder)
+            if source is not None:
+                for name in TOKENIZER_FILES:
+                    if (source.folder / name).is_file():
+                        shutil.copyfile(source.folder / name, folder / name)
+            return HFArtifact("hf", folder, hf_parity(model, folder, data))
+        except BaseException:  # a failed export leaves no half folder to refuse the next attempt
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
 
 
 def hf_parity(model: "nn.Module", folder: Path, data: "DataSource") -> dict[str, Any]:
