@@ -54,9 +54,10 @@ def add_curvature_options(parser: argparse.ArgumentParser, **model_data: object)
     curvature group."""
     add_model_data_options(parser, **model_data)
     group = parser.add_argument_group("curvature")
-    group.add_argument("--method", choices=("auto", "hutchinson", "gauss-newton"), default="auto",
-                       help="traces from Hessian probes (hutchinson) or output-space Gauss-Newton probes; "
-                       "auto: gauss-newton for the distill loss (there it is the Hessian), else hutchinson")
+    group.add_argument("--method", choices=("auto", "hutchinson", "gauss-newton", "kfac", "kflr"), default="auto",
+                       help="traces from Hessian probes (hutchinson), output-space Gauss-Newton probes, or the "
+                       "Kronecker-factored Gauss-Newton of Linear/Conv2d layers (kfac: sampled labels; kflr: exact, "
+                       "one backward per output); auto: gauss-newton for the distill loss, else hutchinson")
     group.add_argument("--loss", choices=("auto", "ce", "distill"), default="auto",
                        help="ce needs targets; distill = self-distillation (Gauss-Newton); auto picks")
     group.add_argument("--rel-error", type=float, default=0.05,

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from compress.curvature.gauss_newton import estimate_gauss_newton_traces
+from compress.curvature.kfac_estimate import KRONECKER_METHODS, kronecker_curvature
 from compress.curvature.lanczos import LanczosResult, lanczos
 from compress.curvature.operator import CurvatureOperator
 from compress.curvature.prepare import prepare_operator
@@ -24,7 +25,7 @@ from compress.errors import InputError
 MAX_EXACT_PARAMS = 5000
 
 
-METHODS = ("auto", "hutchinson", "gauss-newton")
+METHODS = ("auto", "hutchinson", "gauss-newton", "kfac", "kflr")
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class CurvatureSpec:
     loss: str = "auto"  # ce when the data has targets, else distill
     batch_size: int = 128
     max_samples: int | None = None  # None: all the given data; else a seeded random subset
-    method: str = "auto"  # traces: gauss-newton for distill (its Hessian), else hutchinson
+    method: str = "auto"  # gauss-newton for distill (its Hessian), else hutchinson; kfac/kflr: Kronecker-factored
     product: str = "reverse-over-reverse"  # with reuse_graphs, the cheapest product measured here
     reuse_graphs: bool = True
     trace: TraceSpec = field(default_factory=TraceSpec)
@@ -65,6 +66,8 @@ def estimate_curvature(model: nn.Module, data: DataSource, spec: CurvatureSpec =
                                 spec.reuse_graphs)
     if spec.exact:
         return _exact(operator, loss, spec.top_k, start)
+    if method in KRONECKER_METHODS:
+        return kronecker_curvature(operator, loss, method, spec.top_k, population, spec.trace, start)
     forms = QuadraticForms(operator.batch_sizes, len(operator.layout.layers), population)
     out_of_time = spec.trace.deadline()
     deflation = spec.trace.deflation_steps if method == "hutchinson" else 0
