@@ -36,7 +36,7 @@ def build_report(inputs: ReportInputs, out_dir: str | Path, force: bool = False)
         raise InputError(f"{out} is a file; out_dir must be a directory")
     paths = ReportPaths(*(out / name for name in FILES))
     tables = report_tables(inputs)
-    notes = _notes(inputs)
+    notes = report_notes(inputs)
     with output_lock(out):
         write_json(paths.json, {"version": inputs.version, "summary": summary(inputs), "inputs": inputs.to_dict()})
         write_text(paths.markdown, markdown(inputs, tables, notes))
@@ -44,9 +44,22 @@ def build_report(inputs: ReportInputs, out_dir: str | Path, force: bool = False)
     return paths
 
 
-def _notes(inputs: ReportInputs) -> list[str]:
+def report_notes(inputs: ReportInputs) -> list[str]:
     notes = [f"{len(inputs.variants)} variant(s), {len(inputs.layers)} layer(s)."]
     rho = spearman(inputs)
     if rho is not None:
         notes.append(f"Spearman rank correlation of predicted vs measured per-layer loss change: {rho:.3f}.")
+    if inputs.spectrum and inputs.spectrum.top_eigenvalues and inputs.sharpness:
+        notes.append(_two_sharpnesses(inputs))
     return notes
+
+
+def _two_sharpnesses(inputs: ReportInputs) -> str:
+    """Why the curvature's λ_max and the fine-tuning sharpness differ (``compress.report.labels``)."""
+    first = inputs.sharpness[0]
+    return (f"Two different matrices: the curvature's largest eigenvalue {inputs.spectrum.top_eigenvalues[0]:.4g} is "
+            f"the {inputs.spectrum.label or 'curvature stage’s'}; the fine-tuning sharpness "
+            f"{first.lambda_max:.4g} at step {first.step} is the "
+            f"{inputs.sharpness_label or 'λ_max of the fine-tuning training loss'}. Different losses and "
+            "parametrisations (folding BatchNorm rescales the conv weights) give different λ_max; only the "
+            "second is compared with the learning rate's stability limit.")

@@ -50,17 +50,32 @@ class LayerRow:
 
 @dataclass(frozen=True)
 class Spectrum:
-    """Hessian spectral density on a grid (smoothed SLQ) and the top eigenvalues."""
+    """Hessian spectral density on a grid (smoothed SLQ) and the top eigenvalues; ``label`` says
+    of which matrix (loss, parametrisation: ``compress.report.labels``)."""
 
     grid: tuple[float, ...]
     density: tuple[float, ...]
     top_eigenvalues: tuple[float, ...]
+    label: str = ""
 
 
 @dataclass(frozen=True)
 class SharpnessPoint:
+    """λ_max of the fine-tuning loss at ``step``, the learning rate η then and the largest stable
+    learning rate for that λ_max (both as fine-tuning recorded them; None in older files)."""
+
     step: int
     lambda_max: float
+    lr: float | None = None
+    stable_lr: float | None = None
+
+    @property
+    def limit(self) -> float | None:
+        """The largest stable λ_max at η: fine-tuning's limit is c/λ (c = 2(1 + β), …), so at η
+        it is c/η = λ·stable_lr/η; None where η or the limit was not recorded or is unbounded."""
+        if self.lr is None or self.stable_lr is None or not 0 < self.stable_lr < float("inf"):
+            return None
+        return self.lambda_max * self.stable_lr / self.lr
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,8 @@ class ReportInputs:
     spectrum: Spectrum | None = None
     sharpness: tuple[SharpnessPoint, ...] = ()
     parity: tuple[ParityFigures, ...] = ()
+    sharpness_label: str = ""  # which loss / parametrisation the sharpness is of
+    stability_rule: str = ""  # the limit on λ_max at η for the fine-tuning optimizer
     version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -104,7 +121,7 @@ class ReportInputs:
         spectrum = payload.get("spectrum")
         if spectrum is not None:
             spectrum = Spectrum(*(tuple(float(x) for x in _get(spectrum, key, where))
-                                  for key in ("grid", "density", "top_eigenvalues")))
+                                  for key in ("grid", "density", "top_eigenvalues")), str(spectrum.get("label", "")))
         return _make(ReportInputs, {
             **payload, "variants": variants, "spectrum": spectrum,
             "layers": tuple(_make(LayerRow, row, where) for row in payload.get("layers", ())),

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from compress.errors import InputError
 from compress.report.inputs import LayerRow, Latency, ParityFigures, ReportInputs, SharpnessPoint, Spectrum, Variant
+from compress.report.labels import curvature_label, finetune_section, sharpness_label, stability_rule
 
 GRID_POINTS = 400
 SMOOTHING = 0.01  # Gaussian σ as a share of the spectrum's span
@@ -43,6 +44,7 @@ def report_inputs(model: str | None = None, curvature: dict | None = None, plan:
     evals = dict(evals or {})
     if plan is not None and "plan" not in plan:
         raise InputError("the plan has no plan: section; give the recipe the planner wrote")
+    recovery = finetune_section(plan)
     return ReportInputs(
         model=model if model is not None else _model_name(plan, evals),
         variants=_variants(evals, latency),
@@ -50,6 +52,9 @@ def report_inputs(model: str | None = None, curvature: dict | None = None, plan:
         spectrum=_spectrum(curvature) if curvature else None,
         sharpness=_sharpness(finetune) if finetune else (),
         parity=tuple(_parity(target, figures) for target, figures in (parity or {}).items()),
+        sharpness_label=sharpness_label(recovery, None if plan is None else bool(plan.get("quantization")))
+        if finetune else "",
+        stability_rule=stability_rule(recovery) if finetune else "",
     )
 
 
@@ -126,18 +131,24 @@ def _spectrum(curvature: dict) -> Spectrum:
     from compress.curvature.spectrum import SpectralDensity
 
     top = tuple(float(x) for x in curvature.get("top_eigenvalues", ()))
+    label = curvature_label(curvature)
     nodes = np.asarray(curvature.get("density_nodes", ()), dtype=np.float64)
     if nodes.size == 0:
-        return Spectrum((), (), top)
+        return Spectrum((), (), top, label)
     density = SpectralDensity(nodes, np.asarray(curvature["density_weights"], dtype=np.float64))
     span = max(float(nodes.max() - nodes.min()), 1e-12)
     grid = np.linspace(nodes.min() - 0.05 * span, nodes.max() + 0.05 * span, GRID_POINTS)
-    return Spectrum(tuple(grid.tolist()), tuple(density.smoothed(grid, SMOOTHING * span).tolist()), top)
+    return Spectrum(tuple(grid.tolist()), tuple(density.smoothed(grid, SMOOTHING * span).tolist()), top, label)
 
 
 def _sharpness(finetune: dict) -> tuple[SharpnessPoint, ...]:
     history = _field(finetune, "sharpness_history", "the fine-tuning result")
-    return tuple(SharpnessPoint(int(p["step"]), float(p["sharpness"])) for p in history)
+    return tuple(SharpnessPoint(int(p["step"]), float(p["sharpness"]), _optional(p.get("lr")),
+                                _optional(p.get("stable_lr"))) for p in history)
+
+
+def _optional(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _parity(target: str, figures: dict) -> ParityFigures:

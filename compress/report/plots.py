@@ -105,9 +105,9 @@ def _spectrum(plt, inputs: ReportInputs):
         axis.semilogy(spectrum.grid, [max(d, 1e-8) for d in spectrum.density], label="density (smoothed SLQ)")
     for index, value in enumerate(spectrum.top_eigenvalues):
         axis.axvline(value, color="tab:red", linestyle="--", alpha=0.7, label="top eigenvalues" if index == 0 else None)
-    axis.set_xlabel("eigenvalue λ")
+    axis.set_xlabel(_wrap(spectrum.label or "eigenvalue λ"), fontsize=8)
     axis.set_ylabel("density")
-    axis.set_title(f"{inputs.model}: Hessian spectrum")
+    axis.set_title(f"{inputs.model}: curvature spectrum")
     axis.legend(fontsize=8)
     return figure
 
@@ -156,10 +156,22 @@ def _rounded_vs_reconstructed(plt, inputs: ReportInputs):
 
 
 def _sharpness(plt, inputs: ReportInputs):
-    figure, axis = plt.subplots(figsize=(6.4, 4.2))
-    axis.plot([p.step for p in inputs.sharpness], [p.lambda_max for p in inputs.sharpness], "o-")
+    """λ_max per recorded step, and the stability limit its learning rate implies where recorded."""
+    figure, axis = plt.subplots(figsize=(6.4, 4.6))
+    axis.plot([p.step for p in inputs.sharpness], [p.lambda_max for p in inputs.sharpness], "o-", label="λ_max")
+    limits = [(p.step, p.limit) for p in inputs.sharpness if p.limit is not None]
+    if limits:
+        rule = inputs.stability_rule or "stability limit at η"
+        axis.plot([s for s, _ in limits], [v for _, v in limits], "r--", label=f"stability limit {rule}")
+        axis.legend(fontsize=8)
     axis.set_xlabel("step")
-    axis.set_ylabel("λ_max of the training loss")
-    axis.set_title(f"{inputs.model}: sharpness during fine-tuning")
+    axis.set_ylabel("λ_max")
+    axis.set_title(_wrap(inputs.sharpness_label or "λ_max of the fine-tuning training loss"), fontsize=8)
     axis.grid(alpha=0.3)
     return figure
+
+
+def _wrap(text: str, width: int = 80) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))

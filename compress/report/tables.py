@@ -22,12 +22,23 @@ def report_tables(inputs: ReportInputs) -> list[Table]:
     if inputs.layers:
         tables.append(layers_table(inputs))
     if inputs.spectrum and inputs.spectrum.top_eigenvalues:
-        tables.append(Table("Top Hessian eigenvalues", ("rank", "λ"),
+        label = f": {inputs.spectrum.label}" if inputs.spectrum.label else ""
+        tables.append(Table(f"Top eigenvalues{label}", ("rank", "λ"),
                             tuple((str(i + 1), _num(x)) for i, x in enumerate(inputs.spectrum.top_eigenvalues))))
     if inputs.sharpness:
-        tables.append(Table("Sharpness during fine-tuning", ("step", "λ_max"),
-                            tuple((str(p.step), _num(p.lambda_max)) for p in inputs.sharpness)))
+        tables.append(sharpness_table(inputs))
     return tables
+
+
+def sharpness_table(inputs: ReportInputs) -> Table:
+    """Each recorded fine-tuning sharpness beside its learning rate η and the largest stable λ_max
+    at η (``SharpnessPoint.limit``), titled with what the sharpness is of."""
+    rule = f" ({inputs.stability_rule})" if inputs.stability_rule else ""
+    headers = ("step", "λ_max", "learning rate η", f"stability limit on λ_max at η{rule}", "λ_max / limit")
+    rows = tuple((str(p.step), _num(p.lambda_max), _num(p.lr), _num(p.limit),
+                  "—" if p.limit is None else f"{p.lambda_max / p.limit:.2f}") for p in inputs.sharpness)
+    label = inputs.sharpness_label or "λ_max of the fine-tuning training loss"
+    return Table(f"Sharpness during fine-tuning: {label}", headers, rows)
 
 
 def variants_table(inputs: ReportInputs) -> Table:
