@@ -24,11 +24,11 @@ from compress.data.spec import load_data
 from compress.jsonio import write_json
 
 
-def small_mnist_net_and_data(samples: int) -> tuple[nn.Module, TensorData]:
+def small_mnist_net_and_data(samples: int, activation: type[nn.Module] = nn.Tanh) -> tuple[nn.Module, TensorData]:
     train = load_data("builtin:mnist5k", "train", "train")
     inputs = nn.functional.avg_pool2d(train.inputs[0], 4).flatten(1)
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(49, 16), nn.Tanh(), nn.Linear(16, 10))
+    model = nn.Sequential(nn.Linear(49, 16), activation(), nn.Linear(16, 10))
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     for _ in range(300):
         loss = nn.functional.cross_entropy(model(inputs), train.targets)

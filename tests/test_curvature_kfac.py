@@ -161,3 +161,17 @@ def test_kfac_needs_a_linear_or_conv_layer():
     data = TensorData("x", (torch.randn(8, 3),), None)
     with pytest.raises(InputError, match="Linear and Conv2d"):
         estimate_curvature(Scale().eval(), data, CurvatureSpec(loss="distill", method="kfac"))
+
+
+def test_cli_method_kflr_reports_the_linear_and_conv_layers(cli, factory_file, tmp_path):
+    import json
+
+    from tests.helpers.factories import FACTORIES
+
+    path = factory_file(FACTORIES, name="tiny_factories.py")
+    out = tmp_path / "kflr.json"
+    result = cli("curvature", f"{path}:model", "--data", f"{path}:data", "--method", "kflr", "--json", str(out))
+    assert result.code == 0, result.err
+    payload = json.loads(out.read_text())
+    assert payload["method"].startswith("kflr") and set(payload["layers"]) == {"conv", "mix", "head"}  # no BatchNorm
+    assert payload["trace"] == pytest.approx(sum(layer["trace"] for layer in payload["layers"].values()))
