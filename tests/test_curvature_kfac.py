@@ -131,6 +131,9 @@ def test_estimate_curvature_kflr_reports_the_kronecker_traces_and_eigenvalues():
     assert result.top_eigenvalues == pytest.approx(exact.top_eigenvalues, rel=1e-8)
     assert result.layers["0"].trace_stderr == 0 and result.converged
     assert result.num_hvps == 4 * 7  # one backward per output dimension per batch
+    subset = estimate_curvature(model, data, CurvatureSpec(loss="distill", method="kflr", max_samples=32))
+    layer = subset.layers["0"]
+    assert layer.trace_stderr_probe == 0 and layer.trace_stderr_data > 0 and subset.num_samples == 32
 
 
 def test_kfac_samples_labels_and_its_error_bar_covers_kflr():

@@ -91,9 +91,10 @@ def kronecker_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def collect_factors(model: nn.Module, batches: list[Batch], total_samples: int, loss: str, exact: bool,
-                    seed: int = 0) -> FactorPasses:
+                    seed: int = 0, on_batch: Callable[[int], None] = lambda n: None) -> FactorPasses:
     """K-FAC (``exact=False``) or KFLR (``exact=True``) factors of every layer of
-    ``kronecker_layers(model)`` over ``batches`` (``total_samples`` over all ranks), model in eval mode."""
+    ``kronecker_layers(model)`` over ``batches`` (``total_samples`` over all ranks), model in eval
+    mode; ``on_batch(1)`` after each batch (a progress bar)."""
     layers = kronecker_layers(model)
     inputs = {name: StatsAccumulator(module) for name, module in layers.items()}
     outputs = {name: _OutputFactor(module, MC_SAMPLES if not exact else 1) for name, module in layers.items()}
@@ -117,6 +118,7 @@ def collect_factors(model: nn.Module, batches: list[Batch], total_samples: int, 
             for factor in outputs.values():
                 factor.end_batch()
             batch_traces.append(_batch_traces(inputs, outputs, before, len(batch)))
+            on_batch(1)
     finally:
         for handle in handles:
             handle.remove()

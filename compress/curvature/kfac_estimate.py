@@ -32,12 +32,16 @@ def kronecker_curvature(operator: CurvatureOperator, loss: str, method: str, top
     the Gauss-Newton matrix of the mean ``loss`` over ``operator``'s batches. ``spec``: the seed of
     the label draws, and ``rel_error`` / ``floor`` for ``converged`` (every layer's 95% half-width
     within ``rel_error`` of max(|trace|, floor·|total|)); the layers' errors add as independent."""
+    from compress.progress import progress_bar
+
     start = time.perf_counter() if start is None else start
-    passes = collect_factors(operator.model, operator.batches, operator.total_samples, loss,
-                             exact=method == "kflr", seed=spec.seed)
+    with progress_bar(f"curvature ({method} factors)", len(operator.batches)) as advance:
+        passes = collect_factors(operator.model, operator.batches, operator.total_samples, loss,
+                                 exact=method == "kflr", seed=spec.seed, on_batch=advance)
     sizes = torch.tensor([len(b) for b in operator.batches], dtype=torch.float64)
     parts = passes.batch_traces * (sizes / sizes.sum()).unsqueeze(1)
-    data = data_stderr(parts, sizes, population)
+    subset = operator.total_samples < population  # over all the data, there is no data part
+    data = data_stderr(parts, sizes, population) if subset else torch.zeros(len(passes.factors), dtype=torch.float64)
     probe = passes.draw_variances.sqrt()
     params = operator.layout.layers
     layers = {
