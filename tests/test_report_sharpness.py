@@ -62,7 +62,8 @@ def test_every_lambda_max_names_its_loss_and_parametrisation(tmp_path):
     assert "QAT + KD" in sharpness.title and "BatchNorm folded" in sharpness.title
     assert "2(1 + β)/η, β = 0.9" in sharpness.headers[3]  # FinetuneSpec's default optimizer and momentum
     page = markdown(inputs, report_tables(inputs), report_notes(inputs))
-    assert "Two different matrices: the curvature's largest eigenvalue 55 is the λ of the cross-entropy Hessian" in page
+    assert ("Two different matrices: the curvature's largest eigenvalue 55 is the λ of the cross-entropy Hessian"
+            in page)
 
 
 def test_unquantized_recipe_keeps_batchnorm_and_adam_is_preconditioned(tmp_path):

@@ -15,13 +15,13 @@ and J_nt the Jacobian of the model output with respect to the layer output at t.
 G's output-Hessian factor comes either exactly — every column c of S_n (``compress.curvature.
 losses.output_factor``), one backward pass per output dimension: KFLR (Botev, Ritter & Barber
 2017) — or sampled: gradients of labels drawn from the model's own predictive distribution
-(softmax for cross-entropy, a unit Gaussian for self-distillation), ``mc_samples`` backward
-passes: K-FAC's Monte-Carlo Fisher. A is the layer-input statistic the second-order
+(softmax for cross-entropy, a unit Gaussian for self-distillation), ``MC_SAMPLES`` backward
+passes per batch: K-FAC's Monte-Carlo Fisher, whose spread between draws is its probe error. A is the layer-input statistic the second-order
 reconstruction uses (``compress.reconstruct.stats``, H = 2A), with the bias row appended.
 
 Tr(G ⊗ A) = Tr(G)·Tr(A) and the eigenvalues of G ⊗ A are the products λ_i(G)·λ_j(A). The
 approximation is exact where the per-position factors do not vary with the sample and the
-layer has one position (e.g. the last Linear layer under self-distillation, whose g g ᵀ = I),
+layer has one position (e.g. the last Linear layer under self-distillation, whose G is I),
 or for one sample at one position; elsewhere ``benchmarks/curvature_approximations.py`` measures it.
 Grouped convolutions give one Kronecker pair per group.
 """
@@ -146,8 +146,8 @@ class _OutputFactor:
 
     def add(self, gradient: torch.Tensor, draw: int) -> None:
         """One call's output gradient ([B, ..., out] Linear, [B, out, H, W] conv) for label draw ``draw``."""
-        rows = (gradient.movedim(1, -1) if self.conv else gradient).reshape(gradient.shape[0], -1,
-                                                                                   self.groups, self.channels // self.groups)
+        channels_last = gradient.movedim(1, -1) if self.conv else gradient
+        rows = channels_last.reshape(gradient.shape[0], -1, self.groups, self.channels // self.groups)
         rows = rows.double() / self.draws**0.5
         self.sums += torch.einsum("nrgi,nrgj->gij", rows, rows)
         squares = rows.pow(2).sum(dim=(1, 3))
