@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from compress.errors import ConfigError
-from compress.quant.weights import code_range
+from compress.quant.weights import weight_code_range
 from compress.reconstruct.gptq import asymmetric_grid, column_scales, grid_scales
 from compress.reconstruct.layer import ReconstructSettings, reconstruct_layer
 from tests.helpers.least_squares import output_error as _output_error, problem as _problem, stats_of as _stats
@@ -19,7 +19,7 @@ def reference_obq(weight: torch.Tensor, hessian: torch.Tensor, scales: torch.Ten
     """Optimal Brain Quantization in fixed column order: for each row, quantize w_j, move the rest by
     −(w_j − q)/[H⁻¹]_jj·H⁻¹[:, j], then remove j from H⁻¹ (Frantar & Alistarh 2022, eqs. 2-3).
     With ``zeros`` (per weight) the grid is asymmetric: (clamp(round(w/s) + z, 0, 2^b − 1) − z)·s."""
-    q_min, q_max = code_range(bits)
+    q_min, q_max = weight_code_range(bits)
     result = weight.clone()
     for r in range(weight.shape[0]):
         w, inverse = weight[r].clone(), torch.linalg.inv(hessian)
@@ -120,7 +120,7 @@ def test_act_order_keeps_static_grid_and_beats_round_to_nearest(weight_block: in
     torch.testing.assert_close(result.scales, scales)  # fixed on the original weight, original order
     expanded = column_scales(scales, 16)
     torch.testing.assert_close(result.codes(3) * expanded, result.weight, rtol=0, atol=1e-12)
-    q_min, q_max = code_range(3)
+    q_min, q_max = weight_code_range(3)
     assert q_min <= result.codes(3).min() and result.codes(3).max() <= q_max
     nearest = expanded * torch.clamp(torch.round(weight / expanded), q_min, q_max)
     assert _output_error(result.weight - weight, x) < 0.8 * _output_error(nearest - weight, x)

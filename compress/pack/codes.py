@@ -1,8 +1,9 @@
 """Symmetric integer weight codes at their bit width, and the float weight they stand for.
 
-A b-bit symmetric code q ∈ [q_min, q_max] = [−2^(b−1), 2^(b−1) − 1] (``compress.quant.weights.code_range``)
-is stored as the unsigned u = q − q_min ∈ [0, 2^b − 1] (every stored value is a valid code). Zeros
-(pruned or rounded to 0) are implied in one of two ways, whichever is smaller:
+A b-bit symmetric code q (``compress.quant.weights.weight_code_range``, inside the b-bit integer
+range [q_min, q_max] = [−2^(b−1), 2^(b−1) − 1] of ``code_range``) is stored as the unsigned
+u = q − q_min ∈ [0, 2^b − 1]. Zeros (pruned or rounded to 0) are implied in one of two ways,
+whichever is smaller:
 
 - dense: all n codes, n·b bits;
 - masked: a 1-bit keep-mask (q ≠ 0) followed by the k non-zero codes, n + k·b bits.
@@ -12,8 +13,8 @@ and zero points z) are passed in as q = u + q_min, so they are stored as u itsel
 back as (u − z)·s. A layer whose scale is derived from its weight (the symmetric scale
 s = fl(max(m⁺/q_max, m⁻/(−q_min))), per channel, or per block with the clip α = 1 that such a weight
 makes optimal) derives exactly s again from it, because fl(fl(q_max·fl(m/q_max))/q_max) =
-fl(m/q_max) in float32 and −q_min is a power of 2 (checked in ``tests/test_pack_bits.py``), and round(q·s/s) = q: the
-reloaded layer computes bit for bit what the written one computed. Scales that are not derived
+fl(m/q_max) in float32 and the grid's −q_min is a power of 2 (checked in
+``tests/test_pack_bits.py``), and round(q·s/s) = q: the reloaded layer computes bit for bit what the written one computed. Scales that are not derived
 from the weight (learned, fixed) are state-dict entries of their own and stored as such.
 """
 

@@ -2,8 +2,8 @@
 
 A Linear weight W ∈ R^{N×K} is cut along its input dimension into blocks of B consecutive values;
 block (n, j) = W[n, jB:(j+1)B] gets its own scale s_nj = α_nj · s(block), s the symmetric scale of
-``compress.quant.weights`` (the block's extremes reach the ends of the code range [q_min, q_max] =
-[−2^(b−1), 2^(b−1) − 1]), and codes q = clamp(round(W / s_nj), q_min, q_max). The clip α_nj ∈ {0.5, 0.55, …, 1} is the one
+``compress.quant.weights`` (the block's extremes reach the ends of the weight code range [q_min,
+q_max], ``weight_code_range``), and codes q = clamp(round(W / s_nj), q_min, q_max). The clip α_nj ∈ {0.5, 0.55, …, 1} is the one
 minimising the block's squared quantization error (clipping a few large weights buys a finer grid
 for the rest; on MiniLM at 4 bits, blocks of 32, mean cosine 0.9545 → 0.9608 before recovery). Smaller groups track the local weight range, so
 4-bit block quantization loses far less than 4-bit per-channel (the group-wise scheme of GPTQ,
@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from compress.errors import InputError
-from compress.quant.weights import code_range, symmetric_scale
+from compress.quant.weights import code_range, symmetric_scale, weight_code_range
 
 
 def _blocks(weight: torch.Tensor, block: int) -> torch.Tensor:
@@ -46,7 +46,7 @@ def block_scales(weight: torch.Tensor, bits: int, block: int, importance: torch.
     def grid(clip: float) -> tuple[torch.Tensor, torch.Tensor]:
         return symmetric_scale(clip * high, clip * low, bits), torch.zeros_like(high)
 
-    scales, _ = _best_clip(blocks, grid, *code_range(bits), importance)
+    scales, _ = _best_clip(blocks, grid, *weight_code_range(bits), importance)
     return scales
 
 
@@ -94,7 +94,7 @@ def block_codes(weight: torch.Tensor, scales: torch.Tensor, bits: int, zero_poin
     block = weight.shape[1] // scales.shape[1]
     scaled = torch.round(_blocks(weight, block) / scales[..., None])
     if zero_points is None:
-        return torch.clamp(scaled, *code_range(bits)).reshape(weight.shape)
+        return torch.clamp(scaled, *weight_code_range(bits)).reshape(weight.shape)
     return torch.clamp(scaled + zero_points[..., None], *code_range(bits, signed=False)).reshape(weight.shape)
 
 

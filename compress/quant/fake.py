@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from compress.quant.weights import code_range
+from compress.quant.weights import weight_code_range
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -41,7 +41,7 @@ def channel_shape(weight: torch.Tensor) -> tuple[int, ...]:
 def lsq_gradient_scale(weight: torch.Tensor, bits: int) -> float:
     """g = 1/√(N·q_max) with N the number of weights per output channel and q_max the largest
     positive code (Esser et al. 2020, §2.2: Q_P)."""
-    q_max = code_range(bits)[1]
+    q_max = weight_code_range(bits)[1]
     return 1.0 / (weight[0].numel() * q_max) ** 0.5
 
 

@@ -2,7 +2,7 @@
 parameter names: ``stem.0.weight`` stays ``stem.0.weight``), and the activation quantizer.
 
 A quantized layer computes  y = layer(Q_in(x); Q_w(W), Q_b(b))  then  Q_out(y), where
-- Q_w: per-output-channel symmetric, codes in [q_min, q_max] = [−2^(b−1), 2^(b−1) − 1] with the scale
+- Q_w: per-output-channel symmetric, codes in ``weight_code_range`` [q_min, q_max] with the scale
   of ``compress.quant.weights.symmetric_scale``, or learnable
   (LSQ, Esser et al. 2020) initialised there; or per block of input features (``weight_block``,
   ``compress.quant.blocks``; with ``symmetric`` False asymmetric blocks, codes in [0, 2^b − 1] and an
@@ -27,7 +27,7 @@ from compress.quant.fake import (
     channel_shape, dynamic_fake_quantize, fake_quantize, lsq_gradient_scale, round_ste, scale_gradient,
 )  # fmt: skip
 from compress.quant.records import ActRecord, LayerRecord, QuantSettings
-from compress.quant.weights import code_range, per_channel_scales
+from compress.quant.weights import code_range, per_channel_scales, weight_code_range
 
 
 class ActQuantizer(nn.Module):
@@ -146,8 +146,8 @@ class QuantLayer:
             zeros = expand_block_scales(self.weight_zero_points(), columns)
             return fake_quantize(self.weight, expand_block_scales(scales, columns), zeros, *code_range(bits, signed=False))
         if self.settings.weight_block is not None:
-            return fake_quantize(self.weight, expand_block_scales(scales, self.weight.shape[1]), 0, *code_range(bits))
-        return fake_quantize(self.weight, scales.reshape(channel_shape(self.weight)), 0, *code_range(bits))
+            return fake_quantize(self.weight, expand_block_scales(scales, self.weight.shape[1]), 0, *weight_code_range(bits))
+        return fake_quantize(self.weight, scales.reshape(channel_shape(self.weight)), 0, *weight_code_range(bits))
 
     def bias_scales(self) -> torch.Tensor | None:
         """s_in · s_w,c: the int32 bias grid, when input and weight are both quantized."""

@@ -2,7 +2,7 @@
 sweep, and each column is rounded to that grid when the sweep reaches it.
 
 Scales are the ones the rest of the toolkit uses (one definition, ``compress.quant.blocks``):
-symmetric (zero point 0, codes [q_min, q_max] = [−2^(b−1), 2^(b−1) − 1]), s = α·(the block's symmetric
+symmetric (zero point 0, codes [q_min, q_max] = ``compress.quant.weights.weight_code_range``), s = α·(the block's symmetric
 scale, ``compress.quant.weights.symmetric_scale``) with the MSE-optimal clip α per block of ``weight_block`` input
 features, or per output channel (one block spanning the whole row); optionally with each input's
 error weighted by H_jj (the clip that minimises the output error of plain rounding). They are computed from the
