@@ -24,8 +24,9 @@ INC's symmetric int grid: s = max|w|/((2^b − 1)/2), stored codes 0…2^b − 1
 i.e. the signed codes −2^(b−1)…2^(b−1) − 1 (ours: ``compress.quant.weights.code_range``).
 
 Install (no dependencies into any shared env; about 10 s):
-     python -m pip download --no-deps -d /tmp/inc-wheels neural-compressor-pt==3.10 neural-compressor==3.10
+     python -m pip download --no-deps -d /tmp/inc-wheels neural-compressor-pt==3.10 neural-compressor==3.10 accelerate
      python -m pip install --no-deps --target /tmp/h-grid-inc /tmp/inc-wheels/*.whl prettytable psutil py-cpuinfo wcwidth
+(its GPTQ imports ``accelerate``; everything else it needs is in our env)
 
 Run: python benchmarks/peers/inc_gptq.py --inc-path /tmp/h-grid-inc [--part minilm|mnist|all]
      [--grids "blocks of 32" "per channel"] [--threads 1] [--json benchmarks/results/inc_peers.json]
