@@ -19,8 +19,10 @@ float model on the 64 held-out ones): 4-bit weights on all linear layers per cha
 32), with the reconstruction time. GPTQ is the toolkit's default (padding tokens left out of H, scales
 re-fitted by least squares); on blocks ``gptq_asymmetric`` adds zero points (ORT only);
 ``--minilm-ablation`` also runs, on blocks of 32, GPTQ as it was before those two steps
-(``gptq_padding_counted``: padding rows in H, no re-fit) and with the re-fit only off
-(``gptq_no_refit``). ``--part minilm-pruning``: the pruning comparison above on MiniLM's 36 encoder
+(``gptq_padding_counted``: padding rows in H, no re-fit), with the re-fit only off
+(``gptq_no_refit``), and with the opt-in second sweep on the re-fitted scales
+(``gptq_second_sweep``). Weight codes: ``compress.quant.weights.weight_code_range`` (−8…7 at 4 bits,
+−4…3 at 3 bits, −1…1 at 2 bits). ``--part minilm-pruning``: the pruning comparison above on MiniLM's 36 encoder
 linears (no loss-aware row), scored by the same cosine.
 
 Run: python benchmarks/reconstruct.py [--part mnist|minilm|minilm-pruning|all] [--loss-aware-minilm] [--minilm-ablation]
@@ -238,6 +240,7 @@ def minilm(loss_aware: bool, ablation: bool = False, grids: list[str] | None = N
         if ablation and block == 32:
             variants["gptq_no_refit"] = ({n: replace(s, refit_scales=False) for n, s in settings.items()}, {})
             variants["gptq_padding_counted"] = (variants["gptq_no_refit"][0], {"count_padding": True})
+            variants["gptq_second_sweep"] = ({n: replace(s, second_sweep=True) for n, s in settings.items()}, {})
         for method, (layer_settings, kwargs) in variants.items():
             compressed, info = reconstructed_(copy.deepcopy(model), layer_settings, inputs, **kwargs)
             row[method], row[method + "_seconds"] = cosine(compressed, model, heldout), info["seconds"]
@@ -265,7 +268,7 @@ def main() -> None:
     parser.add_argument("--part", choices=("mnist", "minilm", "minilm-pruning", "all"), default="all")
     parser.add_argument("--loss-aware-minilm", action="store_true", help="also run loss-aware GPTQ on MiniLM")
     parser.add_argument("--minilm-ablation", action="store_true",
-                        help="also run GPTQ without the scale re-fit and with padding counted (blocks of 32)")
+                        help="also run GPTQ without the scale re-fit, with padding counted and with a second sweep (blocks of 32)")
     parser.add_argument("--grids", nargs="+", choices=list(GRIDS), help="MiniLM grids to run (default: all)")
     parser.add_argument("--mnist-plans", nargs="+", metavar="PLAN_JSON",
                         help="with --part mnist: only measure these weight-only plans (compress plan --json)")

@@ -9,7 +9,7 @@ are in the ``compressed-tensors`` ``pack-quantized`` layout, which transformers 
     OUT/model.safetensors    the transformers model's state dict, each quantized Linear ``L`` as
                              L.weight_packed (int32), L.weight_scale, L.weight_shape
 
-Per layer with b-bit codes q ∈ [−q_max, q_max] (W ≈ q·s): row n of ``weight_packed`` is the
+Per layer with b-bit codes q ∈ [−2^(b−1), 2^(b−1) − 1] (W ≈ q·s): row n of ``weight_packed`` is the
 little-endian bit stream of u = q + 2^(b−1) (``compress.pack.bits``; the offset of
 ``compress.pack.codes``), zero-padded to a whole number of 32-bit words, ⌈K·b/32⌉ words;
 ``weight_scale`` is s as [N, 1] (per output channel, strategy ``channel``) or [N, K/B] (blocks of
@@ -32,7 +32,7 @@ from compress.errors import InputError
 from compress.pack.bits import pack_bits
 from compress.quant.blocks import block_codes
 from compress.quant.modules import QuantLayer
-from compress.quant.weights import quantize_per_channel
+from compress.quant.weights import code_range, quantize_per_channel
 
 WORD_BITS = 32
 
@@ -92,7 +92,7 @@ def _packed(name: str, layer: QuantLayer) -> dict[str, torch.Tensor]:
             codes, scales = quantize_per_channel(weight, scales, bits), scales.reshape(-1, 1)
     rows, columns = codes.shape
     return {
-        f"{name}.weight_packed": pack_rows(codes.to(torch.int64) + 2 ** (bits - 1), bits),
+        f"{name}.weight_packed": pack_rows(codes.to(torch.int64) - code_range(bits)[0], bits),
         f"{name}.weight_scale": scales.to(layer.weight.dtype).contiguous(),
         f"{name}.weight_shape": torch.tensor([rows, columns], dtype=torch.int64),
     }

@@ -28,7 +28,7 @@ import torch
 from compress.errors import InputError
 from compress.quant.blocks import block_codes
 from compress.quant.modules import QuantLayer
-from compress.quant.weights import quantize_per_channel
+from compress.quant.weights import code_range, quantize_per_channel
 
 from .qdq_graph import FLOAT, GraphEditor
 
@@ -106,7 +106,7 @@ def _nbits_matmul(editor: GraphEditor, name: str, layer: QuantLayer, source: str
         zeros = None if zeros is None else zeros.detach().float()
         codes = block_codes(layer.weight.detach().float(), scales, bits, zeros)
     rows, columns = codes.shape
-    offset = 0 if zeros is not None else 2 ** (bits - 1)
+    offset = 0 if zeros is not None else -code_range(bits)[0]
     stored = (codes.to(torch.int64) + offset).numpy().astype(np.uint8).reshape(rows, columns // block, block)
     weight = editor.set_initializer(f"{name}.weight", np.ascontiguousarray(_nibbles(stored)))
     scale = editor.set_initializer(f"{name}.weight_scale", scales.numpy())

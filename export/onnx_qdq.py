@@ -5,7 +5,7 @@ The float twin of the model (quantized layers swapped back to plain Conv2d/Linea
 weights) is exported with its parameter names; then, per quantized layer (found by its weight
 initializer ``<layer>.weight``):
 
-- weight: the initializer becomes the codes round(W/s_c) ∈ [−q_max, q_max] (same name) feeding
+- weight: the initializer becomes the codes round(W/s_c) ∈ [−2^(b−1), 2^(b−1) − 1] (same name) feeding
   DequantizeLinear, per channel, axis 0 (Conv [O, I, kh, kw]; Gemm with transB=1 [O, I]). For
   ``ort`` the codes are stored at their real size (``GraphEditor.set_codes``: INT4, or packed
   bytes of any width with a keep-mask where smaller) and widened to int8 by a Cast or a small

@@ -6,7 +6,7 @@ optimiser sees, and fuses, is the plain int8 initializer (checked in the export 
 
 Decoding n values of b bits from bytes P (bit j of the stream is bit j mod 8 of byte ⌊j/8⌋):
 bits = (P[:, None] >> [0..7]) & 1, flattened, cut to n·b, reshaped [n, b]; u = Σ_j bits_j·2^j;
-code = u − 2^(b−1). Masked: the first ⌈n/8⌉ bytes give the keep-mask m ∈ {0, 1}^n, the rest the
+code = u + q_min = u − 2^(b−1). Masked: the first ⌈n/8⌉ bytes give the keep-mask m ∈ {0, 1}^n, the rest the
 k kept codes c; code_i = [0, c_1, …, c_k][m_i·Σ_{l≤i} m_l] (a gather with index 0 for zeros).
 """
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from compress.pack.bits import packed_bytes
 from compress.pack.codes import EncodedCodes
+from compress.quant.weights import code_range
 
 from .qdq_graph import INT8, GraphEditor
 
@@ -73,7 +74,7 @@ def _unpack(editor: GraphEditor, name: str, packed: str, bits: int, count: int) 
 
 
 def _centered(editor: GraphEditor, name: str, unsigned: str, bits: int) -> str:
-    offset = editor.set_initializer(f"{SHARED}/offset{bits}", np.array(2 ** (bits - 1), dtype=np.int32))
+    offset = editor.set_initializer(f"{SHARED}/offset{bits}", np.array(-code_range(bits)[0], dtype=np.int32))
     return _node(editor, "Sub", [unsigned, offset], f"{name}/q")
 
 

@@ -12,6 +12,7 @@ from compress.errors import InputError
 from compress.export.hf import export_hf, pack_rows
 from compress.quant.quantize import quantize_model_
 from compress.quant.records import QuantSettings
+from compress.quant.weights import code_range
 
 transformers = pytest.importorskip("transformers")
 compressed_tensors = pytest.importorskip(
@@ -43,8 +44,8 @@ def _linears(model: nn.Module) -> list[str]:
 def test_rows_pack_like_compressed_tensors(bits: int) -> None:
     from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 
-    q_max = 2 ** (bits - 1) - 1
-    codes = torch.randint(-q_max, q_max + 1, (5, 77), generator=torch.Generator().manual_seed(bits), dtype=torch.int8)
+    q_min, q_max = code_range(bits)
+    codes = torch.randint(q_min, q_max + 1, (5, 77), generator=torch.Generator().manual_seed(bits), dtype=torch.int8)
     assert torch.equal(pack_rows(codes.to(torch.int64) + 2 ** (bits - 1), bits), pack_to_int32(codes, bits))
 
 

@@ -14,6 +14,7 @@ from compress.export.onnx_qdq import export_onnx
 from compress.backends.ort.fusion import check_fusion
 from compress.backends.ort.session import ort_session
 from compress.quant.blocks import block_codes, block_scales
+from compress.quant.weights import weight_code_range
 from compress.quant.fake import dynamic_fake_quantize
 from compress.quant.quantize import quantize_model_, rebuild_quantized_, records_of
 from compress.quant.records import QuantRecords, QuantSettings
@@ -104,17 +105,19 @@ def test_block_codes_reconstruct_within_half_a_block_step() -> None:
     weight[2, 40] = 30.0  # an outlier widens only its own block's step
     scales = block_scales(weight, 4, 32)
     codes = block_codes(weight, scales, 4)
-    assert scales.shape == (8, 3) and codes.abs().max() <= 7 and torch.equal(codes, codes.round())
+    q_min, q_max = weight_code_range(4)
+    assert scales.shape == (8, 3) and q_min <= codes.min() and codes.max() <= q_max and torch.equal(codes, codes.round())
     reconstructed = codes * scales.repeat_interleave(32, dim=1)
     steps = scales.repeat_interleave(32, dim=1)
-    inside = weight.abs() <= 7 * steps  # weights within the (clipped) range: at most half a step off
+    inside = (weight <= q_max * steps) & (weight >= q_min * steps)  # within the (clipped) range: at most half a step off
     assert ((reconstructed - weight).abs()[inside] <= steps[inside] / 2 + 1e-12).all()
-    unclipped = weight.reshape(8, 3, 32).abs().amax(dim=2) / 7  # α = 1: the max-scaled grid
+    blocks = weight.reshape(8, 3, 32)
+    unclipped = torch.maximum(blocks.amax(dim=2) / q_max, blocks.amin(dim=2) / q_min)  # α = 1: both ends reached
     error = (reconstructed - weight).pow(2).reshape(8, 3, 32).sum(dim=2)
     error_unclipped = (block_codes(weight, unclipped, 4) * unclipped.repeat_interleave(32, dim=1)
                        - weight).pow(2).reshape(8, 3, 32).sum(dim=2)
     assert (error <= error_unclipped + 1e-12).all()  # the clip is chosen to minimise the error
-    assert 30.0 / 14 <= float(scales[2, 1]) <= 30.0 / 7 and float(scales[2, 0]) < 1.0
+    assert 30.0 / (2 * q_max) <= float(scales[2, 1]) <= 30.0 / q_max and float(scales[2, 0]) < 1.0
 
 
 def test_records_rebuild_dynamic_and_block_layers() -> None:

@@ -19,6 +19,7 @@ from compress.pack.codes import decode_codes
 from compress.models.spec import build_model
 from compress.quant.quantize import quantize_model_, rebuild_quantized_
 from compress.quant.records import QuantRecords, QuantSettings
+from compress.quant.weights import weight_code_range
 
 onnx = pytest.importorskip("onnx")
 LAYERS = ("stem.0", "conv.0", "block.dw.0", "block.pw.0", "head")
@@ -75,7 +76,8 @@ def test_weights_are_integer_codes_on_the_layer_grid(exported) -> None:
             codes = codes.reshape(initializers[f"{name}.weight/shp"])
         assert codes.dtype.name in (("int4", "int8", "int64") if target == "ort" and bits <= 4 else ("int8",)), name
         codes = codes.astype(np.int8)
-        assert np.abs(codes).max() <= 2 ** (bits - 1) - 1
+        q_min, q_max = weight_code_range(bits)
+        assert q_min <= codes.min() and codes.max() <= q_max
         dequantized = codes.astype(np.float32) * initializers[f"{name}.weight_scale"].reshape((-1,) + (1,) * (codes.ndim - 1))
         np.testing.assert_array_equal(dequantized, model.get_submodule(name).quantized_weight().detach().numpy())
 

@@ -10,7 +10,7 @@ import torch
 from compress.pack.bits import pack_bits, packed_bytes, unpack_bits
 from compress.pack.codes import decode_codes, dequantized_weight, encode_codes
 from compress.quant.blocks import block_codes, block_scales, expand_block_scales
-from compress.quant.weights import per_channel_scales, quantize_per_channel
+from compress.quant.weights import code_range, per_channel_scales, quantize_per_channel
 
 
 def _reference_stream(values: list[int], bits: int) -> bytes:
@@ -45,8 +45,8 @@ def test_out_of_range_values_are_refused() -> None:
 @pytest.mark.parametrize("zeros", [0.0, 0.5, 0.9])
 def test_codes_round_trip_in_the_smaller_form(bits: int, zeros: float) -> None:
     generator = torch.Generator().manual_seed(bits)
-    q_max = 2 ** (bits - 1) - 1
-    codes = torch.randint(-q_max, q_max + 1, (37, 19), generator=generator)
+    q_min, q_max = code_range(bits)
+    codes = torch.randint(q_min, q_max + 1, (37, 19), generator=generator)
     codes[torch.rand(codes.shape, generator=generator) < zeros] = 0
     encoded = encode_codes(codes, bits)
     kept = int((codes != 0).sum())
@@ -56,9 +56,15 @@ def test_codes_round_trip_in_the_smaller_form(bits: int, zeros: float) -> None:
     assert torch.equal(decoded.reshape(codes.shape), codes)
 
 
-def test_a_stored_zero_code_is_refused() -> None:
-    with pytest.raises(ValueError, match="outside the symmetric"):
-        decode_codes(torch.zeros(2, dtype=torch.uint8), 4, 4, False, 4)
+def test_every_stored_value_is_a_code() -> None:
+    """u = 0 is the code q_min = −8, u = 15 the code 7 (the whole 4-bit range is used)."""
+    decoded = decode_codes(torch.tensor([0x00, 0xFF], dtype=torch.uint8), 4, 4, False, 4)
+    assert decoded.tolist() == [-8, -8, 7, 7]
+
+
+def test_a_keep_mask_that_disagrees_with_the_metadata_is_refused() -> None:
+    with pytest.raises(ValueError, match="keep-mask"):
+        decode_codes(torch.tensor([0b0011, 0x77], dtype=torch.uint8), 4, 4, True, 3)
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 5, 8])

@@ -36,13 +36,23 @@ def test_bits_read_back_meet_the_budget(searched) -> None:
         assert (module.weight_quantizer.num_bits if module.weight_quantizer.is_enabled else None) == bits[name]
 
 
-def test_modelopt_quantizer_is_our_per_channel_quantizer(searched) -> None:
+def test_modelopt_quantizer_is_the_narrow_symmetric_per_channel_grid(searched) -> None:
+    """ModelOpt's weight quantizer is per channel with s = max|W_c|/q_max and codes −q_max…q_max,
+    q_max = 2^(b−1) − 1 (reference written here); ours (``weight_code_range``) also uses the code
+    −2^(b−1) from 3 bits up, with its own scale, so the two are at most one of our steps apart."""
     _, _, peer, result, _ = searched
     for name, module in plannable_layers(peer).items():
         if result.layers[name].num_bits is not None:
             assert result.layers[name].granularity == "per-channel axis 0"
-            gap = gap_in_steps(module)
-            assert gap < 1e-4, f"{name}: ModelOpt differs from ours by {gap} steps"
+            bits = int(module.weight_quantizer.num_bits)
+            with torch.no_grad():
+                weight = module.weight.detach()
+                q_max = 2 ** (bits - 1) - 1
+                step = weight.abs().reshape(weight.shape[0], -1).amax(dim=1).reshape((-1,) + (1,) * (weight.ndim - 1)) / q_max
+                narrow = torch.clamp(torch.round(weight / step), -q_max, q_max) * step
+                gap = float(((module.weight_quantizer(weight) - narrow).abs() / step).max())
+            assert gap < 1e-4, f"{name}: ModelOpt differs from the narrow grid by {gap} steps"
+            assert gap_in_steps(module) <= 1 + 1e-4
 
 
 def test_input_model_untouched_and_result_round_trips(searched) -> None:

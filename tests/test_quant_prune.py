@@ -1,11 +1,14 @@
 """Property tests of the weight quantizer and the pruning masks (hypothesis)."""
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compress.prune.masks import channel_mask, magnitude_mask, two_four_mask
-from compress.quant.weights import fake_quantize_per_channel, per_channel_scales, quantize_per_channel
+from compress.quant.weights import (
+    code_range, fake_quantize_per_channel, per_channel_scales, quantize_per_channel, weight_code_range,
+)
 
 shapes = st.tuples(st.integers(1, 8), st.integers(1, 12))
 
@@ -28,11 +31,29 @@ def test_quantization_error_is_at_most_half_a_step(shape, bits, seed, scale) -> 
 def test_quantize_dequantize_is_the_identity_on_the_grid(shape, bits, seed) -> None:
     weight = weights(shape, seed, 1.0)
     scales = per_channel_scales(weight, bits)
-    q_max = 2 ** (bits - 1) - 1
-    codes = torch.randint(-q_max, q_max + 1, shape, generator=torch.Generator().manual_seed(seed))
+    q_min, q_max = weight_code_range(bits)
+    codes = torch.randint(q_min, q_max + 1, shape, generator=torch.Generator().manual_seed(seed))
     on_grid = codes * scales[:, None]
     assert torch.equal(quantize_per_channel(on_grid, scales, bits), codes.float())
-    assert bool((codes.abs() <= q_max).all())
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_weight_codes_are_the_integer_type_from_3_bits_and_ternary_at_2(bits: int) -> None:
+    assert code_range(bits) == (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    assert code_range(bits, signed=False) == (0, 2**bits - 1)
+    assert weight_code_range(bits) == ((-1, 1) if bits == 2 else code_range(bits))
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_the_scale_puts_each_channels_extreme_on_an_end_code(bits: int) -> None:
+    """Row 0's extreme is positive (→ q_max), row 1's negative (→ q_min), row 2 is all zero (scale
+    1): every row uses the whole range without clipping."""
+    weight = torch.tensor([[0.5, -0.9, 1.0, 0.0], [0.5, -1.0, 0.3, 0.1], [0.0, 0.0, 0.0, 0.0]])
+    q_min, q_max = (-1, 1) if bits == 2 else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    scales = per_channel_scales(weight, bits)
+    torch.testing.assert_close(scales, torch.tensor([1.0 / q_max, 1.0 / -q_min, 1.0]))
+    codes = quantize_per_channel(weight, scales, bits)
+    assert codes[0].max() == q_max and codes[1].min() == q_min
 
 
 @settings(max_examples=60, deadline=None)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from compress.errors import ConfigError
+from compress.quant.weights import weight_code_range
 from compress.reconstruct.gptq import asymmetric_grid, column_scales, grid_scales
 from compress.reconstruct.layer import ReconstructSettings, reconstruct_layer
 from tests.helpers.least_squares import output_error as _output_error, problem as _problem, stats_of as _stats
@@ -18,13 +19,13 @@ def reference_obq(weight: torch.Tensor, hessian: torch.Tensor, scales: torch.Ten
     """Optimal Brain Quantization in fixed column order: for each row, quantize w_j, move the rest by
     −(w_j − q)/[H⁻¹]_jj·H⁻¹[:, j], then remove j from H⁻¹ (Frantar & Alistarh 2022, eqs. 2-3).
     With ``zeros`` (per weight) the grid is asymmetric: (clamp(round(w/s) + z, 0, 2^b − 1) − z)·s."""
-    q_max = 2 ** (bits - 1) - 1
+    q_min, q_max = weight_code_range(bits)
     result = weight.clone()
     for r in range(weight.shape[0]):
         w, inverse = weight[r].clone(), torch.linalg.inv(hessian)
         for j in range(weight.shape[1]):
             if zeros is None:
-                q = scales[r, j] * torch.clamp(torch.round(w[j] / scales[r, j]), -q_max, q_max)
+                q = scales[r, j] * torch.clamp(torch.round(w[j] / scales[r, j]), q_min, q_max)
             else:
                 z = zeros[r, j]
                 q = scales[r, j] * (torch.clamp(torch.round(w[j] / scales[r, j]) + z, 0, 2**bits - 1) - z)
@@ -119,11 +120,12 @@ def test_act_order_keeps_static_grid_and_beats_round_to_nearest(weight_block: in
     torch.testing.assert_close(result.scales, scales)  # fixed on the original weight, original order
     expanded = column_scales(scales, 16)
     torch.testing.assert_close(result.codes(3) * expanded, result.weight, rtol=0, atol=1e-12)
-    assert result.codes(3).abs().max() <= 3
-    nearest = expanded * torch.clamp(torch.round(weight / expanded), -3, 3)
+    q_min, q_max = weight_code_range(3)
+    assert q_min <= result.codes(3).min() and result.codes(3).max() <= q_max
+    nearest = expanded * torch.clamp(torch.round(weight / expanded), q_min, q_max)
     assert _output_error(result.weight - weight, x) < 0.8 * _output_error(nearest - weight, x)
     plain = column_scales(grid_scales(weight, 3, weight_block), 16)  # the clip that ignores H
-    assert _output_error(nearest - weight, x) <= _output_error(plain * torch.clamp(torch.round(weight / plain), -3, 3) - weight, x)
+    assert _output_error(nearest - weight, x) <= _output_error(plain * torch.clamp(torch.round(weight / plain), q_min, q_max) - weight, x)
 
 
 def test_dead_inputs_get_zero_weights() -> None:

@@ -1,19 +1,20 @@
 """Symmetric integer weight codes at their bit width, and the float weight they stand for.
 
-A b-bit symmetric code q ∈ [−q_max, q_max], q_max = 2^(b−1) − 1, is stored as the unsigned
-u = q + 2^(b−1) ∈ [1, 2^b − 1] (u = 0 never occurs, so a stored 0 is a corrupt file). Zeros
-(pruned or rounded to 0) are implied in one of two ways, whichever is smaller:
+A b-bit symmetric code q (``compress.quant.weights.weight_code_range``, inside the b-bit integer
+range [q_min, q_max] = [−2^(b−1), 2^(b−1) − 1] of ``code_range``) is stored as the unsigned
+u = q − q_min ∈ [0, 2^b − 1]. Zeros (pruned or rounded to 0) are implied in one of two ways,
+whichever is smaller:
 
 - dense: all n codes, n·b bits;
 - masked: a 1-bit keep-mask (q ≠ 0) followed by the k non-zero codes, n + k·b bits.
 
 The float weight written back for a code is q·s. Asymmetric blocks (unsigned codes u ∈ [0, 2^b − 1]
-and zero points z) are passed in as q = u − 2^(b−1), so they are stored as u itself, and written
-back as (u − z)·s. A layer whose scale is derived from its
-weight (s = fl(max|W|/q_max), per channel, or per block with the clip α = 1 that such a weight
+and zero points z) are passed in as q = u + q_min, so they are stored as u itself, and written
+back as (u − z)·s. A layer whose scale is derived from its weight (the symmetric scale
+s = fl(max(m⁺/q_max, m⁻/(−q_min))), per channel, or per block with the clip α = 1 that such a weight
 makes optimal) derives exactly s again from it, because fl(fl(q_max·fl(m/q_max))/q_max) =
-fl(m/q_max) in float32 (checked in ``tests/test_pack_bits.py``), and round(q·s/s) = q: the
-reloaded layer computes bit for bit what the written one computed. Scales that are not derived
+fl(m/q_max) in float32 and the grid's −q_min is a power of 2 (checked in
+``tests/test_pack_bits.py``), and round(q·s/s) = q: the reloaded layer computes bit for bit what the written one computed. Scales that are not derived
 from the weight (learned, fixed) are state-dict entries of their own and stored as such.
 """
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from compress.pack.bits import pack_bits, packed_bytes, unpack_bits
+from compress.quant.weights import code_range
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ def encoded_size(count: int, bits: int, masked: bool, kept: int) -> int:
 def encode_codes(codes: torch.Tensor, bits: int) -> EncodedCodes:
     """Pack the signed codes (any shape) densely or masked, whichever takes fewer bytes."""
     flat = codes.reshape(-1).to(torch.int64)
-    offset = 2 ** (bits - 1)
+    offset = -code_range(bits)[0]
     nonzero = flat != 0
     kept = int(nonzero.sum())
     if encoded_size(flat.numel(), bits, True, kept) < encoded_size(flat.numel(), bits, False, kept):
@@ -52,11 +54,10 @@ def encode_codes(codes: torch.Tensor, bits: int) -> EncodedCodes:
     return EncodedCodes(pack_bits(flat + offset, bits), False, kept)
 
 
-def decode_codes(payload: torch.Tensor, bits: int, count: int, masked: bool, kept: int,
-                 symmetric: bool = True) -> torch.Tensor:
-    """The ``count`` signed codes (int64, flat) of ``encode_codes``; ValueError if any is invalid
-    (``symmetric`` False: the codes of asymmetric blocks, q − 2^(b−1), where a stored 0 is valid)."""
-    offset = 2 ** (bits - 1)
+def decode_codes(payload: torch.Tensor, bits: int, count: int, masked: bool, kept: int) -> torch.Tensor:
+    """The ``count`` signed codes (int64, flat) of ``encode_codes``; ValueError if the keep-mask
+    disagrees with ``kept``."""
+    offset = -code_range(bits)[0]
     if not masked:
         stored = unpack_bits(payload, bits, count)
     else:
@@ -66,8 +67,6 @@ def decode_codes(payload: torch.Tensor, bits: int, count: int, masked: bool, kep
             raise ValueError(f"the keep-mask marks {int(nonzero.sum())} codes, the metadata says {kept}")
         stored = torch.full((count,), offset, dtype=torch.int64)
         stored[nonzero] = unpack_bits(payload[split:], bits, kept)
-    if symmetric and count and int(stored.min()) == 0:
-        raise ValueError(f"a stored code is 0, outside the symmetric {bits}-bit range")
     return stored - offset
 
 

@@ -29,7 +29,7 @@ from compress.pack.layout import CODES_BLOB, CodesSpec, Entry, Layout, dtype_nam
 from compress.quant.blocks import block_codes, expand_block_scales
 from compress.quant.fake import channel_shape
 from compress.quant.modules import QuantLayer
-from compress.quant.weights import quantize_per_channel
+from compress.quant.weights import code_range, quantize_per_channel
 
 LAYOUT_SUFFIX = ".layout.json"
 
@@ -93,7 +93,7 @@ def _pack(model: nn.Module) -> tuple[list[Entry], dict[str, list[torch.Tensor]]]
         zeros_name = None
         if not layer.settings.symmetric:
             zeros_name = _zero_points_entry(name, layer, state, add)
-            codes = codes - 2 ** (layer.settings.weight_bits - 1)  # stored as u = q (``compress.pack.codes``)
+            codes = codes + code_range(layer.settings.weight_bits)[0]  # stored as u itself (``compress.pack.codes``)
         encoded = encode_codes(codes, layer.settings.weight_bits)
         spec = CodesSpec(layer.settings.weight_bits, scales_name, layer.settings.weight_block, encoded.masked,
                          encoded.kept, zeros_name)
@@ -163,17 +163,16 @@ def _decoded(entry: Entry, payload: torch.Tensor, plain: dict[str, torch.Tensor]
     try:
         if scales is None:
             raise ValueError(f"its scales entry {spec.scales!r} is missing")
-        symmetric = spec.zero_points is None
-        codes = decode_codes(payload, spec.bits, entry.numel, spec.masked, spec.kept, symmetric).reshape(entry.shape)
+        codes = decode_codes(payload, spec.bits, entry.numel, spec.masked, spec.kept).reshape(entry.shape)
         if spec.block is not None:
             expanded = expand_block_scales(scales.reshape(entry.shape[0], -1), entry.shape[1])
         else:
             expanded = scales.reshape(channel_shape(codes))
-        if not symmetric:
+        if spec.zero_points is not None:
             zeros = plain.get(spec.zero_points)
             if zeros is None:
                 raise ValueError(f"its zero points entry {spec.zero_points!r} is missing")
-            codes = codes + 2 ** (spec.bits - 1) - expand_block_scales(zeros.reshape(entry.shape[0], -1), entry.shape[1])
+            codes = codes - code_range(spec.bits)[0] - expand_block_scales(zeros.reshape(entry.shape[0], -1), entry.shape[1])
         return dequantized_weight(codes, expanded, getattr(torch, entry.dtype))
     except (ValueError, RuntimeError) as exc:
         raise InputError(f"{path}: {entry.name} cannot be decoded ({exc}); the layout does not match its tensors") from exc

@@ -1,8 +1,9 @@
 """Block-wise symmetric weight quantization (the weight format of ONNX Runtime's MatMulNBits).
 
 A Linear weight W ∈ R^{N×K} is cut along its input dimension into blocks of B consecutive values;
-block (n, j) = W[n, jB:(j+1)B] gets its own scale s_nj = α_nj · max|block| / q_max, q_max = 2^(b−1) − 1,
-and codes q = clamp(round(W / s_nj), −q_max, q_max). The clip α_nj ∈ {0.5, 0.55, …, 1} is the one
+block (n, j) = W[n, jB:(j+1)B] gets its own scale s_nj = α_nj · s(block), s the symmetric scale of
+``compress.quant.weights`` (the block's extremes reach the ends of the weight code range [q_min,
+q_max], ``weight_code_range``), and codes q = clamp(round(W / s_nj), q_min, q_max). The clip α_nj ∈ {0.5, 0.55, …, 1} is the one
 minimising the block's squared quantization error (clipping a few large weights buys a finer grid
 for the rest; on MiniLM at 4 bits, blocks of 32, mean cosine 0.9545 → 0.9608 before recovery). Smaller groups track the local weight range, so
 4-bit block quantization loses far less than 4-bit per-channel (the group-wise scheme of GPTQ,
@@ -21,6 +22,7 @@ from typing import Callable
 import torch
 
 from compress.errors import InputError
+from compress.quant.weights import code_range, symmetric_scale, weight_code_range
 
 
 def _blocks(weight: torch.Tensor, block: int) -> torch.Tensor:
@@ -35,17 +37,16 @@ CLIPS = tuple(0.5 + 0.05 * i for i in range(11))
 
 
 def block_scales(weight: torch.Tensor, bits: int, block: int, importance: torch.Tensor | None = None) -> torch.Tensor:
-    """s_nj = α_nj · max|W[n, jB:(j+1)B]| / q_max with the MSE-optimal clip α_nj, shape [N, K/B];
+    """s_nj = α_nj · ``symmetric_scale`` of W[n, jB:(j+1)B] with the MSE-optimal clip α_nj, shape [N, K/B];
     1 for all-zero blocks. ``importance`` ([K], or [N, K] per row) weighs each input feature's squared error (GPTQ passes
     diag H, the energy of each input, so the clip minimises the output error of rounding)."""
-    q_max = 2 ** (bits - 1) - 1
     blocks = _blocks(weight.detach(), block)
-    largest = blocks.abs().amax(dim=2)
+    high, low = blocks.amax(dim=2).clamp(min=0), blocks.amin(dim=2).clamp(max=0)
 
     def grid(clip: float) -> tuple[torch.Tensor, torch.Tensor]:
-        return clip * largest / q_max, torch.zeros_like(largest)
+        return symmetric_scale(clip * high, clip * low, bits), torch.zeros_like(high)
 
-    scales, _ = _best_clip(blocks, grid, -q_max, q_max, importance)
+    scales, _ = _best_clip(blocks, grid, *weight_code_range(bits), importance)
     return scales
 
 
@@ -53,7 +54,7 @@ def asymmetric_block_grid(weight: torch.Tensor, bits: int, block: int,
                           importance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(s_nj, z_nj), each [N, K/B]: the asymmetric grid of the module docstring with the MSE-optimal
     clip (``importance`` as in ``block_scales``); z is integer-valued, in the scales' dtype."""
-    levels = 2**bits - 1
+    levels = code_range(bits, signed=False)[1]
     blocks = _blocks(weight.detach(), block)
     high, low = blocks.amax(dim=2).clamp(min=0), blocks.amin(dim=2).clamp(max=0)
 
@@ -88,14 +89,13 @@ def _best_clip(blocks: torch.Tensor, grid: Callable[[float], tuple[torch.Tensor,
 
 
 def block_codes(weight: torch.Tensor, scales: torch.Tensor, bits: int, zero_points: torch.Tensor | None = None) -> torch.Tensor:
-    """Integer codes round(W / s_nj) clamped to [−q_max, q_max], shape [N, K]; with ``zero_points``
+    """Integer codes round(W / s_nj) clamped to [q_min, q_max], shape [N, K]; with ``zero_points``
     the asymmetric codes clamp(round(W / s_nj) + z_nj, 0, 2^b − 1)."""
     block = weight.shape[1] // scales.shape[1]
     scaled = torch.round(_blocks(weight, block) / scales[..., None])
     if zero_points is None:
-        q_max = 2 ** (bits - 1) - 1
-        return torch.clamp(scaled, -q_max, q_max).reshape(weight.shape)
-    return torch.clamp(scaled + zero_points[..., None], 0, 2**bits - 1).reshape(weight.shape)
+        return torch.clamp(scaled, *weight_code_range(bits)).reshape(weight.shape)
+    return torch.clamp(scaled + zero_points[..., None], *code_range(bits, signed=False)).reshape(weight.shape)
 
 
 def expand_block_scales(scales: torch.Tensor, columns: int) -> torch.Tensor:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from compress.quant.weights import code_range
+
 CALIBRATORS = ("minmax", "percentile", "mse")
 NUM_BINS = 2048
 
@@ -102,11 +104,6 @@ def _mse_range(observer: RangeObserver, signed: bool, bits: int) -> tuple[float,
         if error < best_error:
             best, best_error = alpha, error
     return observer.low * best, observer.high * best
-
-
-def code_range(bits: int, signed: bool) -> tuple[int, int]:
-    """[q_min, q_max]: [−2^(b−1), 2^(b−1) − 1] signed (ONNX QuantizeLinear saturation), [0, 2^b − 1] unsigned."""
-    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
 
 
 def grid(low: float, high: float, bits: int, signed: bool) -> tuple[float, int, int, int]:

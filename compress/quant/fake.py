@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from compress.quant.weights import weight_code_range
+
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
     """round(x) forward, identity backward."""
@@ -37,8 +39,9 @@ def channel_shape(weight: torch.Tensor) -> tuple[int, ...]:
 
 
 def lsq_gradient_scale(weight: torch.Tensor, bits: int) -> float:
-    """g = 1/√(N·q_max) with N the number of weights per output channel (Esser et al. 2020, §2.2)."""
-    q_max = 2 ** (bits - 1) - 1
+    """g = 1/√(N·q_max) with N the number of weights per output channel and q_max the largest
+    positive code (Esser et al. 2020, §2.2: Q_P)."""
+    q_max = weight_code_range(bits)[1]
     return 1.0 / (weight[0].numel() * q_max) ** 0.5
 
 

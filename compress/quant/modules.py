@@ -2,7 +2,8 @@
 parameter names: ``stem.0.weight`` stays ``stem.0.weight``), and the activation quantizer.
 
 A quantized layer computes  y = layer(Q_in(x); Q_w(W), Q_b(b))  then  Q_out(y), where
-- Q_w: per-output-channel symmetric, codes in [−q_max, q_max], s_c = max|W_c|/q_max, or learnable
+- Q_w: per-output-channel symmetric, codes in ``weight_code_range`` [q_min, q_max] with the scale
+  of ``compress.quant.weights.symmetric_scale``, or learnable
   (LSQ, Esser et al. 2020) initialised there; or per block of input features (``weight_block``,
   ``compress.quant.blocks``; with ``symmetric`` False asymmetric blocks, codes in [0, 2^b − 1] and an
   integer zero point per block); or fixed at the scales (and zero points) a reconstruction chose
@@ -21,12 +22,12 @@ from torch import nn
 
 from compress.errors import InputError
 from compress.quant.blocks import asymmetric_block_grid, block_scales, expand_block_scales
-from compress.quant.calibrate import RangeObserver, calibrated_range, code_range, grid
+from compress.quant.calibrate import RangeObserver, calibrated_range, grid
 from compress.quant.fake import (
     channel_shape, dynamic_fake_quantize, fake_quantize, lsq_gradient_scale, round_ste, scale_gradient,
 )  # fmt: skip
 from compress.quant.records import ActRecord, LayerRecord, QuantSettings
-from compress.quant.weights import per_channel_scales
+from compress.quant.weights import code_range, per_channel_scales, weight_code_range
 
 
 class ActQuantizer(nn.Module):
@@ -112,7 +113,7 @@ class QuantLayer:
         return "fixed_weight_scales" in self._buffers
 
     def weight_scales(self) -> torch.Tensor:
-        """s_c per output channel: learnable (LSQ), fixed (``fix_weight_scales``) or max|W_c|/q_max;
+        """s_c per output channel: learnable (LSQ), fixed (``fix_weight_scales``) or ``symmetric_scale`` of W_c;
         [N, K/B] block scales with ``weight_block``."""
         if self.settings.learnable_scales:
             return self.weight_scale
@@ -137,17 +138,16 @@ class QuantLayer:
         bits = self.settings.weight_bits
         if bits is None:
             return self.weight
-        q_max = 2 ** (bits - 1) - 1
         scales = self.weight_scales()
         if self.settings.learnable_scales:
             scales = scale_gradient(scales, lsq_gradient_scale(self.weight, bits))
         if not self.settings.symmetric:
             columns = self.weight.shape[1]
             zeros = expand_block_scales(self.weight_zero_points(), columns)
-            return fake_quantize(self.weight, expand_block_scales(scales, columns), zeros, 0, 2**bits - 1)
+            return fake_quantize(self.weight, expand_block_scales(scales, columns), zeros, *code_range(bits, signed=False))
         if self.settings.weight_block is not None:
-            return fake_quantize(self.weight, expand_block_scales(scales, self.weight.shape[1]), 0, -q_max, q_max)
-        return fake_quantize(self.weight, scales.reshape(channel_shape(self.weight)), 0, -q_max, q_max)
+            return fake_quantize(self.weight, expand_block_scales(scales, self.weight.shape[1]), 0, *weight_code_range(bits))
+        return fake_quantize(self.weight, scales.reshape(channel_shape(self.weight)), 0, *weight_code_range(bits))
 
     def bias_scales(self) -> torch.Tensor | None:
         """s_in · s_w,c: the int32 bias grid, when input and weight are both quantized."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from compress.errors import ConfigError, InputError
-from compress.quant.calibrate import CALIBRATORS, code_range
+from compress.quant.calibrate import CALIBRATORS
+from compress.quant.weights import code_range
 
 RECORDS_VERSION = 1
 ACT_BITS = (8,)
