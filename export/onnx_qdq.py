@@ -54,6 +54,7 @@ from compress.quant.quantize import records_of
 from compress.quant.records import ActRecord, LayerRecord
 from compress.quant.weights import quantize_per_channel
 
+from .compact_graph import compact_graph
 from .matmul_qdq import quantize_matmul_layer
 from .qdq_graph import FLOAT, GRID_PRESERVING, GraphEditor
 
@@ -99,11 +100,13 @@ def export_onnx(
         fold = weight_only == "fold" and record.settings.act_bits is None
         _quantize_layer(editor, name, record, model.get_submodule(name), target, fold)
         folded += [name] if fold else []
+    editor.write_packed_codes()
     _propagate_grids(editor)
     editor.sort()
     proto.opset_import.extend(onnx.helper.make_opsetid(domain, 1) for domain in sorted(editor.domains))
     if folded:
         onnx.helper.set_model_props(proto, {FLOAT_AT_RUNTIME_KEY: ",".join(folded)})
+    compact_graph(proto, keep=[f"{name}.weight" for name in layers])
     onnx.checker.check_model(proto)
     with atomic_path(path) as partial:
         onnx.save(proto, partial)
@@ -298,7 +301,9 @@ def _fold_weight_only(editor: GraphEditor, name: str, record: LayerRecord, layer
 def _quantize_weight(editor: GraphEditor, name: str, node, record: LayerRecord, layer: QuantLayer, target: str, fold: bool) -> None:
     """The codes under the weight's own name (at their real size for ``ort``:
     ``GraphEditor.set_codes``), then per-channel (axis 0) DequantizeLinear, or with ``fold``
-    Cast(to FLOAT) · s_c; read by ``node`` (None: by every reader of the weight)."""
+    Cast(to FLOAT) · s_c; read by ``node`` (None: by every reader of the weight). The zero point
+    (0) is left to its default for ``ort`` except on Gemm, which ORT 1.32 fuses into QGemm only
+    with B's zero point given; ``tensorrt`` always gets it (its parsers' long-standing form)."""
     bits = record.settings.weight_bits
     scales = layer.weight_scales().detach().float()
     codes = quantize_per_channel(layer.weight.detach().float(), scales, bits)
@@ -309,30 +314,36 @@ def _quantize_weight(editor: GraphEditor, name: str, node, record: LayerRecord, 
         shape = (-1,) + (1,) * (codes.ndim - 1)
         scale = editor.set_initializer(f"{name}.weight_scale", scales.numpy().reshape(shape))
         real = f"{name}.weight/float"
-        editor.add_node("Cast", [weight], [real], f"{name}.weight/CastFloat", to=FLOAT)
-        editor.add_node("Mul", [real, scale], [dequantized], f"{name}.weight/Mul")
+        editor.add_node("Cast", [weight], [real], "", to=FLOAT)
+        editor.add_node("Mul", [real, scale], [dequantized], "")
         return
-    scale = editor.set_initializer(f"{name}.weight_scale", scales.numpy())
-    zero_point = editor.set_initializer(f"{name}.weight_zero_point", np.zeros(len(scales), dtype=np.int8))
-    editor.add_node("DequantizeLinear", [weight, scale, zero_point], [dequantized], f"{name}.weight/DequantizeLinear", axis=0)
+    inputs = [weight, editor.set_initializer(f"{name}.weight_scale", scales.numpy())]
+    if target == "tensorrt" or (node is not None and node.op_type == "Gemm"):
+        inputs.append(editor.set_initializer(f"{name}.weight_zero_point", np.zeros(len(scales), dtype=np.int8)))
+    editor.add_node("DequantizeLinear", inputs, [dequantized], f"{name}.weight/DQ", axis=0)
 
 
 def _write_bias(editor: GraphEditor, name: str, node, layer: QuantLayer, target: str) -> None:
-    """ort: int32 codes round(b / (s_in·s_w,c)) + DequantizeLinear; tensorrt: the float fake-quantized bias."""
+    """ort: int32 codes round(b / (s_in·s_w,c)) + DequantizeLinear (zero point 0 by default), its
+    scale computed in the graph as Mul(s_in, s_w,c) in float32, as ``bias_scales`` computes it (so
+    bit-equal; ORT folds it at session start): the file holds no second copy of the scales;
+    tensorrt: the float fake-quantized bias."""
     with torch.no_grad():
         scales = layer.bias_scales()
         if scales is None or target == "tensorrt":
             editor.set_initializer(f"{name}.bias", layer.quantized_bias().detach().float().numpy())
             return
         codes = torch.round(layer.bias.detach() / scales)
+        input_scale = np.array(float(layer.input_scale), dtype=np.float32)
     if codes.abs().max() >= 2**31:
         raise InputError(f"{name}: bias does not fit int32 on the grid s_in*s_w; the input or weight scale is too small")
     bias = editor.set_initializer(f"{name}.bias", codes.numpy().astype(np.int32))
-    scale = editor.set_initializer(f"{name}.bias_scale", scales.float().numpy())
-    zero_point = editor.set_initializer(f"{name}.bias_zero_point", np.zeros(len(scales), dtype=np.int32))
+    scale = f"{name}.bias_scale"
+    inputs = [editor.set_initializer(f"{name}.input_scale", input_scale), f"{name}.weight_scale"]
+    editor.add_node("Mul", inputs, [scale], "")
     dequantized = f"{name}.bias/dq"
     editor.rewire(bias, dequantized, [node])
-    editor.add_node("DequantizeLinear", [bias, scale, zero_point], [dequantized], f"{name}.bias/DequantizeLinear", axis=0)
+    editor.add_node("DequantizeLinear", [bias, scale], [dequantized], f"{name}.bias/DQ", axis=0)
 
 
 def _propagate_grids(editor: GraphEditor) -> None:
