@@ -106,7 +106,7 @@ def export_onnx(
     proto.opset_import.extend(onnx.helper.make_opsetid(domain, 1) for domain in sorted(editor.domains))
     if folded:
         onnx.helper.set_model_props(proto, {FLOAT_AT_RUNTIME_KEY: ",".join(folded)})
-    compact_graph(proto, keep=[f"{name}.weight" for name in layers])
+    compact_graph(proto, keep=[name for name, _ in model.named_parameters()])  # the codes keep their weight's name
     onnx.checker.check_model(proto)
     with atomic_path(path) as partial:
         onnx.save(proto, partial)
