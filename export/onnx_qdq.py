@@ -6,7 +6,8 @@ weights) is exported with its parameter names; then, per quantized layer (found 
 initializer ``<layer>.weight``):
 
 - weight: the initializer becomes the codes round(W/s_c) ∈ [−q_max, q_max] (same name) feeding
-  DequantizeLinear, per channel, axis 0 (Conv [O, I, kh, kw]; Gemm with transB=1 [O, I]). For
+  DequantizeLinear, per channel, axis 0 (Conv [O, I, kh, kw]; Gemm with transB=1 [O, I]), its
+  zero point left to the default 0 where ORT allows (not on Gemm, nor for TensorRT). For
   ``ort`` the codes are stored at their real size (``GraphEditor.set_codes``: INT4, or packed
   bytes of any width with a keep-mask where smaller) and widened to int8 by a Cast or a small
   decoding graph that ORT constant-folds at session start, so it still fuses the int8
@@ -19,7 +20,8 @@ initializer ``<layer>.weight``):
   DequantizeLinear, which ORT does NOT fold and runs on every call (DESIGN §4: 0.18× FP32 on a
   small CNN); TensorRT reads weight-only layers that way, so it is the ``tensorrt`` form;
 - bias (target ``ort``): int32 codes on the grid s_in·s_w,c + DequantizeLinear (QLinearConv/QGemm
-  need it); target ``tensorrt``: the float value of the fake-quantized bias;
+  need it), whose scale the graph computes as Mul(s_in, s_w,c), which ORT folds at session start
+  (the file holds each scale once); target ``tensorrt``: the float value of the fake-quantized bias;
 - its input quantizer: Q→DQ on the input, moved back through single-consumer layout ops
   (Flatten, Reshape; ReLU only when the ReLU cannot be absorbed, see below; never MaxPool);
 - its output quantizer: Q→DQ after the layer, or after its ReLU: for uint8 with zero point 0 ONNX
@@ -28,6 +30,10 @@ initializer ``<layer>.weight``):
   follows it directly;
 - finally Q→DQ pairs with the same parameters are repeated after every grid-preserving op fed by
   a DequantizeLinear, so MaxPool/Flatten run on integers and consumers (Add) see DQ inputs.
+
+The graph is then written compactly (``export.compact_graph``: short tensor names but the model's
+parameter names, so ``<layer>.weight`` is still the layer's codes; merged constants; no default
+attributes): what the file holds beyond its initializers is the graph's structure, not its names.
 
 Layers with ``act_dynamic`` or ``weight_block`` (Linear, any input rank) become integer MatMuls
 instead (``export.matmul_qdq``). A bias-free Linear on 2-D inputs (a low-rank factor), which torch
