@@ -26,7 +26,7 @@ class GraphEditor:
         self.graph = graph
         self.domains: set[str] = set()  # contrib op domains the edits use (the model must import them)
         self.initializers = {init.name: init for init in graph.initializer}
-        self.packed: dict[int, list[tuple[str, np.ndarray]]] = {}  # bits -> (name, codes) still to write
+        self.packed: dict[tuple[int, bool], list[tuple[str, np.ndarray]]] = {}  # (bits, masked) -> codes to write
         self.producer = {out: node for node in graph.node for out in node.output}
         self.node_names = {node.name for node in graph.node if node.name}
         self.consumers: dict[str, list] = {}
@@ -54,8 +54,8 @@ class GraphEditor:
         Not ``compact``: plain int8. ``compact`` (the file at its real size, for ONNX Runtime):
         the packed bytes of ``compress.pack.codes`` (any width; zeros as a keep-mask where
         smaller) where they are smaller than the codes in an ONNX type, held back until
-        ``write_packed_codes`` writes every such layer of one width as one stream with one
-        decoding graph (``unpack_graph``); else codes of ≤ 4 bits as an ONNX INT4 tensor (opset
+        ``write_packed_codes`` writes every such layer of one width and form (dense or masked) as
+        one stream with one decoding graph (``unpack_graph``); else codes of ≤ 4 bits as an ONNX INT4 tensor (opset
         21; two per byte, low nibble first) read through Cast(to INT8), wider ones as int8.
         ONNX Runtime constant-folds a Cast or any graph of initializers when the session starts
         (unlike a DequantizeLinear, which it keeps so as to fuse it), so its Q/DQ fusions see
@@ -70,7 +70,7 @@ class GraphEditor:
         native = codes.size // 2 + codes.size % 2 if bits <= INT4_BITS else codes.size
         if encoded.payload.numel() < native:  # ``name`` becomes the decoded codes' tensor
             self.remove_initializer(name)
-            self.packed.setdefault(bits, []).append((name, codes))
+            self.packed.setdefault((bits, encoded.masked), []).append((name, codes))
             return name
         if bits > INT4_BITS:
             return self.set_initializer(name, codes.astype(np.int8))
@@ -90,11 +90,11 @@ class GraphEditor:
             del self.graph.initializer[index]
 
     def write_packed_codes(self) -> None:
-        """Write the codes ``set_codes`` held back: per bit width, one packed stream and its
-        decoding graph (``unpack_graph.set_packed_codes``)."""
+        """Write the codes ``set_codes`` held back: per bit width and form, one packed stream and
+        its decoding graph (``unpack_graph.set_packed_codes``)."""
         from .unpack_graph import set_packed_codes
 
-        for bits, layers in sorted(self.packed.items()):
+        for (bits, _), layers in sorted(self.packed.items()):
             set_packed_codes(self, layers, bits)
         self.packed.clear()
 
@@ -108,7 +108,8 @@ class GraphEditor:
 
         if name in self.node_names:  # node names stay unique: name, name#2, name#3, …
             name = next(f"{name}#{k}" for k in range(2, len(self.node_names) + 3) if f"{name}#{k}" not in self.node_names)
-        self.node_names.add(name) if name else None
+        if name:
+            self.node_names.add(name)
         node = helper.make_node(op_type, inputs, outputs, name=name, **attributes)
         self.graph.node.append(node)
         node = self.graph.node[-1]

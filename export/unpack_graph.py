@@ -3,8 +3,9 @@
 non-zero codes) as one uint8 initializer, decoded by a small graph of standard ops whose inputs
 are all initializers. ONNX Runtime constant-folds that graph when the session starts, so what its
 optimiser sees, and fuses, is the plain int8 initializer (checked in the export size tests).
-Every packed layer of one bit width shares one stream (their flattened codes concatenated) and
-so one decoding graph; each layer's codes are then a Slice of the decoded stream, reshaped.
+The packed layers of one bit width and form (dense, or masked: each layer's own smaller one) share
+one stream (their flattened codes concatenated) and so one decoding graph; each layer's codes are
+then a Slice of the decoded stream, reshaped.
 
 Decoding n values of b bits from bytes P (bit j of the stream is bit j mod 8 of byte ⌊j/8⌋):
 bits = (P[:, None] >> [0..7]) & 1, flattened, cut to n·b, reshaped [n, b]; u = Σ_j bits_j·2^j;
@@ -32,7 +33,7 @@ def set_packed_codes(editor: GraphEditor, layers: list[tuple[str, np.ndarray]], 
     graph; each layer's codes become the int8 tensor ``name`` of its shape."""
     flat = np.concatenate([codes.reshape(-1) for _, codes in layers]).astype(np.int64)
     encoded = encode_codes(torch.from_numpy(flat), bits)
-    stream = f"{SHARED}/codes{bits}"
+    stream = f"{SHARED}/codes{bits}{'m' if encoded.masked else ''}"
     payload = editor.set_initializer(stream, encoded.payload.numpy())
     if encoded.masked:
         split = packed_bytes(flat.size, 1)
