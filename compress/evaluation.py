@@ -41,26 +41,27 @@ class EvalResult:
         return {**asdict(self), self.metric: self.value}
 
 
-def model_size(model: "nn.Module") -> tuple[int, float]:
+def model_size(model: "nn.Module", implied_zeros: bool = True) -> tuple[int, float]:
     """(number of parameters, megabytes (1e6 bytes) of parameters and buffers as stored). A
     quantized layer's weight counts at its bit width with its scales, and with its zeros as
-    unstructured sparsity (a 1-bit keep-mask), as the planner counts it (``plan/costs.py``)."""
+    unstructured sparsity (a 1-bit keep-mask), as the planner counts it (``plan/costs.py``);
+    ``implied_zeros`` False: zeros stored as codes like any other (a TensorRT file's dense int8)."""
     num_params = sum(p.numel() for p in model.parameters())
     compressed = {id(m.weight): m for m in model.modules() if getattr(getattr(m, "settings", None), "weight_bits", None)}
     scales = {id(s) for m in compressed.values() if (s := getattr(m, "fixed_weight_scales", None)) is not None}
     tensors = [t for t in [*model.parameters(), *model.buffers()] if id(t) not in scales]  # scales: with their weight
-    size_bits = sum(_stored_bits(compressed[id(t)]) if id(t) in compressed else t.numel() * t.element_size() * 8
+    size_bits = sum(_stored_bits(compressed[id(t)], implied_zeros) if id(t) in compressed else t.numel() * t.element_size() * 8
                     for t in tensors)
     return num_params, size_bits / 8e6
 
 
-def _stored_bits(layer: "nn.Module") -> float:
+def _stored_bits(layer: "nn.Module", implied_zeros: bool) -> float:
     from compress.plan.costs import storage_bits
     from compress.plan.sensitivity import LayerOption
 
     weight = layer.weight
     zeros = float((weight == 0).float().mean())
-    option = LayerOption(layer.settings.weight_bits, zeros if zeros >= 0.05 else 0.0)
+    option = LayerOption(layer.settings.weight_bits, zeros if zeros >= 0.05 and implied_zeros else 0.0)
     return storage_bits(weight.numel(), weight.shape[0], option)
 
 

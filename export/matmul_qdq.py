@@ -49,7 +49,7 @@ def quantize_matmul_layer(editor: GraphEditor, name: str, layer: QuantLayer) -> 
     else:
         _nbits_matmul(editor, name, layer, source, product)
     if bias:
-        editor.add_node("Add", [product, bias], [output], f"{name}/AddBias")
+        editor.add_node("Add", [product, bias], [output], "")
 
 
 def _linear_node(editor: GraphEditor, name: str):
@@ -70,13 +70,13 @@ def _is_plain_gemm(node) -> bool:
     return values.get("transB", 0) == 1 and values.get("transA", 0) == 0 and values.get("alpha", 1.0) == 1.0 and values.get("beta", 1.0) == 1.0
 
 
-def _dynamic_quantized(editor: GraphEditor, source: str) -> tuple[str, str, str]:
+def _dynamic_quantized(editor: GraphEditor, name: str, source: str) -> tuple[str, str, str]:
     """(x_q, s_x, z_x) of DynamicQuantizeLinear(source), reusing one already reading ``source``."""
     for node in editor.consumers.get(source, []):
         if node.op_type == "DynamicQuantizeLinear":
             return tuple(node.output)
     outputs = [f"{source}/dynamic_q", f"{source}/dynamic_scale", f"{source}/dynamic_zero_point"]
-    editor.add_node("DynamicQuantizeLinear", [source], outputs, f"{source}/DynamicQuantizeLinear")
+    editor.add_node("DynamicQuantizeLinear", [source], outputs, f"{name}.input/DynamicQ")
     return tuple(outputs)
 
 
@@ -88,12 +88,12 @@ def _dynamic_matmul(editor: GraphEditor, name: str, layer: QuantLayer, source: s
     weight = editor.set_codes(f"{name}.weight", np.ascontiguousarray(codes.numpy().T), bits, compact=True)
     scale = editor.set_initializer(f"{name}.weight_scale", scales.numpy())
     zero_point = editor.set_initializer(f"{name}.weight_zero_point", np.zeros(len(scales), dtype=np.int8))
-    quantized, input_scale, input_zero_point = _dynamic_quantized(editor, source)
+    quantized, input_scale, input_zero_point = _dynamic_quantized(editor, name, source)
     integer, real, combined = f"{name}/MatMulInteger", f"{name}/Cast", f"{name}/scale"
     editor.add_node("MatMulInteger", [quantized, weight, input_zero_point, zero_point], [integer], integer)
-    editor.add_node("Cast", [integer], [real], real, to=FLOAT)
-    editor.add_node("Mul", [input_scale, scale], [combined], f"{name}/ScaleMul")
-    editor.add_node("Mul", [real, combined], [output], f"{name}/OutputMul")
+    editor.add_node("Cast", [integer], [real], "", to=FLOAT)
+    editor.add_node("Mul", [input_scale, scale], [combined], "")
+    editor.add_node("Mul", [real, combined], [output], "")
 
 
 def _nbits_matmul(editor: GraphEditor, name: str, layer: QuantLayer, source: str, output: str) -> None:

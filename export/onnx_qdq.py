@@ -5,8 +5,9 @@ The float twin of the model (quantized layers swapped back to plain Conv2d/Linea
 weights) is exported with its parameter names; then, per quantized layer (found by its weight
 initializer ``<layer>.weight``):
 
-- weight: the initializer becomes the codes round(W/s_c) ∈ [−2^(b−1), 2^(b−1) − 1] (same name) feeding
-  DequantizeLinear, per channel, axis 0 (Conv [O, I, kh, kw]; Gemm with transB=1 [O, I]). For
+- weight: the initializer becomes the codes round(W/s_c) ∈ ``weight_code_range(b)`` (same name)
+  feeding DequantizeLinear, per channel, axis 0 (Conv [O, I, kh, kw]; Gemm with transB=1 [O, I]), its
+  zero point left to the default 0 where ORT allows (not on Gemm, nor for TensorRT). For
   ``ort`` the codes are stored at their real size (``GraphEditor.set_codes``: INT4, or packed
   bytes of any width with a keep-mask where smaller) and widened to int8 by a Cast or a small
   decoding graph that ORT constant-folds at session start, so it still fuses the int8
@@ -19,7 +20,8 @@ initializer ``<layer>.weight``):
   DequantizeLinear, which ORT does NOT fold and runs on every call (DESIGN §4: 0.18× FP32 on a
   small CNN); TensorRT reads weight-only layers that way, so it is the ``tensorrt`` form;
 - bias (target ``ort``): int32 codes on the grid s_in·s_w,c + DequantizeLinear (QLinearConv/QGemm
-  need it); target ``tensorrt``: the float value of the fake-quantized bias;
+  need it), whose scale the graph computes as Mul(s_in, s_w,c), which ORT folds at session start
+  (the file holds each scale once); target ``tensorrt``: the float value of the fake-quantized bias;
 - its input quantizer: Q→DQ on the input, moved back through single-consumer layout ops
   (Flatten, Reshape; ReLU only when the ReLU cannot be absorbed, see below; never MaxPool);
 - its output quantizer: Q→DQ after the layer, or after its ReLU: for uint8 with zero point 0 ONNX
@@ -28,6 +30,10 @@ initializer ``<layer>.weight``):
   follows it directly;
 - finally Q→DQ pairs with the same parameters are repeated after every grid-preserving op fed by
   a DequantizeLinear, so MaxPool/Flatten run on integers and consumers (Add) see DQ inputs.
+
+The graph is then written compactly (``export.compact_graph``: short tensor names but the model's
+parameter names, so ``<layer>.weight`` is still the layer's codes; merged constants; no default
+attributes): what the file holds beyond its initializers is the graph's structure, not its names.
 
 Layers with ``act_dynamic`` or ``weight_block`` (Linear, any input rank) become integer MatMuls
 instead (``export.matmul_qdq``). A bias-free Linear on 2-D inputs (a low-rank factor), which torch
@@ -54,6 +60,7 @@ from compress.quant.quantize import records_of
 from compress.quant.records import ActRecord, LayerRecord
 from compress.quant.weights import quantize_per_channel
 
+from .compact_graph import compact_graph
 from .matmul_qdq import quantize_matmul_layer
 from .qdq_graph import FLOAT, GRID_PRESERVING, GraphEditor
 
@@ -99,11 +106,13 @@ def export_onnx(
         fold = weight_only == "fold" and record.settings.act_bits is None
         _quantize_layer(editor, name, record, model.get_submodule(name), target, fold)
         folded += [name] if fold else []
+    editor.write_packed_codes()
     _propagate_grids(editor)
     editor.sort()
     proto.opset_import.extend(onnx.helper.make_opsetid(domain, 1) for domain in sorted(editor.domains))
     if folded:
         onnx.helper.set_model_props(proto, {FLOAT_AT_RUNTIME_KEY: ",".join(folded)})
+    compact_graph(proto, keep=[name for name, _ in model.named_parameters()])  # the codes keep their weight's name
     onnx.checker.check_model(proto)
     with atomic_path(path) as partial:
         onnx.save(proto, partial)
@@ -298,7 +307,9 @@ def _fold_weight_only(editor: GraphEditor, name: str, record: LayerRecord, layer
 def _quantize_weight(editor: GraphEditor, name: str, node, record: LayerRecord, layer: QuantLayer, target: str, fold: bool) -> None:
     """The codes under the weight's own name (at their real size for ``ort``:
     ``GraphEditor.set_codes``), then per-channel (axis 0) DequantizeLinear, or with ``fold``
-    Cast(to FLOAT) · s_c; read by ``node`` (None: by every reader of the weight)."""
+    Cast(to FLOAT) · s_c; read by ``node`` (None: by every reader of the weight). The zero point
+    (0) is left to its default for ``ort`` except on Gemm, which ORT 1.32 fuses into QGemm only
+    with B's zero point given; ``tensorrt`` always gets it (its parsers' long-standing form)."""
     bits = record.settings.weight_bits
     scales = layer.weight_scales().detach().float()
     codes = quantize_per_channel(layer.weight.detach().float(), scales, bits)
@@ -309,30 +320,36 @@ def _quantize_weight(editor: GraphEditor, name: str, node, record: LayerRecord, 
         shape = (-1,) + (1,) * (codes.ndim - 1)
         scale = editor.set_initializer(f"{name}.weight_scale", scales.numpy().reshape(shape))
         real = f"{name}.weight/float"
-        editor.add_node("Cast", [weight], [real], f"{name}.weight/CastFloat", to=FLOAT)
-        editor.add_node("Mul", [real, scale], [dequantized], f"{name}.weight/Mul")
+        editor.add_node("Cast", [weight], [real], "", to=FLOAT)
+        editor.add_node("Mul", [real, scale], [dequantized], "")
         return
-    scale = editor.set_initializer(f"{name}.weight_scale", scales.numpy())
-    zero_point = editor.set_initializer(f"{name}.weight_zero_point", np.zeros(len(scales), dtype=np.int8))
-    editor.add_node("DequantizeLinear", [weight, scale, zero_point], [dequantized], f"{name}.weight/DequantizeLinear", axis=0)
+    inputs = [weight, editor.set_initializer(f"{name}.weight_scale", scales.numpy())]
+    if target == "tensorrt" or (node is not None and node.op_type == "Gemm"):
+        inputs.append(editor.set_initializer(f"{name}.weight_zero_point", np.zeros(len(scales), dtype=np.int8)))
+    editor.add_node("DequantizeLinear", inputs, [dequantized], f"{name}.weight/DQ", axis=0)
 
 
 def _write_bias(editor: GraphEditor, name: str, node, layer: QuantLayer, target: str) -> None:
-    """ort: int32 codes round(b / (s_in·s_w,c)) + DequantizeLinear; tensorrt: the float fake-quantized bias."""
+    """ort: int32 codes round(b / (s_in·s_w,c)) + DequantizeLinear (zero point 0 by default), its
+    scale computed in the graph as Mul(s_in, s_w,c) in float32, as ``bias_scales`` computes it (so
+    bit-equal; ORT folds it at session start): the file holds no second copy of the scales;
+    tensorrt: the float fake-quantized bias."""
     with torch.no_grad():
         scales = layer.bias_scales()
         if scales is None or target == "tensorrt":
             editor.set_initializer(f"{name}.bias", layer.quantized_bias().detach().float().numpy())
             return
         codes = torch.round(layer.bias.detach() / scales)
+        input_scale = np.array(float(layer.input_scale), dtype=np.float32)
     if codes.abs().max() >= 2**31:
         raise InputError(f"{name}: bias does not fit int32 on the grid s_in*s_w; the input or weight scale is too small")
     bias = editor.set_initializer(f"{name}.bias", codes.numpy().astype(np.int32))
-    scale = editor.set_initializer(f"{name}.bias_scale", scales.float().numpy())
-    zero_point = editor.set_initializer(f"{name}.bias_zero_point", np.zeros(len(scales), dtype=np.int32))
+    scale = f"{name}.bias_scale"
+    inputs = [editor.set_initializer(f"{name}.input_scale", input_scale), f"{name}.weight_scale"]
+    editor.add_node("Mul", inputs, [scale], "")
     dequantized = f"{name}.bias/dq"
     editor.rewire(bias, dequantized, [node])
-    editor.add_node("DequantizeLinear", [bias, scale, zero_point], [dequantized], f"{name}.bias/DequantizeLinear", axis=0)
+    editor.add_node("DequantizeLinear", [bias, scale], [dequantized], f"{name}.bias/DQ", axis=0)
 
 
 def _propagate_grids(editor: GraphEditor) -> None:

@@ -26,7 +26,9 @@ class GraphEditor:
         self.graph = graph
         self.domains: set[str] = set()  # contrib op domains the edits use (the model must import them)
         self.initializers = {init.name: init for init in graph.initializer}
+        self.packed: dict[tuple[int, bool], list[tuple[str, np.ndarray]]] = {}  # (bits, masked) -> codes to write
         self.producer = {out: node for node in graph.node for out in node.output}
+        self.node_names = {node.name for node in graph.node if node.name}
         self.consumers: dict[str, list] = {}
         for node in graph.node:
             for name in node.input:
@@ -47,14 +49,14 @@ class GraphEditor:
         return tensor.name
 
     def set_codes(self, name: str, codes: np.ndarray, bits: int, compact: bool) -> str:
-        """Integer weight codes as the initializer ``name``; returns the int8 tensor of the codes.
+        """Integer weight codes under the name ``name`` (an initializer, or the tensor decoded from
+        packed bytes); returns the int8 tensor of the codes.
         Not ``compact``: plain int8. ``compact`` (the file at its real size, for ONNX Runtime):
         the packed bytes of ``compress.pack.codes`` (any width; zeros as a keep-mask where
-        smaller) with their decoding graph (``unpack_graph``) where they are smaller than the
-        codes in an ONNX type; else codes of ≤ 4 bits as an ONNX INT4 tensor (opset 21; two per
-        byte, low nibble first) read through Cast(to INT8), wider ones as int8. The decoding
-        graph adds 1-3 kB of nodes per layer: noticeable on a model as small as mnist-cnn,
-        nothing on a real one.
+        smaller) where they are smaller than the codes in an ONNX type, held back until
+        ``write_packed_codes`` writes every such layer of one width and form (dense or masked) as
+        one stream with one decoding graph (``unpack_graph``); else codes of ≤ 4 bits as an ONNX INT4 tensor (opset
+        21; two per byte, low nibble first) read through Cast(to INT8), wider ones as int8.
         ONNX Runtime constant-folds a Cast or any graph of initializers when the session starts
         (unlike a DequantizeLinear, which it keeps so as to fuse it), so its Q/DQ fusions see
         an int8 initializer either way."""
@@ -66,10 +68,10 @@ class GraphEditor:
 
         encoded = encode_codes(torch.from_numpy(codes.astype(np.int64)), bits)
         native = codes.size // 2 + codes.size % 2 if bits <= INT4_BITS else codes.size
-        if encoded.payload.numel() < native:
-            from .unpack_graph import set_packed_codes
-
-            return set_packed_codes(self, name, encoded, codes.shape, bits)
+        if encoded.payload.numel() < native:  # ``name`` becomes the decoded codes' tensor
+            self.remove_initializer(name)
+            self.packed.setdefault((bits, encoded.masked), []).append((name, codes))
+            return name
         if bits > INT4_BITS:
             return self.set_initializer(name, codes.astype(np.int8))
         from onnx import TensorProto, helper
@@ -79,8 +81,22 @@ class GraphEditor:
         nibbles = torch.from_numpy(codes.astype(np.int64).reshape(-1) & 0xF)
         self._put(helper.make_tensor(name, TensorProto.INT4, codes.shape, pack_bits(nibbles, 4).numpy().tobytes(), raw=True))
         widened = f"{name}/int8"
-        self.add_node("Cast", [name], [widened], f"{name}/Cast", to=INT8)
+        self.add_node("Cast", [name], [widened], "", to=INT8)
         return widened
+
+    def remove_initializer(self, name: str) -> None:
+        if self.initializers.pop(name, None) is not None:
+            index = next(i for i, init in enumerate(self.graph.initializer) if init.name == name)
+            del self.graph.initializer[index]
+
+    def write_packed_codes(self) -> None:
+        """Write the codes ``set_codes`` held back: per bit width and form, one packed stream and
+        its decoding graph (``unpack_graph.set_packed_codes``)."""
+        from .unpack_graph import set_packed_codes
+
+        for (bits, _), layers in sorted(self.packed.items()):
+            set_packed_codes(self, layers, bits)
+        self.packed.clear()
 
     def array(self, name: str) -> np.ndarray:
         from onnx import numpy_helper
@@ -90,6 +106,10 @@ class GraphEditor:
     def add_node(self, op_type: str, inputs: list[str], outputs: list[str], name: str, **attributes) -> None:
         from onnx import helper
 
+        if name in self.node_names:  # node names stay unique: name, name#2, name#3, …
+            name = next(f"{name}#{k}" for k in range(2, len(self.node_names) + 3) if f"{name}#{k}" not in self.node_names)
+        if name:
+            self.node_names.add(name)
         node = helper.make_node(op_type, inputs, outputs, name=name, **attributes)
         self.graph.node.append(node)
         node = self.graph.node[-1]
@@ -123,9 +143,9 @@ class GraphEditor:
         consumers = list(self.consumers.get(tensor, [])) if only is None else only
         quantized, dequantized = f"{tensor}/{label}/q", f"{tensor}/{label}/dq"
         extra = {} if axis is None else {"axis": axis}
-        self.add_node("QuantizeLinear", [tensor, scale, zero_point], [quantized], f"{label}/QuantizeLinear/{tensor}", **extra)
+        self.add_node("QuantizeLinear", [tensor, scale, zero_point], [quantized], f"{label}/Q", **extra)
         self.rewire(tensor, dequantized, consumers)
-        self.add_node("DequantizeLinear", [quantized, scale, zero_point], [dequantized], f"{label}/DequantizeLinear/{tensor}", **extra)
+        self.add_node("DequantizeLinear", [quantized, scale, zero_point], [dequantized], f"{label}/DQ", **extra)
         return dequantized
 
     def sort(self) -> None:

@@ -3,6 +3,9 @@
 non-zero codes) as one uint8 initializer, decoded by a small graph of standard ops whose inputs
 are all initializers. ONNX Runtime constant-folds that graph when the session starts, so what its
 optimiser sees, and fuses, is the plain int8 initializer (checked in the export size tests).
+The packed layers of one bit width and form (dense, or masked: each layer's own smaller one) share
+one stream (their flattened codes concatenated) and so one decoding graph; each layer's codes are
+then a Slice of the decoded stream, reshaped.
 
 Decoding n values of b bits from bytes P (bit j of the stream is bit j mod 8 of byte ⌊j/8⌋):
 bits = (P[:, None] >> [0..7]) & 1, flattened, cut to n·b, reshaped [n, b]; u = Σ_j bits_j·2^j;
@@ -12,12 +15,11 @@ k kept codes c; code_i = [0, c_1, …, c_k][m_i·Σ_{l≤i} m_l] (a gather with 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+import torch
 
 from compress.pack.bits import packed_bytes
-from compress.pack.codes import EncodedCodes
+from compress.pack.codes import encode_codes
 from compress.quant.weights import code_range
 
 from .qdq_graph import INT8, GraphEditor
@@ -26,21 +28,29 @@ INT32 = 6  # onnx.TensorProto.INT32
 SHARED = "unpack"  # prefix of the constants every decoding graph shares
 
 
-def set_packed_codes(editor: GraphEditor, name: str, encoded: EncodedCodes, shape: tuple[int, ...], bits: int) -> str:
-    """Codes encoded by ``compress.pack.codes.encode_codes`` as the uint8 initializer ``name``
-    plus their decoding graph; returns the decoded int8 tensor of ``shape``."""
-    payload = editor.set_initializer(name, encoded.payload.numpy())
-    count = math.prod(shape)
+def set_packed_codes(editor: GraphEditor, layers: list[tuple[str, np.ndarray]], bits: int) -> None:
+    """The integer codes of ``layers`` ((weight name, codes), all of ``bits`` bits) as one uint8
+    initializer (``encode_codes`` of their flattened codes, concatenated) and one decoding
+    graph; each layer's codes become the int8 tensor ``name`` of its shape."""
+    flat = np.concatenate([codes.reshape(-1) for _, codes in layers]).astype(np.int64)
+    encoded = encode_codes(torch.from_numpy(flat), bits)
+    stream = f"{SHARED}/codes{bits}{'m' if encoded.masked else ''}"
+    payload = editor.set_initializer(stream, encoded.payload.numpy())
     if encoded.masked:
-        split = packed_bytes(count, 1)
-        mask = _unpack(editor, f"{name}/m", _slice(editor, payload, 0, split, f"{name}/mb"), 1, count)
-        kept = _unpack(editor, f"{name}/k", _slice(editor, payload, split, encoded.payload.numel(), f"{name}/kb"), bits, encoded.kept)
-        values = _scatter_kept(editor, name, mask, _centered(editor, name, kept, bits))
+        split = packed_bytes(flat.size, 1)
+        mask = _unpack(editor, f"{stream}/m", _slice(editor, payload, 0, split, f"{stream}/mb"), 1, flat.size)
+        kept = _unpack(editor, f"{stream}/k", _slice(editor, payload, split, encoded.payload.numel(), f"{stream}/kb"),
+                       bits, encoded.kept)
+        values = _scatter_kept(editor, stream, mask, _centered(editor, stream, kept, bits))
     else:
-        values = _centered(editor, name, _unpack(editor, name, payload, bits, count), bits)
-    shape = editor.set_initializer(f"{name}/shp", np.array(shape, dtype=np.int64))
-    narrow = _node(editor, "Cast", [values], f"{name}/i8f", to=INT8)
-    return _node(editor, "Reshape", [narrow, shape], f"{name}/i8")
+        values = _centered(editor, stream, _unpack(editor, stream, payload, bits, flat.size), bits)
+    narrow = _node(editor, "Cast", [values], f"{stream}/i8", to=INT8)
+    start = 0
+    for name, codes in layers:
+        part = narrow if len(layers) == 1 else _slice(editor, narrow, start, start + codes.size, f"{name}/part")
+        shape = editor.set_initializer(f"{name}/shp", np.array(codes.shape, dtype=np.int64))
+        _node(editor, "Reshape", [part, shape], name)
+        start += codes.size
 
 
 def _node(editor: GraphEditor, op: str, inputs: list[str], output: str, **attributes) -> str:

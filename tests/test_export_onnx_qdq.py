@@ -14,12 +14,11 @@ from compress.export.onnx_qdq import export_onnx
 from compress.backends.ort.fusion import check_fusion
 from compress.backends.ort.parity import Parity, measure_parity, write_parity
 from compress.models.mnist_cnn import MnistCNN
-from compress.pack.bits import packed_bytes
-from compress.pack.codes import decode_codes
 from compress.models.spec import build_model
 from compress.quant.quantize import quantize_model_, rebuild_quantized_
 from compress.quant.records import QuantRecords, QuantSettings
 from compress.quant.weights import weight_code_range
+from tests.helpers.onnx_codes import code_storage, layer_codes, layer_scales
 
 onnx = pytest.importorskip("onnx")
 LAYERS = ("stem.0", "conv.0", "block.dw.0", "block.pw.0", "head")
@@ -64,21 +63,17 @@ def test_parity_with_pytorch_fake_quant(exported, heldout) -> None:
 def test_weights_are_integer_codes_on_the_layer_grid(exported) -> None:
     """int8 codes, or for ORT at <= 4 bits INT4 or packed bytes (the file at its real size)."""
     target, model, records, path = exported
-    initializers = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+    proto = onnx.load(str(path))
     for name, record in records.layers.items():
-        codes = initializers[f"{name}.weight"]
         bits = record.settings.weight_bits
-        if codes.dtype == np.uint8:  # packed (compress.pack.codes), with a keep-mask or not
-            count = initializers[f"{name}.weight/shp"].prod()
-            masked = codes.size != packed_bytes(count, bits)
-            kept = int(np.count_nonzero(model.get_submodule(name).quantized_weight().detach().numpy()))
-            codes = decode_codes(torch.from_numpy(codes.copy()), bits, count, masked, kept).numpy()
-            codes = codes.reshape(initializers[f"{name}.weight/shp"])
-        assert codes.dtype.name in (("int4", "int8", "int64") if target == "ort" and bits <= 4 else ("int8",)), name
-        codes = codes.astype(np.int8)
+        storage = code_storage(proto, name).data_type
+        assert storage in ((onnx.TensorProto.INT4, onnx.TensorProto.UINT8) if target == "ort" and bits <= 4
+                           else (onnx.TensorProto.INT8,)), name
+        codes = layer_codes(proto, name)
         q_min, q_max = weight_code_range(bits)
         assert q_min <= codes.min() and codes.max() <= q_max
-        dequantized = codes.astype(np.float32) * initializers[f"{name}.weight_scale"].reshape((-1,) + (1,) * (codes.ndim - 1))
+        scales = layer_scales(proto, name).reshape((-1,) + (1,) * (codes.ndim - 1))
+        dequantized = codes.astype(np.float32) * scales
         np.testing.assert_array_equal(dequantized, model.get_submodule(name).quantized_weight().detach().numpy())
 
 
@@ -90,7 +85,7 @@ def test_ort_target_fuses_every_layer(exported) -> None:
     assert report.fused == {"QLinearConv": 4, "QLinearAdd": 1, "QGemm": 1}
     assert report.float_layers == ()
     # The one Q/DQ node left quantizes the float model input: it is the model's entry, not overhead.
-    assert report.unfused_qdq == ("stem.0.input_quantizer/QuantizeLinear/input",)
+    assert report.unfused_qdq == ("stem.0.input_quantizer/Q",)
 
 
 def test_tensorrt_target_is_symmetric_qdq_only(exported) -> None:

@@ -15,6 +15,7 @@ from compress.backends.ort.parity import measure_parity
 from compress.models.spec import build_model
 from compress.quant.quantize import quantize_model_
 from compress.quant.records import QuantSettings
+from tests.helpers.onnx_codes import code_storage
 
 onnx = pytest.importorskip("onnx")
 LAYERS = ("stem.0", "conv.0", "block.dw.0", "block.pw.0", "head")
@@ -39,11 +40,11 @@ def test_fold_form_runs_float_weights_with_parity(bits: int, tmp_path, heldout) 
     assert parity.max_error_steps <= 1.0, f"max error {parity.max_error_steps:.3f} output steps"
     assert parity.top1_agreement >= 0.999, f"top-1 agreement {parity.top1_agreement:.4f}"
     assert float_at_runtime(path) == LAYERS
-    written = {i.name: i for i in onnx.load(str(path)).graph.initializer}
+    proto = onnx.load(str(path))
     for name in LAYERS:
         # <= 4 bits: INT4, or the packed codes with a keep-mask where that is smaller (GPTQ leaves many zeros)
         allowed = (onnx.TensorProto.INT4, onnx.TensorProto.UINT8) if bits <= 4 else (onnx.TensorProto.INT8,)
-        assert written[f"{name}.weight"].data_type in allowed
+        assert code_storage(proto, name).data_type in allowed
     report = check_fusion(path)
     optimized = onnx.load(report.optimized).graph
     assert not [n.op_type for n in optimized.node if n.op_type in ("Cast", "Mul", "DequantizeLinear", "QuantizeLinear")]
@@ -89,9 +90,9 @@ def test_per_channel_weight_only_linears_on_token_inputs_fold_too(bits: int, tmp
     path = export_onnx(model, batches[0], tmp_path / "model.onnx", "ort")
     assert set(float_at_runtime(path)) == set(linears)
     proto = onnx.load(str(path))
-    stored = {init.name: init for init in proto.graph.initializer}
     weights = sum(model.get_submodule(n).weight.numel() for n in linears)
-    code_bytes = sum(len(stored[f"{n}.weight"].raw_data) for n in linears)
+    storages = {code_storage(proto, n).name: code_storage(proto, n) for n in linears}  # a packed stream is shared
+    code_bytes = sum(len(init.raw_data) for init in storages.values())
     assert code_bytes <= weights * bits / 8 * 1.05  # codes at their bit width, not float or int8
     with torch.no_grad():
         expected = torch.cat([model(*b) for b in batches])

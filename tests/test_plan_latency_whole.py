@@ -49,8 +49,9 @@ def test_an_int8_plan_is_exported_with_uint8_activations_that_ort_fuses(tmp_path
     before = {k: v.clone() for k, v in model.state_dict().items()}
     int8 = {"a": LayerOption(8, act_bits=8), "b": LayerOption(4, act_bits=8), "head": LayerOption(8)}
     path = OrtPlanLatency(model, data)._plan_file(int8, (data.inputs[0][:1],), tmp_path / "plan.onnx")
-    zero_points = [numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer
-                   if t.name.endswith("input_quantizer.zero_point")]
+    graph = onnx.load(path).graph
+    quantized = {node.input[2] for node in graph.node if node.op_type == "QuantizeLinear"}
+    zero_points = [numpy_helper.to_array(t) for t in graph.initializer if t.name in quantized]
     assert zero_points and all(z.dtype == np.uint8 for z in zero_points)
     assert _ops(path, tmp_path).count("QLinearConv") == 2
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # a copy was compressed

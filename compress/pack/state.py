@@ -125,11 +125,14 @@ def _zero_points_entry(weight_name: str, layer: QuantLayer, state: dict[str, tor
 
 
 def _scales_entry(weight_name: str, scales: torch.Tensor, state: dict[str, torch.Tensor]) -> str:
-    """The state-dict entry already holding exactly these scales (learned or fixed scales),
-    else a new entry ``<weight>.scales`` kept only to decode the codes."""
-    stored = weight_name.removesuffix("weight") + "weight_scale"
-    if stored in state and state[stored].dtype == torch.float32 and torch.equal(state[stored].reshape(scales.shape), scales):
-        return stored
+    """The state-dict entry already holding exactly these scales (learned ``weight_scale`` or
+    ``fixed_weight_scales``), else a new entry ``<weight>.scales`` kept only to decode the codes."""
+    prefix = weight_name.removesuffix("weight")
+    for stored in (prefix + "weight_scale", prefix + "fixed_weight_scales"):
+        held = state.get(stored)
+        if held is not None and held.dtype == torch.float32 and held.numel() == scales.numel() \
+                and torch.equal(held.reshape(scales.shape), scales):
+            return stored
     return f"{weight_name}.scales"
 
 

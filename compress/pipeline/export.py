@@ -42,7 +42,7 @@ class TensorRTCheck:
 class OnnxBytes:
     """Bytes on disk of an exported model: the whole file and its initializers (weights with their
     scales and zero points); the rest is the graph (nodes, names, shapes), a fixed cost that matters
-    only for tiny models (builtin:mnist-cnn: about 7 kB of its 19 kB)."""
+    only for tiny models (builtin:mnist-cnn: about 2.5 kB of its 14 kB at 4 bits)."""
 
     file: int
     weights: int

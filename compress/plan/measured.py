@@ -28,6 +28,7 @@ from compress.data.source import DataSource
 from compress.plan.channels import ChannelPlan
 from compress.plan.reconstructed import Reconstructions
 from compress.plan.sensitivity import compressed_weight
+from compress.quant.weights import code_range
 from compress.vocab.options import LayerOption
 
 
@@ -53,11 +54,11 @@ def input_ranges(model: nn.Module, batches: list, names: list[str]) -> dict[str,
 def quantize_input_hook(largest: float, bits: int):
     """A forward pre-hook replacing the layer's input by its symmetric per-tensor fake quantization
     with the min-max scale s = max|x| / (2^(b−1) − 1)."""
-    q_max = 2 ** (bits - 1) - 1
+    q_min, q_max = code_range(bits)
     scale = max(largest, 1e-12) / q_max
 
     def hook(_module: nn.Module, inputs: tuple) -> tuple:
-        return (torch.fake_quantize_per_tensor_affine(inputs[0], scale, 0, -q_max - 1, q_max), *inputs[1:])
+        return (torch.fake_quantize_per_tensor_affine(inputs[0], scale, 0, q_min, q_max), *inputs[1:])
 
     return hook
 
