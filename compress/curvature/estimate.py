@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from compress.curvature.gauss_newton import estimate_gauss_newton_traces
-from compress.curvature.lanczos import LanczosResult, lanczos
+from compress.curvature.gram import gram_applies, gram_lanczos
+from compress.curvature.lanczos import LanczosResult, lanczos_runs
+from compress.curvature.memory import probes_per_pass
 from compress.curvature.operator import CurvatureOperator
 from compress.curvature.prepare import prepare_operator
 from compress.curvature.result import Curvature, LayerCurvature
@@ -41,6 +43,8 @@ class CurvatureSpec:
     slq_steps: int = 30
     allow_nondeterministic: bool = False
     exact: bool = False
+    memory_budget: float = 6e9  # bytes of resident memory that batched probes may fill
+    probes_per_pass: int | None = None  # output-space probes per backward pass; None: from memory_budget
 
 
 def estimate_curvature(model: nn.Module, data: DataSource, spec: CurvatureSpec = CurvatureSpec()) -> Curvature:
@@ -74,10 +78,12 @@ def estimate_curvature(model: nn.Module, data: DataSource, spec: CurvatureSpec =
             traces = estimate_layer_traces(operator.matvec, operator.layout, operator.dtype, spec.trace, forms,
                                            advance, out_of_time)
         else:
-            traces = estimate_gauss_newton_traces(operator, loss, spec.trace, forms, advance, out_of_time)
-        runs = _lanczos_runs(operator, spec, traces, advance, out_of_time)
+            per_pass = lambda: spec.probes_per_pass or probes_per_pass(operator.dim, spec.memory_budget,
+                                                                       spec.trace.probes_per_round)
+            traces = estimate_gauss_newton_traces(operator, loss, spec.trace, forms, advance, out_of_time, per_pass)
+        runs, density = _lanczos_runs(operator, spec, method == "gauss-newton" and gram_applies(operator, loss),
+                                      traces, advance, out_of_time)
     _check_finite_products(traces, runs, data.name)
-    density = SpectralDensity.from_runs(runs) if runs else None
     top = np.sort(runs[0].ritz()[0])[::-1][: spec.top_k].tolist() if runs else []
     probes = traces.num_probes + (len(traces.lanczos.alphas) if traces.lanczos is not None else 0)
     layers = {
@@ -124,18 +130,29 @@ def _check_spec(spec: CurvatureSpec, num_samples: int) -> None:
         raise InputError(f"method must be one of {', '.join(METHODS)}, got {spec.method!r}")
 
 
-def _lanczos_runs(operator: CurvatureOperator, spec: CurvatureSpec, traces: LayerTraces,
-                  advance: Callable[[int], None], out_of_time: Callable[[], bool]) -> list[LanczosResult]:
-    """The deflation run (if any) plus fresh Lanczos runs up to ``slq_runs``, within the time budget."""
+def _lanczos_runs(operator: CurvatureOperator, spec: CurvatureSpec, gram: bool, traces: LayerTraces,
+                  advance: Callable[[int], None],
+                  out_of_time: Callable[[], bool]) -> tuple[list[LanczosResult], SpectralDensity | None]:
+    """The deflation run (if any) plus fresh Lanczos runs up to ``slq_runs``, in lockstep (one
+    batched product per step), on the output-space Gram matrix when ``gram``
+    (``compress.curvature.gram``); and the spectral density. Fresh runs drop their bases."""
     runs = [traces.lanczos] if traces.lanczos is not None else []
+    fresh = spec.slq_runs - len(runs)
+    if fresh <= 0 or out_of_time():
+        return runs, SpectralDensity.from_runs(runs) if runs else None
+    if gram:
+        new, density = gram_lanczos(operator, fresh, spec.slq_steps, spec.trace.seed + 1, advance, out_of_time)
+        return [_without_basis(run) for run in new], density
     generator = torch.Generator().manual_seed(spec.trace.seed + 1)
-    for _ in range(spec.slq_runs - len(runs)):
-        if out_of_time():
-            break
-        start_vector = torch.randn(operator.dim, generator=generator, dtype=torch.float64).to(operator.dtype)
-        runs.append(lanczos(operator.matvec, start_vector, spec.slq_steps,
-                            on_product=lambda q, hq: advance(1), out_of_time=out_of_time))
-    return runs
+    starts = torch.randn(fresh, operator.dim, generator=generator, dtype=torch.float64).to(operator.dtype)
+    new = lanczos_runs(operator.matmat, starts, spec.slq_steps, lambda q, hq: advance(len(q)), out_of_time)
+    runs += [_without_basis(run) for run in new]
+    return runs, SpectralDensity.from_runs(runs)
+
+
+def _without_basis(run: LanczosResult) -> LanczosResult:
+    """The run's tridiagonal matrix only: its basis (steps x dim) is what Lanczos costs in memory."""
+    return LanczosResult(run.alphas, run.betas, torch.empty(0, 0))
 
 
 def _exact(operator: CurvatureOperator, loss: str, top_k: int, start: float) -> Curvature:
