@@ -39,12 +39,13 @@ class CurvatureSpec:
     reuse_graphs: bool = True
     trace: TraceSpec = field(default_factory=TraceSpec)
     top_k: int = 5
-    slq_runs: int = 2  # including the deflation run
+    slq_runs: int = 1  # including the deflation run; top eigenvalues come from the first run
     slq_steps: int = 30
     allow_nondeterministic: bool = False
     exact: bool = False
     memory_budget: float = 6e9  # bytes of resident memory that batched probes may fill
-    probes_per_pass: int | None = None  # output-space probes per backward pass; None: from memory_budget
+    probes_per_pass: int | None = 1  # output-space probes per backward pass (capped by memory_budget); None: most
+
 
 
 def estimate_curvature(model: nn.Module, data: DataSource, spec: CurvatureSpec = CurvatureSpec()) -> Curvature:
@@ -78,8 +79,8 @@ def estimate_curvature(model: nn.Module, data: DataSource, spec: CurvatureSpec =
             traces = estimate_layer_traces(operator.matvec, operator.layout, operator.dtype, spec.trace, forms,
                                            advance, out_of_time)
         else:
-            per_pass = lambda: spec.probes_per_pass or probes_per_pass(operator.dim, spec.memory_budget,
-                                                                       spec.trace.probes_per_round)
+            per_pass = lambda: probes_per_pass(operator.dim, spec.memory_budget,
+                                               spec.probes_per_pass or spec.trace.probes_per_round)
             traces = estimate_gauss_newton_traces(operator, loss, spec.trace, forms, advance, out_of_time, per_pass)
         runs, density = _lanczos_runs(operator, spec, method == "gauss-newton" and gram_applies(operator, loss),
                                       traces, advance, out_of_time)
@@ -126,6 +127,10 @@ def _check_spec(spec: CurvatureSpec, num_samples: int) -> None:
                          "give at least 2, or leave it unset for all the data")
     if spec.batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {spec.batch_size}")
+    if spec.probes_per_pass is not None and spec.probes_per_pass < 1:
+        raise InputError(f"probes_per_pass must be at least 1 (or None: from memory_budget), got {spec.probes_per_pass}")
+    if not spec.memory_budget > 0:
+        raise InputError(f"memory_budget must be positive (bytes), got {spec.memory_budget}")
     if spec.method not in METHODS:
         raise InputError(f"method must be one of {', '.join(METHODS)}, got {spec.method!r}")
 
