@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from compress.curvature.gauss_newton import estimate_gauss_newton_traces
-from compress.curvature.gram import gram_applies, gram_lanczos
+from compress.curvature.gram import gram_applies, gram_lanczos, spectral_density
 from compress.curvature.lanczos import LanczosResult, lanczos_runs
 from compress.curvature.memory import probes_per_pass
 from compress.curvature.operator import CurvatureOperator
@@ -82,9 +82,10 @@ def estimate_curvature(model: nn.Module, data: DataSource, spec: CurvatureSpec =
             per_pass = lambda: probes_per_pass(operator.dim, spec.memory_budget,
                                                spec.probes_per_pass or spec.trace.probes_per_round)
             traces = estimate_gauss_newton_traces(operator, loss, spec.trace, forms, advance, out_of_time, per_pass)
-        runs, density = _lanczos_runs(operator, spec, method == "gauss-newton" and gram_applies(operator, loss),
-                                      traces, advance, out_of_time)
+        runs, share = _lanczos_runs(operator, spec, method == "gauss-newton" and gram_applies(operator, loss),
+                                    traces, advance, out_of_time)
     _check_finite_products(traces, runs, data.name)
+    density = spectral_density(runs, share) if runs else None
     top = np.sort(runs[0].ritz()[0])[::-1][: spec.top_k].tolist() if runs else []
     probes = traces.num_probes + (len(traces.lanczos.alphas) if traces.lanczos is not None else 0)
     layers = {
@@ -137,22 +138,22 @@ def _check_spec(spec: CurvatureSpec, num_samples: int) -> None:
 
 def _lanczos_runs(operator: CurvatureOperator, spec: CurvatureSpec, gram: bool, traces: LayerTraces,
                   advance: Callable[[int], None],
-                  out_of_time: Callable[[], bool]) -> tuple[list[LanczosResult], SpectralDensity | None]:
+                  out_of_time: Callable[[], bool]) -> tuple[list[LanczosResult], float]:
     """The deflation run (if any) plus fresh Lanczos runs up to ``slq_runs``, in lockstep (one
     batched product per step), on the output-space Gram matrix when ``gram``
-    (``compress.curvature.gram``); and the spectral density. Fresh runs drop their bases."""
+    (``compress.curvature.gram``); and the share of the spectrum the runs stand for. Fresh runs
+    drop their bases."""
     runs = [traces.lanczos] if traces.lanczos is not None else []
     fresh = spec.slq_runs - len(runs)
     if fresh <= 0 or out_of_time():
-        return runs, SpectralDensity.from_runs(runs) if runs else None
+        return runs, 1.0
     if gram:
-        new, density = gram_lanczos(operator, fresh, spec.slq_steps, spec.trace.seed + 1, advance, out_of_time)
-        return [_without_basis(run) for run in new], density
+        new, share = gram_lanczos(operator, fresh, spec.slq_steps, spec.trace.seed + 1, advance, out_of_time)
+        return [_without_basis(run) for run in new], share
     generator = torch.Generator().manual_seed(spec.trace.seed + 1)
     starts = torch.randn(fresh, operator.dim, generator=generator, dtype=torch.float64).to(operator.dtype)
     new = lanczos_runs(operator.matmat, starts, spec.slq_steps, lambda q, hq: advance(len(q)), out_of_time)
-    runs += [_without_basis(run) for run in new]
-    return runs, SpectralDensity.from_runs(runs)
+    return runs + [_without_basis(run) for run in new], 1.0
 
 
 def _without_basis(run: LanczosResult) -> LanczosResult:

@@ -58,14 +58,20 @@ def gram_matmat(operator: CurvatureOperator) -> Callable[[torch.Tensor], torch.T
 
 def gram_lanczos(operator: CurvatureOperator, runs: int, steps: int, seed: int,
                  on_products: Callable[[int], None] = lambda n: None,
-                 out_of_time: Callable[[], bool] = lambda: False) -> tuple[list[LanczosResult], SpectralDensity]:
+                 out_of_time: Callable[[], bool] = lambda: False) -> tuple[list[LanczosResult], float]:
     """``runs`` Lanczos runs on K in lockstep (one batched product per step): the runs (their
-    Ritz values are G's nonzero ones) and G's spectral density (module docstring)."""
+    Ritz values are G's nonzero ones) and M/D, the share of G's spectrum they stand for."""
     size = output_size(operator)
     generator = torch.Generator().manual_seed(seed)
     starts = torch.randn(runs, size, generator=generator, dtype=torch.float64).to(operator.dtype)
     results = lanczos_runs(gram_matmat(operator), starts, steps, lambda q, kq: on_products(len(q)), out_of_time)
-    gram = SpectralDensity.from_runs(results)
-    share = size / operator.dim
-    density = SpectralDensity(np.append(gram.nodes, 0.0), np.append(gram.weights * share, 1.0 - share))
-    return results, density
+    return results, size / operator.dim
+
+
+def spectral_density(runs: list[LanczosResult], share: float = 1.0) -> SpectralDensity:
+    """The density from Lanczos runs on a matrix standing for ``share`` of the spectrum (K: M/D),
+    the rest at zero: μ_G = share · μ_K + (1 − share) δ₀ (module docstring)."""
+    measured = SpectralDensity.from_runs(runs)
+    if share >= 1.0:
+        return measured
+    return SpectralDensity(np.append(measured.nodes, 0.0), np.append(measured.weights * share, 1.0 - share))
