@@ -47,7 +47,7 @@ def gram_matmat(operator: CurvatureOperator) -> Callable[[torch.Tensor], torch.T
         pieces = vectors.to(operator.dtype).split([shape.numel() for shape in shapes], dim=1)
         pulled = sum(operator.pull_back(index, piece.view(len(vectors), *shape))
                      for index, (piece, shape) in enumerate(zip(pieces, shapes)))
-        tangents = operator._unflatten_batched(pulled)
+        tangents = operator.unflatten_batched(pulled)
         pushed = [operator.push_forward(index, tangents)[1].reshape(len(vectors), -1)
                   for index in range(len(operator.batches))]
         operator.num_products += len(vectors)

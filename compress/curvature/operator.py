@@ -10,6 +10,10 @@ Hv = Σ_b (n_b / N) ∇²ℓ_b(θ) v, computed per batch without forming ∇²�
   (memory: one double-backward graph per batch);
 - ``ggn``: Gauss-Newton product Gv = Jᵀ ∇²_f ℓ J v (Schraudolph 2002), jvp → output Hessian → vjp.
 
+``matmat`` multiplies k vectors in one pass per batch (batched gradients through the kept graphs,
+``vmap`` over forward-mode tangents); ``pull_back`` (Jᵀu) and ``push_forward`` (Jv) are the
+output-space halves the Gauss-Newton probes and the Gram spectrum use.
+
 The model is evaluated in eval mode at fixed weights. Under ``torch.distributed`` each rank holds
 a shard of the batches and products are summed across ranks, so every rank sees the same Hv.
 """
@@ -87,7 +91,7 @@ class CurvatureOperator:
         """The curvature matrix times each row of ``vectors`` (k x dim), all k in one pass per
         batch (autograd's batched gradients / ``vmap`` over tangents); counts k products.
         ``on_batch(global batch index, k x dim shares)`` sees each batch's shares."""
-        tangents = self._unflatten_batched(vectors.to(self.dtype))
+        tangents = self.unflatten_batched(vectors.to(self.dtype))
         total = torch.zeros(len(vectors), self.dim, dtype=self.dtype)
         with _math_attention():
             for index, batch in enumerate(self.batches):
@@ -129,7 +133,7 @@ class CurvatureOperator:
         with _math_attention():
             return outputs(tangents)
 
-    def _unflatten_batched(self, vectors: torch.Tensor) -> dict[str, torch.Tensor]:
+    def unflatten_batched(self, vectors: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-parameter k x shape views of k flat vectors (k x dim)."""
         sizes = [s.numel() for s in self.layout.shapes]
         return {n: t.view(len(vectors), *s) for n, t, s in zip(self.layout.names, vectors.split(sizes, dim=1),
@@ -186,7 +190,7 @@ class CurvatureOperator:
         output, jacobian_tangents = self.push_forward(index, tangents)
         output_gradient = grad(lambda out: self.loss(out, self.references[index]))
         curvature = vmap(lambda t: jvp(output_gradient, (output.detach(),), (t,))[1])(jacobian_tangents)
-        return self._unflatten_batched(self.pull_back(index, curvature))
+        return self.unflatten_batched(self.pull_back(index, curvature))
 
 
 def _backward_along(gradient: tuple, leaves: dict, tangents: dict, keep_graph: bool) -> dict:
