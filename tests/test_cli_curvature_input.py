@@ -73,6 +73,8 @@ def spec(factory_file):
 @pytest.mark.parametrize("model, data, extra, message", [
     ("model", "data", ("--max-samples", "0"), "--max-samples"),
     ("model", "data", ("--max-samples", "1"), "--max-samples=1 leaves no spread"),
+    ("model", "data", ("--probes-per-pass", "0"), "--probes-per-pass must be at least 1"),
+    ("model", "data", ("--memory-budget", "0"), "--memory-budget must be positive"),
     ("nan_weight", "data", (), "has NaN in 2.weight"),
     ("model", "nan_data", (), "in input 0 (first at sample"),
     ("overflow", "data", (), "module 'inner.2' is the first module to produce them"),

@@ -64,18 +64,24 @@ def add_curvature_options(parser: argparse.ArgumentParser, **model_data: object)
                        help="stop when every layer is within this relative error at 95%% (default 0.05)")
     group.add_argument("--max-products", type=int, default=400, metavar="N",
                        help="budget of Hessian-vector products for the traces (default 400)")
-    group.add_argument("--max-seconds", type=float, default=400, metavar="S",
-                       help="wall-clock budget; stops with the error bars reached (default %(default)g)")
+    group.add_argument("--max-seconds", type=float, default=None, metavar="S",
+                       help="wall-clock budget; stops with the error bars reached (default: none, run until "
+                       "converged or --max-products)")
     group.add_argument("--deflation-steps", type=int, default=40, metavar="K",
                        help="Lanczos steps whose subspace is traced exactly (default 40)")
     group.add_argument("--top-k", type=int, default=5, metavar="K",
                        help="how many of the largest eigenvalues to report (default 5)")
-    group.add_argument("--slq-runs", type=int, default=2, metavar="N",
-                       help="Lanczos runs for the spectral density (default 2)")
+    group.add_argument("--slq-runs", type=int, default=1, metavar="N",
+                       help="Lanczos runs for the spectral density, the deflation run included (default 1)")
     group.add_argument("--product", choices=("reverse-over-reverse", "forward-over-reverse", "ggn"),
                        default="reverse-over-reverse", help="how products are computed (ggn: Gauss-Newton)")
     group.add_argument("--no-reuse-graphs", dest="reuse_graphs", action="store_false",
                        help="rebuild each batch's gradient graph for every product (less memory, slower)")
+    group.add_argument("--memory-budget", type=float, default=6.0, metavar="GB",
+                       help="resident memory that batched output-space probes may fill (default %(default)g)")
+    group.add_argument("--probes-per-pass", type=int, default=1, metavar="K",
+                       help="output-space probes per batched backward pass, capped by --memory-budget (default 1: "
+                       "batching pays on small nets, not on a transformer on CPU)")
     group.add_argument("--exact", action="store_true", help="dense float64 Hessian (tiny models only)")
     group.add_argument("--allow-nondeterministic", action="store_true",
                        help="skip the check that two forward passes agree")
@@ -94,7 +100,8 @@ def curvature_spec(args: argparse.Namespace):
                          method=args.method, product=args.product, trace=trace,
                          top_k=args.top_k, slq_runs=args.slq_runs,
                          allow_nondeterministic=args.allow_nondeterministic, exact=args.exact,
-                         reuse_graphs=args.reuse_graphs)
+                         reuse_graphs=args.reuse_graphs, memory_budget=args.memory_budget * 1e9,
+                         probes_per_pass=args.probes_per_pass)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -129,9 +136,11 @@ def _report(args: argparse.Namespace, curvature, data_name: str, num_samples: in
 def _check_positive(args: argparse.Namespace) -> None:
     from compress.errors import InputError
 
-    for option in ("max_samples", "batch_size", "max_products", "top_k"):
+    for option in ("max_samples", "batch_size", "max_products", "top_k", "probes_per_pass"):
         if getattr(args, option) is not None and getattr(args, option) < 1:
             raise InputError(f"{option} must be at least 1, got {getattr(args, option)}")
+    if not args.memory_budget > 0:
+        raise InputError(f"memory_budget must be positive (GB), got {args.memory_budget}")
     if not 0 < args.rel_error < 1:
         raise InputError(f"rel_error must be between 0 and 1, got {args.rel_error}")
 

@@ -11,8 +11,10 @@ import torch
 from torch import nn
 
 from compress.curvature.gauss_newton import estimate_gauss_newton_traces
+from compress.curvature.gram import gram_applies, gram_lanczos, spectral_density
 from compress.curvature.kfac_estimate import KRONECKER_METHODS, kronecker_curvature
-from compress.curvature.lanczos import LanczosResult, lanczos
+from compress.curvature.lanczos import LanczosResult, lanczos_runs
+from compress.curvature.memory import probes_per_pass
 from compress.curvature.operator import CurvatureOperator
 from compress.curvature.prepare import prepare_operator
 from compress.curvature.result import Curvature, LayerCurvature
@@ -38,10 +40,13 @@ class CurvatureSpec:
     reuse_graphs: bool = True
     trace: TraceSpec = field(default_factory=TraceSpec)
     top_k: int = 5
-    slq_runs: int = 2  # including the deflation run
+    slq_runs: int = 1  # including the deflation run; top eigenvalues come from the first run
     slq_steps: int = 30
     allow_nondeterministic: bool = False
     exact: bool = False
+    memory_budget: float = 6e9  # bytes of resident memory that batched probes may fill
+    probes_per_pass: int | None = 1  # output-space probes per backward pass (capped by memory_budget); None: most
+
 
 
 def estimate_curvature(model: nn.Module, data: DataSource, spec: CurvatureSpec = CurvatureSpec()) -> Curvature:
@@ -77,10 +82,13 @@ def estimate_curvature(model: nn.Module, data: DataSource, spec: CurvatureSpec =
             traces = estimate_layer_traces(operator.matvec, operator.layout, operator.dtype, spec.trace, forms,
                                            advance, out_of_time)
         else:
-            traces = estimate_gauss_newton_traces(operator, loss, spec.trace, forms, advance, out_of_time)
-        runs = _lanczos_runs(operator, spec, traces, advance, out_of_time)
+            per_pass = lambda: probes_per_pass(operator.dim, spec.memory_budget,
+                                               spec.probes_per_pass or spec.trace.probes_per_round)
+            traces = estimate_gauss_newton_traces(operator, loss, spec.trace, forms, advance, out_of_time, per_pass)
+        runs, share = _lanczos_runs(operator, spec, method == "gauss-newton" and gram_applies(operator, loss),
+                                    traces, advance, out_of_time)
     _check_finite_products(traces, runs, data.name)
-    density = SpectralDensity.from_runs(runs) if runs else None
+    density = spectral_density(runs, share) if runs else None
     top = np.sort(runs[0].ritz()[0])[::-1][: spec.top_k].tolist() if runs else []
     probes = traces.num_probes + (len(traces.lanczos.alphas) if traces.lanczos is not None else 0)
     layers = {
@@ -123,22 +131,37 @@ def _check_spec(spec: CurvatureSpec, num_samples: int) -> None:
                          "give at least 2, or leave it unset for all the data")
     if spec.batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {spec.batch_size}")
+    if spec.probes_per_pass is not None and spec.probes_per_pass < 1:
+        raise InputError(f"probes_per_pass must be at least 1 (or None: from memory_budget), got {spec.probes_per_pass}")
+    if not spec.memory_budget > 0:
+        raise InputError(f"memory_budget must be positive (bytes), got {spec.memory_budget}")
     if spec.method not in METHODS:
         raise InputError(f"method must be one of {', '.join(METHODS)}, got {spec.method!r}")
 
 
-def _lanczos_runs(operator: CurvatureOperator, spec: CurvatureSpec, traces: LayerTraces,
-                  advance: Callable[[int], None], out_of_time: Callable[[], bool]) -> list[LanczosResult]:
-    """The deflation run (if any) plus fresh Lanczos runs up to ``slq_runs``, within the time budget."""
+def _lanczos_runs(operator: CurvatureOperator, spec: CurvatureSpec, gram: bool, traces: LayerTraces,
+                  advance: Callable[[int], None],
+                  out_of_time: Callable[[], bool]) -> tuple[list[LanczosResult], float]:
+    """The deflation run (if any) plus fresh Lanczos runs up to ``slq_runs``, in lockstep (one
+    batched product per step), on the output-space Gram matrix when ``gram``
+    (``compress.curvature.gram``); and the share of the spectrum the runs stand for. Fresh runs
+    drop their bases."""
     runs = [traces.lanczos] if traces.lanczos is not None else []
+    fresh = spec.slq_runs - len(runs)
+    if fresh <= 0 or out_of_time():
+        return runs, 1.0
+    if gram:
+        new, share = gram_lanczos(operator, fresh, spec.slq_steps, spec.trace.seed + 1, advance, out_of_time)
+        return [_without_basis(run) for run in new], share
     generator = torch.Generator().manual_seed(spec.trace.seed + 1)
-    for _ in range(spec.slq_runs - len(runs)):
-        if out_of_time():
-            break
-        start_vector = torch.randn(operator.dim, generator=generator, dtype=torch.float64).to(operator.dtype)
-        runs.append(lanczos(operator.matvec, start_vector, spec.slq_steps,
-                            on_product=lambda q, hq: advance(1), out_of_time=out_of_time))
-    return runs
+    starts = torch.randn(fresh, operator.dim, generator=generator, dtype=torch.float64).to(operator.dtype)
+    new = lanczos_runs(operator.matmat, starts, spec.slq_steps, lambda q, hq: advance(len(q)), out_of_time)
+    return runs + [_without_basis(run) for run in new], 1.0
+
+
+def _without_basis(run: LanczosResult) -> LanczosResult:
+    """The run's tridiagonal matrix only: its basis (steps x dim) is what Lanczos costs in memory."""
+    return LanczosResult(run.alphas, run.betas, torch.empty(0, 0))
 
 
 def _exact(operator: CurvatureOperator, loss: str, top_k: int, start: float) -> Curvature:

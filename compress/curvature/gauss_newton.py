@@ -12,6 +12,9 @@ noise, which dominates joint Hessian probes (DESIGN §7). This is the trace of t
 GGN diagonal (BackPACK's DiagGGN-MC) with the exact output factor instead of sampled labels.
 For self-distillation at the start point G is the Hessian exactly; for ReLU nets each layer's
 Hessian block equals its GGN block; for smooth nets with cross-entropy they differ.
+
+``probes_per_pass`` probes go through each batch's kept forward graph in one batched backward
+pass (``CurvatureOperator.pull_back``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 
 from compress.curvature.distributed import all_reduce_sum
 from compress.curvature.losses import output_factor
-from compress.curvature.operator import CurvatureOperator, _math_attention
+from compress.curvature.operator import CurvatureOperator
 from compress.curvature.trace import QuadraticForms, TraceSpec, LayerTraces, rademacher
 
 
@@ -33,42 +36,40 @@ def estimate_gauss_newton_traces(
     forms: QuadraticForms,
     progress: Callable[[int], None] = lambda n: None,
     out_of_time: Callable[[], bool] = lambda: False,
+    probes_per_pass: Callable[[], int] = lambda: 1,
 ) -> LayerTraces:
     """tr(G_ii) for every layer i from output-space probes, until the probe part of every layer's
-    95% error meets ``spec.rel_error`` (or the product / time budget is spent)."""
+    95% error meets ``spec.rel_error`` (or the product / time budget is spent). The first probe
+    runs alone (it builds the kept forward graphs); ``probes_per_pass()``, asked then, sizes the
+    later batched passes."""
     generator = torch.Generator().manual_seed(spec.seed)
     factor = output_factor(loss)
-    outputs: dict[int, torch.Tensor] = {}
-    leaves = list(operator._leaves.values())
-    used = 0
+    used, per_pass = 0, None
     while True:
-        for _ in range(spec.probes_per_round):
+        done_in_round = 0
+        while done_in_round < spec.probes_per_round:
             if len(forms.samples) >= 2 and (used >= spec.max_products or out_of_time()):
                 break
-            sample = torch.zeros_like(forms.exact)
-            with _math_attention(), torch.enable_grad():
-                for index, batch in enumerate(operator.batches):
-                    output = outputs.get(index)
-                    if output is None:
-                        output = operator._forward(operator._leaves, batch)
-                        if operator.reuse_graphs:
-                            outputs[index] = output
-                    probe = rademacher(output.numel(), generator, output.dtype).view_as(output)
-                    direction = factor(output, probe) / operator.total_samples**0.5
-                    pulled = torch.autograd.grad(output, leaves, direction, retain_graph=operator.reuse_graphs,
-                                                 allow_unused=True)
-                    sample[operator.batch_ids[index]] = _block_squares(operator, pulled)
-            forms.samples.append(all_reduce_sum(sample))
-            operator.num_products += 1
-            used += 1
-            progress(1)
+            count = max(1, min(per_pass or 1, spec.probes_per_round - done_in_round, spec.max_products - used))
+            forms.samples.extend(all_reduce_sum(_probe_samples(operator, factor, generator, count)).unbind())
+            operator.num_products += count
+            used += count
+            done_in_round += count
+            progress(count)
+            per_pass = per_pass or probes_per_pass()
         traces, probes_done = forms.summary(spec)
         if probes_done or used >= spec.max_products or out_of_time():
             return traces
 
 
-def _block_squares(operator: CurvatureOperator, pulled: tuple) -> torch.Tensor:
-    """‖(Jᵀu)_i‖² for every layer i."""
-    flat = torch.cat([(torch.zeros(p.numel(), dtype=p.dtype) if g is None else g.reshape(-1))
-                      for g, p in zip(pulled, operator._leaves.values())])
-    return operator.layout.block_dots(flat, flat)
+def _probe_samples(operator: CurvatureOperator, factor: Callable, generator: torch.Generator,
+                   count: int) -> torch.Tensor:
+    """``count`` probes' per-batch, per-layer ‖(Jᵀu)_i‖² (count x batches x layers), this rank's batches."""
+    samples = torch.zeros(count, operator.num_batches, len(operator.layout.layers), dtype=torch.float64)
+    for index in range(len(operator.batches)):
+        output = operator.output(index)
+        probes = rademacher(count * output.numel(), generator, output.dtype).view(count, *output.shape)
+        directions = torch.stack([factor(output, probe) for probe in probes]) / operator.total_samples**0.5
+        pulled = operator.pull_back(index, directions, output)
+        samples[:, operator.batch_ids[index]] = torch.stack([operator.layout.block_dots(p, p) for p in pulled])
+    return samples

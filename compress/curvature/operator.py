@@ -10,6 +10,10 @@ Hv = Σ_b (n_b / N) ∇²ℓ_b(θ) v, computed per batch without forming ∇²�
   (memory: one double-backward graph per batch);
 - ``ggn``: Gauss-Newton product Gv = Jᵀ ∇²_f ℓ J v (Schraudolph 2002), jvp → output Hessian → vjp.
 
+``matmat`` multiplies k vectors in one pass per batch (batched gradients through the kept graphs,
+``vmap`` over forward-mode tangents); ``pull_back`` (Jᵀu) and ``push_forward`` (Jv) are the
+output-space halves the Gauss-Newton probes and the Gram spectrum use.
+
 The model is evaluated in eval mode at fixed weights. Under ``torch.distributed`` each rank holds
 a shard of the batches and products are summed across ranks, so every rank sees the same Hv.
 """
@@ -22,7 +26,7 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, jvp, vjp
+from torch.func import functional_call, grad, jvp, vmap
 
 from compress.curvature.distributed import all_reduce_sum
 from compress.curvature.losses import LossFn
@@ -45,6 +49,7 @@ class CurvatureOperator:
     num_products: int = 0
     layout: ParamLayout = field(init=False)
     _graphs: dict = field(init=False, default_factory=dict)  # batch index -> gradient with its graph
+    _outputs: dict = field(init=False, default_factory=dict)  # batch index -> output with its forward graph
 
     def __post_init__(self) -> None:
         self.layout = ParamLayout.of(self.model)
@@ -78,16 +83,67 @@ class CurvatureOperator:
                on_batch: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
         """The curvature matrix times ``vector`` (flat, length ``dim``): Σ_b (n_b / N) H_b v.
         ``on_batch(global batch index, (n_b / N) H_b v)`` sees each batch's share."""
-        tangent = self.layout.unflatten(vector.to(self.dtype))
-        total = torch.zeros(self.dim, dtype=self.dtype)
+        see = None if on_batch is None else (lambda index, shares: on_batch(index, shares[0]))
+        return self.matmat(vector[None], see)[0]
+
+    def matmat(self, vectors: torch.Tensor,
+               on_batch: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """The curvature matrix times each row of ``vectors`` (k x dim), all k in one pass per
+        batch (autograd's batched gradients / ``vmap`` over tangents); counts k products.
+        ``on_batch(global batch index, k x dim shares)`` sees each batch's shares."""
+        tangents = self.unflatten_batched(vectors.to(self.dtype))
+        total = torch.zeros(len(vectors), self.dim, dtype=self.dtype)
         with _math_attention():
             for index, batch in enumerate(self.batches):
-                share = (len(batch) / self.total_samples) * self.layout.flatten(self._batch_product(index, tangent))
+                share = (len(batch) / self.total_samples) * self._flatten_batched(self._batch_product(index, tangents),
+                                                                                       len(vectors))
                 if on_batch is not None:
                     on_batch(self.batch_ids[index], share)
                 total += share
-        self.num_products += 1
+        self.num_products += len(vectors)
         return all_reduce_sum(total)
+
+    def output(self, index: int) -> torch.Tensor:
+        """Batch ``index``'s output with its graph to the weights; kept for later passes when
+        ``reuse_graphs`` (memory: one forward graph per batch)."""
+        if index in self._outputs:
+            return self._outputs[index]
+        with torch.enable_grad(), _math_attention():
+            output = self._forward(self._leaves, self.batches[index])
+        if self.reuse_graphs:
+            self._outputs[index] = output
+        return output
+
+    def pull_back(self, index: int, directions: torch.Tensor, output: torch.Tensor | None = None) -> torch.Tensor:
+        """Jᵀ u for each of the k rows u of ``directions`` (k x batch output), one backward pass
+        through the batch's forward graph (``output``, default ``self.output(index)``; batched
+        gradients when k > 1): k x dim."""
+        output, leaves = self.output(index) if output is None else output, list(self._leaves.values())
+        batched = len(directions) > 1
+        with torch.enable_grad(), _math_attention():
+            pulled = torch.autograd.grad(output, leaves, directions if batched else directions[0],
+                                         retain_graph=self.reuse_graphs, allow_unused=True, is_grads_batched=batched)
+        return self._flatten_batched(dict(zip(self.layout.names, pulled)), len(directions))
+
+    def push_forward(self, index: int, tangents: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the batch's output, J v for each of the k tangents, k x output): forward-mode AD,
+        ``vmap``-ed over the tangents so the primal pass is shared."""
+        batch = self.batches[index]
+        outputs = vmap(lambda t: jvp(lambda p: self._forward(p, batch), (self.params,), (t,)), out_dims=(None, 0))
+        with _math_attention():
+            return outputs(tangents)
+
+    def unflatten_batched(self, vectors: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-parameter k x shape views of k flat vectors (k x dim)."""
+        sizes = [s.numel() for s in self.layout.shapes]
+        return {n: t.view(len(vectors), *s) for n, t, s in zip(self.layout.names, vectors.split(sizes, dim=1),
+                                                                 self.layout.shapes)}
+
+    def _flatten_batched(self, tensors: dict[str, torch.Tensor | None], count: int) -> torch.Tensor:
+        """k x dim from per-parameter k x shape tensors (None: a parameter the output does not use)."""
+        return torch.cat([torch.zeros(count, s.numel(), dtype=self.dtype) if tensors[n] is None
+                          else tensors[n].reshape(count, -1) for n, s in zip(self.layout.names, self.layout.shapes)],
+                         dim=1)
 
     def loss_value(self) -> float:
         """The mean loss over the whole dataset (all ranks)."""
@@ -103,42 +159,53 @@ class CurvatureOperator:
     def _forward(self, params: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
         return functional_call(self.model, {**params, **self.constants}, batch.inputs)
 
-    def _batch_product(self, index: int, tangent: dict) -> dict:
+    def _batch_product(self, index: int, tangents: dict) -> dict:
+        """Batch ``index``'s curvature times each of the k tangents (per parameter k x shape)."""
         batch, reference = self.batches[index], self.references[index]
         if self.product == "forward-over-reverse":
             gradient = grad(lambda p: self._loss(p, batch, reference))
-            return jvp(gradient, (self.params,), (tangent,))[1]
+            return vmap(lambda t: jvp(gradient, (self.params,), (t,))[1])(tangents)
         if self.product == "reverse-over-reverse":
-            return self._double_backward(index, tangent)
-        return self._ggn_product(batch, reference, tangent)
+            return self._double_backward(index, tangents)
+        return self._ggn_product(index, tangents)
 
-    def _double_backward(self, index: int, tangent: dict) -> dict:
+    def _double_backward(self, index: int, tangents: dict) -> dict:
+        """Hv = ∇(∇ℓ·v) = (∂∇ℓ/∂θ)ᵀ v (H is symmetric): a backward pass of the gradient along v,
+        through the gradient's graph (kept per batch with ``reuse_graphs``)."""
         if not self.reuse_graphs:
             leaves = {n: p.detach().requires_grad_() for n, p in self.params.items()}
-            return _backward_along(self._gradient_with_graph(leaves, index), leaves, tangent, keep_graph=False)
+            return _backward_along(self._gradient_with_graph(leaves, index), leaves, tangents, keep_graph=False)
         if index not in self._graphs:
             self._graphs[index] = self._gradient_with_graph(self._leaves, index)
-        return _backward_along(self._graphs[index], self._leaves, tangent, keep_graph=True)
+        return _backward_along(self._graphs[index], self._leaves, tangents, keep_graph=True)
 
     def _gradient_with_graph(self, leaves: dict, index: int) -> tuple:
         with torch.enable_grad():
             loss = self._loss(leaves, self.batches[index], self.references[index])
             return torch.autograd.grad(loss, list(leaves.values()), create_graph=True, allow_unused=True)
 
-    def _ggn_product(self, batch: Batch, reference: torch.Tensor, tangent: dict) -> dict:
-        output, jacobian_tangent = jvp(lambda p: self._forward(p, batch), (self.params,), (tangent,))
-        output_gradient = grad(lambda out: self.loss(out, reference))
-        curvature_tangent = jvp(output_gradient, (output.detach(),), (jacobian_tangent,))[1]
-        _, pullback = vjp(lambda p: self._forward(p, batch), self.params)
-        return pullback(curvature_tangent)[0]
+    def _ggn_product(self, index: int, tangents: dict) -> dict:
+        """Gv = Jᵀ (∇²_f ℓ) J v: forward-mode J v, the output Hessian by forward-over-reverse on
+        the loss alone, then Jᵀ through the batch's (kept) forward graph."""
+        output, jacobian_tangents = self.push_forward(index, tangents)
+        output_gradient = grad(lambda out: self.loss(out, self.references[index]))
+        curvature = vmap(lambda t: jvp(output_gradient, (output.detach(),), (t,))[1])(jacobian_tangents)
+        return self.unflatten_batched(self.pull_back(index, curvature))
 
 
-def _backward_along(gradient: tuple, leaves: dict, tangent: dict, keep_graph: bool) -> dict:
-    """∇(∇ℓ · v): one backward pass through the gradient's graph."""
+def _backward_along(gradient: tuple, leaves: dict, tangents: dict, keep_graph: bool) -> dict:
+    """(∂∇ℓ/∂θ)ᵀ v for each of the k tangents: one (batched) backward pass through the gradient's
+    graph. Parameters the gradient does not depend on get None (a zero block)."""
+    used = [(g, t) for g, t in zip(gradient, tangents.values()) if g is not None and g.requires_grad]
+    if not used:
+        return dict.fromkeys(leaves)
+    count = len(next(iter(tangents.values())))
+    outputs, directions = zip(*used)
+    directions = directions if count > 1 else tuple(t[0] for t in directions)
     with torch.enable_grad():
-        directional = sum((g * t).sum() for g, t in zip(gradient, tangent.values()) if g is not None)
-        product = torch.autograd.grad(directional, list(leaves.values()), retain_graph=keep_graph, allow_unused=True)
-    return {n: torch.zeros_like(p) if h is None else h for (n, p), h in zip(leaves.items(), product)}
+        product = torch.autograd.grad(outputs, list(leaves.values()), directions, retain_graph=keep_graph,
+                                      allow_unused=True, is_grads_batched=count > 1)
+    return dict(zip(leaves, product))
 
 
 def _math_attention():
