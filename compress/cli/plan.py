@@ -8,6 +8,7 @@ import argparse
 
 def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
     from compress.cli.curvature import add_curvature_options
+    from compress.pipeline.plan import PLAN_MAX_PROBES
 
     parser = subparsers.add_parser(
         "plan", parents=[parent], help="bits and sparsity per layer under a budget, from curvature",
@@ -31,9 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
     output.add_argument("--finetune", metavar="MODE", choices=("qat", "kd", "qat+kd"),
                         help="add a finetune: section (qat, kd or qat+kd; lr from the sharpness) to the recipe")
     output.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    # A plan needs the traces' ranking more than ±5% bars: a shorter curvature budget by default,
-    # leaving time for the measured single-layer checks (MiniLM plans in under 10 minutes).
-    parser.set_defaults(run=run, max_seconds=240)
+    # The plan's curvature (compress.pipeline.plan.plan_curvature_spec): Gauss-Newton traces under a
+    # probe budget, not a clock, so the time scales with the model and every trace can converge.
+    parser.set_defaults(run=run, max_seconds=None, max_products=PLAN_MAX_PROBES)
 
 
 def _candidate_options(group) -> None:
@@ -196,16 +197,24 @@ def _print_plan(plan, output) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from compress.cli.tables import add_layer_column, print_table
+
     table = Table(title=f"compress plan -> {output}")
-    for column in ("layer", "weights", "trace", "choice", "predicted Δloss", "size (kB)", "sparsity limit"):
-        table.add_column(column, justify="left" if column in ("layer", "choice") else "right")
+    add_layer_column(table, plan.layers)
+    for column in ("weights", "trace", "choice", "predicted Δloss", "size (kB)", "sparsity limit"):
+        table.add_column(column, justify="left" if column == "choice" else "right")
     for name, layer in plan.layers.items():
         limit = "-" if layer.sparsity_limit is None else f"{layer.sparsity_limit:.2f}"
-        table.add_row(name, f"{layer.num_weights:,}", f"{layer.trace:.4g} ± {layer.trace_stderr:.2g}",
+        flag = "" if layer.trace_converged else " [yellow]*[/yellow]"
+        table.add_row(name, f"{layer.num_weights:,}", f"{layer.trace:.4g} ± {layer.trace_stderr:.2g}{flag}",
                       layer.option().label(), f"{layer.predicted_delta_loss:.3g}",
                       f"{layer.storage_bits / 8e3:.2f}", limit)
+    print_table(table)
     console = Console()
-    console.print(table)
+    if plan.unconverged:
+        console.print(f"[yellow]* {len(plan.unconverged)} of {len(plan.layers)} traces unconverged (their 95% bar "
+                      f"reaches 0; the plan priced them at its upper end): {', '.join(plan.unconverged)}; give "
+                      "--max-products more probes[/yellow]", soft_wrap=True)
     totals = ", ".join(f"{k} {v:.4g}" for k, v in plan.totals.items())
     console.print(f"predicted Δloss {plan.predicted_delta_loss:.4g}; totals: {totals}; {plan.solver}")
 
