@@ -12,7 +12,7 @@ from torch import nn
 from compress.curvature.estimate import CurvatureSpec, estimate_curvature
 from compress.curvature.result import Curvature, LayerCurvature
 from compress.data.source import TensorData
-from compress.pipeline.plan import PLAN_MAX_PROBES, plan_curvature_spec, plan_inputs
+from compress.pipeline.plan import PLAN_MAX_PROBES, PLAN_REL_ERROR, plan_curvature_spec, plan_inputs
 from compress.plan.make import PlanSpec
 
 BITS_ONLY = PlanSpec({"avg_bits": 4})
@@ -20,8 +20,8 @@ BITS_ONLY = PlanSpec({"avg_bits": 4})
 
 def test_the_plan_asks_for_gauss_newton_probes_and_lanczos_only_when_it_may_prune() -> None:
     bits = plan_curvature_spec(None, BITS_ONLY)
-    assert (bits.method, bits.slq_runs, bits.trace.max_products, bits.trace.max_seconds) == \
-        ("gauss-newton", 0, PLAN_MAX_PROBES, None)
+    assert (bits.method, bits.slq_runs, bits.trace.max_products, bits.trace.max_seconds, bits.trace.rel_error) == \
+        ("gauss-newton", 0, PLAN_MAX_PROBES, None, PLAN_REL_ERROR)
     prunes = plan_curvature_spec(None, PlanSpec({"avg_bits": 4}, sparsities=(0.0, 0.5)))
     assert prunes.slq_runs == CurvatureSpec().slq_runs  # the whole-model sparsity limit needs the density
     assert plan_curvature_spec(None, PlanSpec({"avg_bits": 4}, patterns=("2:4",))).slq_runs > 0

@@ -60,11 +60,11 @@ def add_curvature_options(parser: argparse.ArgumentParser, **model_data: object)
     group.add_argument("--loss", choices=("auto", "ce", "distill"), default="auto",
                        help="ce needs targets; distill = self-distillation (Gauss-Newton); auto picks")
     group.add_argument("--rel-error", type=float, default=0.05,
-                       help="stop when every layer is within this relative error at 95%% (default 0.05)")
+                       help="stop when every layer is within this relative error at 95%% (default %(default)s)")
     group.add_argument("--max-products", type=int, default=400, metavar="N",
                        help="budget of products (probes) for the traces (default %(default)s)")
     group.add_argument("--max-seconds", type=float, default=400, metavar="S",
-                       help="wall-clock budget; stops with the error bars reached (default %(default)s; None: no clock)")
+                       help="wall-clock budget; stops with the error bars reached (default %(default)s)")
     group.add_argument("--deflation-steps", type=int, default=40, metavar="K",
                        help="Lanczos steps whose subspace is traced exactly (default 40)")
     group.add_argument("--top-k", type=int, default=5, metavar="K",

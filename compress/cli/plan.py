@@ -8,12 +8,13 @@ import argparse
 
 def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
     from compress.cli.curvature import add_curvature_options
-    from compress.pipeline.plan import PLAN_MAX_PROBES
+    from compress.pipeline.plan import PLAN_MAX_PROBES, PLAN_REL_ERROR
 
     parser = subparsers.add_parser(
         "plan", parents=[parent], help="bits and sparsity per layer under a budget, from curvature",
-        description="Measure each layer's Hessian trace (or read --curvature JSON), predict the loss "
-        "increase of every option (HAWQ-style trace-weighted perturbation) and choose one option per "
+        description="Measure each layer's curvature trace (or read --curvature JSON; --method auto means "
+        "Gauss-Newton here: never negative, until every layer is within --rel-error or --max-products probes), "
+        "predict the loss increase of every option (HAWQ-style trace-weighted perturbation) and choose one option per "
         "Linear/Conv layer by an integer program under the budgets.")
     add_curvature_options(parser, max_samples=1024, max_samples_help="the plan's calibration set: the first N "
                           "samples of the split (default 1024); curvature and measurements use all of it").add_argument(
@@ -34,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
     output.add_argument("--force", action="store_true", help="overwrite an existing output file")
     # The plan's curvature (compress.pipeline.plan.plan_curvature_spec): Gauss-Newton traces under a
     # probe budget, not a clock, so the time scales with the model and every trace can converge.
-    parser.set_defaults(run=run, max_seconds=None, max_products=PLAN_MAX_PROBES)
+    parser.set_defaults(run=run, max_seconds=None, max_products=PLAN_MAX_PROBES, rel_error=PLAN_REL_ERROR)
 
 
 def _candidate_options(group) -> None:
