@@ -128,3 +128,12 @@ def test_a_narrow_terminal_keeps_whole_layer_names(width: int) -> None:
     text = console.export_text()
     for name in names:
         assert any(name in line for line in text.splitlines()), text
+
+
+def test_whole_plans_are_verified_by_default_only_where_reconstructing_them_is_cheap() -> None:
+    from compress.pipeline.plan import VERIFY, VERIFY_MAX_INPUTS, with_default_verify
+
+    narrow = nn.Sequential(nn.Linear(VERIFY_MAX_INPUTS, 4), nn.ReLU(), nn.Conv2d(4, 4, 3))
+    wide = nn.Sequential(nn.Conv2d(512, 4, 3))  # 4,608 inputs per output, as ResNet-18's layer4
+    assert with_default_verify(BITS_ONLY, narrow).verify == VERIFY
+    assert with_default_verify(BITS_ONLY, wide).verify == 1

@@ -68,9 +68,10 @@ def _budget_options(group) -> None:
     group.add_argument("--sensitivity", choices=("hybrid", "trace"), default="hybrid",
                        help="trace: ½·(Tr/n)·‖ΔW‖² only; hybrid (default): the larger of that and the measured "
                        "loss change of compressing the layer alone (one forward pass per option)")
-    group.add_argument("--verify", type=int, default=8, metavar="K",
+    group.add_argument("--verify", type=int, default=None, metavar="K",
                        help="hybrid only: measure the whole-plan calibration loss of the K allocations with the "
-                       "least predicted loss and keep the best (default 8; 1 turns it off)")
+                       "least predicted loss and keep the best (default 8, or 1 where a layer has more than "
+                       "2,048 inputs per output: each check reconstructs the whole model; 1 turns it off)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     from compress.cli.curvature import curvature_spec
     from compress.errors import InputError
-    from compress.pipeline.plan import PlanMeasurements, gather, plan_inputs
+    from compress.pipeline.plan import PlanMeasurements, gather, plan_inputs, with_default_verify
     from compress.plan.recipe import refuse_overwrite
 
     output = Path(args.output)
@@ -91,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     curvature = _read_curvature(args.curvature) if args.curvature else None
     model, data, curvature = plan_inputs(args.model, args.data, curvature, curvature_spec(args), args.max_samples,
                                          args.weights, args.split, spec, args.task, args.seq_len)
+    if args.verify is None:
+        spec = with_default_verify(spec, model)
     evidence = gather(model, data, curvature, spec, how)
     if evidence.latency is not None:
         table = evidence.latency
@@ -102,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _plan_spec(args: argparse.Namespace, how):
-    from compress.pipeline.plan import plan_spec
+    from compress.pipeline.plan import VERIFY, plan_spec
     from compress.plan.make import parse_budget
     from compress.plan.overrides import parse_override
 
@@ -111,7 +114,7 @@ def _plan_spec(args: argparse.Namespace, how):
                      sparsities=_floats(args.sparsities, "sparsities"), patterns=_patterns(args.patterns),
                      **chosen, ranks=_floats(args.ranks, "ranks") if args.ranks else (),
                      overrides=tuple(parse_override(o) for o in args.override), sparsity_limit=args.sparsity_limit,
-                     verify=args.verify)
+                     verify=VERIFY if args.verify is None else args.verify)
 
 
 def _write_plan(args, model, curvature, spec, evidence, output) -> int:

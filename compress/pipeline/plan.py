@@ -3,7 +3,7 @@ single-layer ΔL, sparsity limits, MACs, residual ties, the latency table for a 
 and turn the plan into a validated ``Recipe`` (optionally with a fine-tuning section).
 
 The defaults are the CLI's: hybrid sensitivity (measured single-layer ΔL), verification of the 8
-least-Ω allocations, Gauss-Newton traces (``plan_curvature_spec``), the first 1,024 calibration
+least-Ω allocations (1 where a layer is wider than 2,048 inputs: ``with_default_verify``), Gauss-Newton traces (``plan_curvature_spec``), the first 1,024 calibration
 samples; with a backend
 whose fast kernels are integer ones (``ort-cpu``: QLinearConv / QGemm need int8 activations), int8
 activations are candidates by default (``act_bits`` 8 and float), since weight-only layers run there
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from compress.recipe.schema import Recipe
 
 VERIFY = 8
+VERIFY_MAX_INPUTS = 2048  # inputs per output of the widest layer up to which whole plans are verified
 PLAN_TRACE_METHOD = "gauss-newton"  # PSD per-layer traces, no cross-layer noise (plan_curvature_spec)
 PLAN_REL_ERROR = 0.2  # 95% half-width the plan's traces need: one bit changes Ω ~4×, ±20% cannot
 PLAN_MAX_PROBES = 64  # Gauss-Newton probes meet it in 8–16 (ResNet-18: 16); the cap, not a clock
@@ -69,6 +70,22 @@ def plan_spec(budgets: dict[str, float], measurements: PlanMeasurements | None =
     how = measurements or PlanMeasurements()
     defaults = {"verify": VERIFY, "act_bits": default_act_bits(how.backend, how.sensitivity)}
     return PlanSpec(budgets=dict(budgets), **{**defaults, **fields})
+
+
+def with_default_verify(spec: "PlanSpec", model: "nn.Module") -> "PlanSpec":
+    """``spec`` verifying ``VERIFY`` allocations where a whole-plan application is cheap, else 1.
+
+    Each verified allocation is applied as apply applies it: true-sequential reconstruction, one
+    statistics pass and one d×d inverse-Hessian factor per layer (d inputs per output), O(d³). Up to
+    ``VERIFY_MAX_INPUTS`` inputs (builtin:mnist-cnn, MiniLM's 1,536) that costs seconds; ResNet-18's
+    layer4 convs have 4,608, and one application took longer than every other measurement of the
+    plan together (``benchmarks/README.md``), so there only the least-ΣΩ allocation is kept (its
+    options measured one layer at a time, as always with hybrid sensitivity); ``verify`` set
+    explicitly overrides this."""
+    from compress.plan.make import plannable_layers
+
+    largest = max((layer.weight[0].numel() for layer in plannable_layers(model).values()), default=0)
+    return replace(spec, verify=VERIFY if largest <= VERIFY_MAX_INPUTS else 1)
 
 
 def default_act_bits(backend: str | None, sensitivity: str) -> tuple[int | None, ...]:
