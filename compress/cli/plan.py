@@ -94,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
                                          args.weights, args.split, spec, args.task, args.seq_len)
     if args.verify is None:
         spec = with_default_verify(spec, model)
+    if args.curvature is None:
+        target = "every layer within its target" if curvature.converged else "not every layer within its target"
+        print(f"curvature: {curvature.method}, {curvature.num_hvps} products, {curvature.seconds:.0f} s, {target}")
     evidence = gather(model, data, curvature, spec, how)
     if evidence.latency is not None:
         table = evidence.latency

@@ -3,8 +3,8 @@ single-layer ΔL, sparsity limits, MACs, residual ties, the latency table for a 
 and turn the plan into a validated ``Recipe`` (optionally with a fine-tuning section).
 
 The defaults are the CLI's: hybrid sensitivity (measured single-layer ΔL), verification of the 8
-least-Ω allocations (1 where a layer is wider than 2,048 inputs: ``with_default_verify``), Gauss-Newton traces (``plan_curvature_spec``), the first 1,024 calibration
-samples; with a backend
+least-Ω allocations (1 where a layer is wider than 2,048 inputs: ``with_default_verify``),
+Gauss-Newton traces (``plan_curvature_spec``), the first 1,024 calibration samples; with a backend
 whose fast kernels are integer ones (``ort-cpu``: QLinearConv / QGemm need int8 activations), int8
 activations are candidates by default (``act_bits`` 8 and float), since weight-only layers run there
 at float speed (the exporter's fold form) and only shrink the file.
@@ -32,7 +32,7 @@ VERIFY = 8
 VERIFY_MAX_INPUTS = 2048  # inputs per output of the widest layer up to which whole plans are verified
 PLAN_TRACE_METHOD = "gauss-newton"  # PSD per-layer traces, no cross-layer noise (plan_curvature_spec)
 PLAN_REL_ERROR = 0.2  # 95% half-width the plan's traces need: one bit changes Ω ~4×, ±20% cannot
-PLAN_MAX_PROBES = 64  # Gauss-Newton probes meet it in 8–16 (ResNet-18: 16); the cap, not a clock
+PLAN_MAX_PROBES = 64  # Gauss-Newton probes meet it in 8–16 (ResNet-18 on 300 digits: 8); the cap, not a clock
 SENSITIVITIES = ("hybrid", "trace")
 BACKENDS = ("ort-cpu",)
 INTEGER_BACKENDS = ("ort-cpu",)  # backends whose speed-ups need 8-bit activations
@@ -77,11 +77,11 @@ def with_default_verify(spec: "PlanSpec", model: "nn.Module") -> "PlanSpec":
 
     Each verified allocation is applied as apply applies it: true-sequential reconstruction, one
     statistics pass and one d×d inverse-Hessian factor per layer (d inputs per output), O(d³). Up to
-    ``VERIFY_MAX_INPUTS`` inputs (builtin:mnist-cnn, MiniLM's 1,536) that costs seconds; ResNet-18's
-    layer4 convs have 4,608, and one application took longer than every other measurement of the
-    plan together (``benchmarks/README.md``), so there only the least-ΣΩ allocation is kept (its
-    options measured one layer at a time, as always with hybrid sensitivity); ``verify`` set
-    explicitly overrides this."""
+    ``VERIFY_MAX_INPUTS`` inputs (builtin:mnist-cnn, MiniLM's 1,536) that is cheap; ResNet-18's
+    layer4 convs have 4,608, where one application costs about as much as pricing every option
+    of every layer (``benchmarks/README.md``, ResNet-18), so there only the least-ΣΩ allocation is
+    kept (its options still measured one layer at a time, as always with hybrid sensitivity);
+    ``verify`` set explicitly overrides this."""
     from compress.plan.make import plannable_layers
 
     largest = max((layer.weight[0].numel() for layer in plannable_layers(model).values()), default=0)
@@ -110,7 +110,7 @@ def plan_curvature_spec(curvature_spec: "CurvatureSpec | None", spec: "PlanSpec 
     Sensitivity must never reward noise, so ``method="auto"`` means Gauss-Newton traces for every
     loss: tr(G_ii) = E‖(Jᵀu)_i‖² is a sum of squares, ≥ 0 in every probe (positive semi-definite
     by construction), with no cross-layer noise, and it meets the plan's ±``PLAN_REL_ERROR`` in
-    8–16 probes whatever the model's size (ResNet-18's first layers after 8 probes: ±22%), so a
+    8–16 probes whatever the model's size (ResNet-18's worst layer after 8: ±15% of the floor), so a
     probe budget, each probe one backward pass over the data, scales the time with the model. For ReLU / max-pool / eval-mode-BN nets each layer's output is piecewise
     linear in that layer's weights, so its Hessian block *is* its Gauss-Newton block (DESIGN §7);
     for smooth nets G_ii is the positive semi-definite part HAWQ's trace stands for. An explicit
