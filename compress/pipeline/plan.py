@@ -110,15 +110,16 @@ def plan_curvature_spec(curvature_spec: "CurvatureSpec | None", spec: "PlanSpec 
     Sensitivity must never reward noise, so ``method="auto"`` means Gauss-Newton traces for every
     loss: tr(G_ii) = E‖(Jᵀu)_i‖² is a sum of squares, ≥ 0 in every probe (positive semi-definite
     by construction), with no cross-layer noise, and it meets the plan's ±``PLAN_REL_ERROR`` in
-    8–16 probes whatever the model's size (ResNet-18's worst layer after 8: ±15% of the floor), so a
-    probe budget, each probe one backward pass over the data, scales the time with the model. For ReLU / max-pool / eval-mode-BN nets each layer's output is piecewise
-    linear in that layer's weights, so its Hessian block *is* its Gauss-Newton block (DESIGN §7);
+    8–16 probes whatever the model's size (ResNet-18's worst layer after 8: ±15% of the floor), so
+    a probe budget, each probe one backward pass over the data, scales the time with the model.
+    For ReLU / max-pool / eval-mode-BN nets each layer's output is piecewise linear in that
+    layer's weights, so its Hessian block *is* its Gauss-Newton block (DESIGN §7);
     for smooth nets G_ii is the positive semi-definite part HAWQ's trace stands for. An explicit
     ``method`` is kept (a Hutchinson trace is then used through ``safe_trace``).
 
     Lanczos runs (the spectral density) only where the plan uses them: the whole-model sparsity
-    limit of a plan that may prune (``spec.prunes()``); otherwise ``slq_runs`` is 0 (on ResNet-18
-    its 60 Hessian products cost more than all the traces)."""
+    limit of a plan that may prune (``spec.prunes()``); otherwise ``slq_runs`` is 0 (on ResNet-18:
+    60 Hessian products, each dearer than a probe, against the traces' 8 probes)."""
     chosen = curvature_spec or default_curvature_spec()
     method = PLAN_TRACE_METHOD if chosen.method == "auto" else chosen.method
     slq_runs = chosen.slq_runs if spec is None or spec.prunes() else 0

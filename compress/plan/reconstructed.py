@@ -73,7 +73,7 @@ the reconstruction's settings, so options differing only in activation bits shar
     stats: dict[str, LayerStats] = field(default_factory=dict)
     weights: dict[tuple[str, ReconstructSettings], torch.Tensor] = field(default_factory=dict)
     errors: dict[tuple[str, ReconstructSettings], float] = field(default_factory=dict)
-    factors: dict[str, dict] = field(default_factory=dict)  # the last layer's inverse-Hessian factors (its options share them)
+    factors: dict[str, dict] = field(default_factory=dict)  # the last layer's H factors, shared by its options
 
     def __post_init__(self) -> None:
         self.factorised = FactorisedOptions(self.model, self.layer_stats)
