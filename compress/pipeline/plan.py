@@ -78,10 +78,11 @@ def with_default_verify(spec: "PlanSpec", model: "nn.Module") -> "PlanSpec":
     Each verified allocation is applied as apply applies it: true-sequential reconstruction, one
     statistics pass and one d×d inverse-Hessian factor per layer (d inputs per output), O(d³). Up to
     ``VERIFY_MAX_INPUTS`` inputs (builtin:mnist-cnn, MiniLM's 1,536) that is cheap; ResNet-18's
-    layer4 convs have 4,608, where one application costs about as much as pricing every option
-    of every layer (``benchmarks/README.md``, ResNet-18), so there only the least-ΣΩ allocation is
-    kept (its options still measured one layer at a time, as always with hybrid sensitivity);
-    ``verify`` set explicitly overrides this."""
+    layer4 convs have 4,608, where one application repeats the statistics pass and a factor per
+    layer, the bulk of the plan's own pricing (``benchmarks/README.md``, ResNet-18: 119 s and
+    434 s under load), so there only the least-ΣΩ allocation is kept (its options still measured
+    one layer at a time, as always with hybrid sensitivity); ``verify`` set explicitly overrides
+    this."""
     from compress.plan.make import plannable_layers
 
     largest = max((layer.weight[0].numel() for layer in plannable_layers(model).values()), default=0)
