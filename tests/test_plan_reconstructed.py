@@ -81,3 +81,22 @@ def test_each_option_is_reconstructed_once() -> None:
     assert reconstruction.weight("0", LayerOption(4)) is first
     assert reconstruction.weight("0", LayerOption(4, act_bits=8)) is first  # activations do not change the weight
     assert len(reconstruction.stats) == 1 and len(reconstruction.weights) == 1
+
+
+def test_a_layers_options_share_one_inverse_factor_and_match_a_fresh_reconstruction(monkeypatch) -> None:
+    """The factor of H is computed once per layer (not once per bit width) and changes nothing."""
+    import compress.reconstruct.layer as layer
+    from compress.reconstruct.layer import reconstruct_layer
+
+    model, data = _toy()
+    reconstruction = Reconstructions(model, list(data.batches(128)))
+    calls = []
+    real = layer.inverse_factor
+    monkeypatch.setattr(layer, "inverse_factor", lambda *args: calls.append(1) or real(*args))
+    priced = {bits: reconstruction.weight("0", LayerOption(bits)) for bits in (2, 3, 4, 8)}
+    assert len(calls) == 1
+    stats = reconstruction.layer_stats("0")
+    for bits, weight in priced.items():
+        fresh = reconstruct_layer(model[0].weight.detach().double(), stats, deployed_settings(LayerOption(bits)))
+        assert torch.equal(weight, fresh.weight.to(weight.dtype)), bits
+    assert len(calls) == 5  # the fresh ones factorise each time (no cache given)

@@ -61,9 +61,9 @@ def add_curvature_options(parser: argparse.ArgumentParser, **model_data: object)
     group.add_argument("--loss", choices=("auto", "ce", "distill"), default="auto",
                        help="ce needs targets; distill = self-distillation (Gauss-Newton); auto picks")
     group.add_argument("--rel-error", type=float, default=0.05,
-                       help="stop when every layer is within this relative error at 95%% (default 0.05)")
+                       help="stop when every layer is within this relative error at 95%% (default %(default)s)")
     group.add_argument("--max-products", type=int, default=400, metavar="N",
-                       help="budget of Hessian-vector products for the traces (default 400)")
+                       help="budget of products (probes) for the traces (default %(default)s)")
     group.add_argument("--max-seconds", type=float, default=None, metavar="S",
                        help="wall-clock budget; stops with the error bars reached (default: none, run until "
                        "converged or --max-products)")
@@ -169,11 +169,13 @@ def _print_table(curvature, title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from compress.cli.tables import add_layer_column, print_table
     from compress.curvature.trace import Z95
 
     table = Table(title=title)
-    for column in ("layer", "params", "trace", "± (95%)", "± probes", "± data", "trace / param"):
-        table.add_column(column, justify="left" if column == "layer" else "right")
+    add_layer_column(table, curvature.layers)
+    for column in ("params", "trace", "± (95%)", "± probes", "± data", "trace / param"):
+        table.add_column(column, justify="right")
     for name, layer in curvature.layers.items():
         table.add_row(name, f"{layer.num_params:,}", f"{layer.trace:.5g}", f"{Z95 * layer.trace_stderr:.2g}",
                       f"{Z95 * layer.trace_stderr_probe:.2g}", f"{Z95 * layer.trace_stderr_data:.2g}",
@@ -182,8 +184,8 @@ def _print_table(curvature, title: str) -> None:
     table.add_row("total", f"{total_params:,}", f"{curvature.trace:.5g}", f"{Z95 * curvature.trace_stderr:.2g}",
                   f"{Z95 * curvature.trace_stderr_probe:.2g}", f"{Z95 * curvature.trace_stderr_data:.2g}",
                   f"{curvature.trace / max(total_params, 1):.3g}", style="bold")
+    print_table(table)
     console = Console()
-    console.print(table)
     eigenvalues = ", ".join(f"{v:.4g}" for v in curvature.top_eigenvalues)
     console.print(f"top eigenvalues: {eigenvalues}")
     console.print(f"degeneracy ratio {curvature.degeneracy_ratio:.3f}, negative mass {curvature.negative_mass:.3f}; "

@@ -8,11 +8,13 @@ import argparse
 
 def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
     from compress.cli.curvature import add_curvature_options
+    from compress.pipeline.plan import PLAN_MAX_PROBES, PLAN_REL_ERROR
 
     parser = subparsers.add_parser(
         "plan", parents=[parent], help="bits and sparsity per layer under a budget, from curvature",
-        description="Measure each layer's Hessian trace (or read --curvature JSON), predict the loss "
-        "increase of every option (HAWQ-style trace-weighted perturbation) and choose one option per "
+        description="Measure each layer's curvature trace (or read --curvature JSON; --method auto means "
+        "Gauss-Newton here: never negative, until every layer is within --rel-error or --max-products probes), "
+        "predict the loss increase of every option (HAWQ-style trace-weighted perturbation) and choose one option per "
         "Linear/Conv layer by an integer program under the budgets.")
     add_curvature_options(parser, max_samples=1024, max_samples_help="the plan's calibration set: the first N "
                           "samples of the split (default 1024); curvature and measurements use all of it").add_argument(
@@ -31,9 +33,9 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
     output.add_argument("--finetune", metavar="MODE", choices=("qat", "kd", "qat+kd"),
                         help="add a finetune: section (qat, kd or qat+kd; lr from the sharpness) to the recipe")
     output.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    # A plan needs the traces' ranking more than ±5% bars: a shorter curvature budget by default,
-    # leaving time for the measured single-layer checks (MiniLM plans in under 10 minutes).
-    parser.set_defaults(run=run, max_seconds=240)
+    # The plan's curvature (compress.pipeline.plan.plan_curvature_spec): Gauss-Newton traces under a
+    # probe budget, not a clock, so the time scales with the model and every trace can converge.
+    parser.set_defaults(run=run, max_seconds=None, max_products=PLAN_MAX_PROBES, rel_error=PLAN_REL_ERROR)
 
 
 def _candidate_options(group) -> None:
@@ -66,9 +68,10 @@ def _budget_options(group) -> None:
     group.add_argument("--sensitivity", choices=("hybrid", "trace"), default="hybrid",
                        help="trace: ½·(Tr/n)·‖ΔW‖² only; hybrid (default): the larger of that and the measured "
                        "loss change of compressing the layer alone (one forward pass per option)")
-    group.add_argument("--verify", type=int, default=8, metavar="K",
+    group.add_argument("--verify", type=int, default=None, metavar="K",
                        help="hybrid only: measure the whole-plan calibration loss of the K allocations with the "
-                       "least predicted loss and keep the best (default 8; 1 turns it off)")
+                       "least predicted loss and keep the best (default 8, or 1 where a layer has more than "
+                       "2,048 inputs per output: each check reconstructs the whole model; 1 turns it off)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     from compress.cli.curvature import curvature_spec
     from compress.errors import InputError
-    from compress.pipeline.plan import PlanMeasurements, gather, plan_inputs
+    from compress.pipeline.plan import PlanMeasurements, gather, plan_inputs, with_default_verify
     from compress.plan.recipe import refuse_overwrite
 
     output = Path(args.output)
@@ -89,6 +92,11 @@ def run(args: argparse.Namespace) -> int:
     curvature = _read_curvature(args.curvature) if args.curvature else None
     model, data, curvature = plan_inputs(args.model, args.data, curvature, curvature_spec(args), args.max_samples,
                                          args.weights, args.split, spec, args.task, args.seq_len)
+    if args.verify is None:
+        spec = with_default_verify(spec, model)
+    if args.curvature is None:
+        target = "every layer within its target" if curvature.converged else "not every layer within its target"
+        print(f"curvature: {curvature.method}, {curvature.num_hvps} products, {curvature.seconds:.0f} s, {target}")
     evidence = gather(model, data, curvature, spec, how)
     if evidence.latency is not None:
         table = evidence.latency
@@ -100,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _plan_spec(args: argparse.Namespace, how):
-    from compress.pipeline.plan import plan_spec
+    from compress.pipeline.plan import VERIFY, plan_spec
     from compress.plan.make import parse_budget
     from compress.plan.overrides import parse_override
 
@@ -109,7 +117,7 @@ def _plan_spec(args: argparse.Namespace, how):
                      sparsities=_floats(args.sparsities, "sparsities"), patterns=_patterns(args.patterns),
                      **chosen, ranks=_floats(args.ranks, "ranks") if args.ranks else (),
                      overrides=tuple(parse_override(o) for o in args.override), sparsity_limit=args.sparsity_limit,
-                     verify=args.verify)
+                     verify=VERIFY if args.verify is None else args.verify)
 
 
 def _write_plan(args, model, curvature, spec, evidence, output) -> int:
@@ -196,16 +204,24 @@ def _print_plan(plan, output) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from compress.cli.tables import add_layer_column, print_table
+
     table = Table(title=f"compress plan -> {output}")
-    for column in ("layer", "weights", "trace", "choice", "predicted Δloss", "size (kB)", "sparsity limit"):
-        table.add_column(column, justify="left" if column in ("layer", "choice") else "right")
+    add_layer_column(table, plan.layers)
+    for column in ("weights", "trace", "choice", "predicted Δloss", "size (kB)", "sparsity limit"):
+        table.add_column(column, justify="left" if column == "choice" else "right")
     for name, layer in plan.layers.items():
         limit = "-" if layer.sparsity_limit is None else f"{layer.sparsity_limit:.2f}"
-        table.add_row(name, f"{layer.num_weights:,}", f"{layer.trace:.4g} ± {layer.trace_stderr:.2g}",
+        flag = "" if layer.trace_converged else " [yellow]*[/yellow]"
+        table.add_row(name, f"{layer.num_weights:,}", f"{layer.trace:.4g} ± {layer.trace_stderr:.2g}{flag}",
                       layer.option().label(), f"{layer.predicted_delta_loss:.3g}",
                       f"{layer.storage_bits / 8e3:.2f}", limit)
+    print_table(table)
     console = Console()
-    console.print(table)
+    if plan.unconverged:
+        console.print(f"[yellow]* {len(plan.unconverged)} of {len(plan.layers)} traces unconverged (their 95% bar "
+                      f"reaches 0; the plan priced them at its upper end): {', '.join(plan.unconverged)}; give "
+                      "--max-products more probes[/yellow]", soft_wrap=True)
     totals = ", ".join(f"{k} {v:.4g}" for k, v in plan.totals.items())
     console.print(f"predicted Δloss {plan.predicted_delta_loss:.4g}; totals: {totals}; {plan.solver}")
 

@@ -69,14 +69,16 @@ def make_plan(model: "str | nn.Module", data: Any, budgets: dict[str, float] | N
               spec: "PlanSpec | None" = None, curvature: "Curvature | None" = None,
               measurements: "PlanMeasurements | None" = None, max_samples: int | None = 1024) -> "Plan":
     """The optimal per-layer options under the budgets. Measures from ``data`` what the CLI does:
-    the curvature (unless given), single-layer ΔL, whole-plan verification of the 8 best
+    the curvature (unless given), single-layer ΔL, whole-plan verification (``with_default_verify``) of the 8 best
     allocations, sparsity limits, MACs, residual ties, and the latency table for a backend."""
-    from compress.pipeline.plan import PlanMeasurements, gather, plan_inputs, plan_spec, solve
+    from compress.pipeline.plan import PlanMeasurements, gather, plan_inputs, plan_spec, solve, with_default_verify
 
     if (budgets is None) == (spec is None):
         raise InputError("give budgets (e.g. {'avg_bits': 4}) or a PlanSpec, not both")
+    given = spec
     spec = spec if spec is not None else plan_spec(budgets, measurements)
     module, source, curvature = plan_inputs(model, data, curvature, None, max_samples, spec=spec)
+    spec = spec if given is not None else with_default_verify(spec, module)
     evidence = gather(module, source, curvature, spec, measurements or PlanMeasurements())
     return solve(module, curvature, spec, evidence)
 

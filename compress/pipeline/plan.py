@@ -3,7 +3,8 @@ single-layer ΔL, sparsity limits, MACs, residual ties, the latency table for a 
 and turn the plan into a validated ``Recipe`` (optionally with a fine-tuning section).
 
 The defaults are the CLI's: hybrid sensitivity (measured single-layer ΔL), verification of the 8
-least-Ω allocations, a 240 s curvature budget, the first 1,024 calibration samples; with a backend
+least-Ω allocations (1 where a layer is wider than 2,048 inputs: ``with_default_verify``),
+Gauss-Newton traces (``plan_curvature_spec``), the first 1,024 calibration samples; with a backend
 whose fast kernels are integer ones (``ort-cpu``: QLinearConv / QGemm need int8 activations), int8
 activations are candidates by default (``act_bits`` 8 and float), since weight-only layers run there
 at float speed (the exporter's fold form) and only shrink the file.
@@ -28,7 +29,10 @@ if TYPE_CHECKING:
     from compress.recipe.schema import Recipe
 
 VERIFY = 8
-PLAN_CURVATURE_SECONDS = 240.0  # the traces' ranking matters more than ±5% bars: leave time for ΔL
+VERIFY_MAX_INPUTS = 2048  # inputs per output of the widest layer up to which whole plans are verified
+PLAN_TRACE_METHOD = "gauss-newton"  # PSD per-layer traces, no cross-layer noise (plan_curvature_spec)
+PLAN_REL_ERROR = 0.2  # 95% half-width the plan's traces need: one bit changes Ω ~4×, ±20% cannot
+PLAN_MAX_PROBES = 64  # Gauss-Newton probes meet it in 8–16 (ResNet-18 on 300 digits: 8); the cap, not a clock
 SENSITIVITIES = ("hybrid", "trace")
 BACKENDS = ("ort-cpu",)
 INTEGER_BACKENDS = ("ort-cpu",)  # backends whose speed-ups need 8-bit activations
@@ -68,6 +72,23 @@ def plan_spec(budgets: dict[str, float], measurements: PlanMeasurements | None =
     return PlanSpec(budgets=dict(budgets), **{**defaults, **fields})
 
 
+def with_default_verify(spec: "PlanSpec", model: "nn.Module") -> "PlanSpec":
+    """``spec`` verifying ``VERIFY`` allocations where a whole-plan application is cheap, else 1.
+
+    Each verified allocation is applied as apply applies it: true-sequential reconstruction, one
+    statistics pass and one d×d inverse-Hessian factor per layer (d inputs per output), O(d³). Up to
+    ``VERIFY_MAX_INPUTS`` inputs (builtin:mnist-cnn, MiniLM's 1,536) that is cheap; ResNet-18's
+    layer4 convs have 4,608, where one application repeats the statistics pass and a factor per
+    layer, the bulk of the plan's own pricing (``benchmarks/README.md``, ResNet-18: 119 s and
+    434 s under load), so there only the least-ΣΩ allocation is kept (its options still measured
+    one layer at a time, as always with hybrid sensitivity); ``verify`` set explicitly overrides
+    this."""
+    from compress.plan.make import plannable_layers
+
+    largest = max((layer.weight[0].numel() for layer in plannable_layers(model).values()), default=0)
+    return replace(spec, verify=VERIFY if largest <= VERIFY_MAX_INPUTS else 1)
+
+
 def default_act_bits(backend: str | None, sensitivity: str) -> tuple[int | None, ...]:
     """(8, None) for a backend in ``INTEGER_BACKENDS`` when single-layer ΔL is measured (activation
     options are priced by measurement only); (None,) — weights only — otherwise."""
@@ -75,10 +96,35 @@ def default_act_bits(backend: str | None, sensitivity: str) -> tuple[int | None,
 
 
 def default_curvature_spec(batch_size: int = 128) -> "CurvatureSpec":
+    """The planner's curvature: Gauss-Newton traces to ±``PLAN_REL_ERROR`` at 95% (floor 1% of the
+    total), up to ``PLAN_MAX_PROBES`` probes, no clock."""
     from compress.curvature.estimate import CurvatureSpec
     from compress.curvature.trace import TraceSpec
 
-    return CurvatureSpec(batch_size=batch_size, trace=TraceSpec(max_seconds=PLAN_CURVATURE_SECONDS))
+    return CurvatureSpec(batch_size=batch_size, method=PLAN_TRACE_METHOD,
+                         trace=TraceSpec(rel_error=PLAN_REL_ERROR, max_products=PLAN_MAX_PROBES))
+
+
+def plan_curvature_spec(curvature_spec: "CurvatureSpec | None", spec: "PlanSpec | None") -> "CurvatureSpec":
+    """What the planner asks of the curvature stage, over all of its calibration data.
+
+    Sensitivity must never reward noise, so ``method="auto"`` means Gauss-Newton traces for every
+    loss: tr(G_ii) = E‖(Jᵀu)_i‖² is a sum of squares, ≥ 0 in every probe (positive semi-definite
+    by construction), with no cross-layer noise, and it meets the plan's ±``PLAN_REL_ERROR`` in
+    8–16 probes whatever the model's size (ResNet-18's worst layer after 8: ±15% of the floor), so
+    a probe budget, each probe one backward pass over the data, scales the time with the model.
+    For ReLU / max-pool / eval-mode-BN nets each layer's output is piecewise linear in that
+    layer's weights, so its Hessian block *is* its Gauss-Newton block (DESIGN §7);
+    for smooth nets G_ii is the positive semi-definite part HAWQ's trace stands for. An explicit
+    ``method`` is kept (a Hutchinson trace is then used through ``safe_trace``).
+
+    Lanczos runs (the spectral density) only where the plan uses them: the whole-model sparsity
+    limit of a plan that may prune (``spec.prunes()``); otherwise ``slq_runs`` is 0 (on ResNet-18:
+    60 Hessian products, each dearer than a probe, against the traces' 8 probes)."""
+    chosen = curvature_spec or default_curvature_spec()
+    method = PLAN_TRACE_METHOD if chosen.method == "auto" else chosen.method
+    slq_runs = chosen.slq_runs if spec is None or spec.prunes() else 0
+    return replace(chosen, method=method, slq_runs=slq_runs, max_samples=None)  # over all of the plan's data
 
 
 def plan_inputs(model: "str | nn.Module", data: Any, curvature: "Curvature | None" = None,
@@ -102,8 +148,7 @@ def plan_inputs(model: "str | nn.Module", data: Any, curvature: "Curvature | Non
     source = first_samples(data_source(data, "train", module, split, seq_len), max_samples)
     check_inputs(module, name, source)
     if curvature is None:
-        whole = replace(curvature_spec or default_curvature_spec(), max_samples=None)  # over all of ``source``
-        curvature = estimate_curvature(module, source, whole)
+        curvature = estimate_curvature(module, source, plan_curvature_spec(curvature_spec, spec))
     return module, source, curvature
 
 

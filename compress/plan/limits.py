@@ -18,6 +18,7 @@ from torch import nn
 
 from compress.curvature.result import Curvature
 from compress.data.source import DataSource
+from compress.plan.sensitivity import safe_trace
 from compress.plan.sparsity_limit import pruning_limit, trace_pruning_limit
 
 
@@ -37,13 +38,14 @@ def loss_tolerance(model: nn.Module, data: DataSource, loss: str, batch_size: in
 
 
 def layer_limits(model: nn.Module, curvature: Curvature, names: list[str], epsilon: float) -> dict[str, float]:
-    """p_i* for every named layer's weight, from its Hessian trace."""
+    """p_i* for every named layer's weight, from its Hessian trace as the planner prices it
+    (``safe_trace``: noise can only lower a limit)."""
     limits = {}
     for name in names:
         weight = model.get_submodule(name).weight.detach().double().numpy()
         info = curvature.layers[name]
-        trace = info.trace * weight.size / info.num_params  # the weight's share of the block trace
-        limits[name] = trace_pruning_limit(weight, max(trace, 0.0), epsilon)
+        trace = safe_trace(info.trace, info.trace_stderr) * weight.size / info.num_params  # the weight's share
+        limits[name] = trace_pruning_limit(weight, trace, epsilon)
     return limits
 
 

@@ -95,6 +95,10 @@ class PlanSpec:
         """The pruned fractions offered to channel groups (none unless ``channel`` is a pattern)."""
         return tuple(sorted({s for s in self.sparsities if s > 0})) if "channel" in self.patterns else ()
 
+    def prunes(self) -> bool:
+        """Whether any candidate prunes (a positive sparsity, or 2:4, which always prunes half)."""
+        return any(s > 0 for s in self.sparsities) or "2:4" in self.patterns
+
 
 def _choices(name: str, values: tuple, allowed: tuple[int, ...]) -> list[str]:
     if not isinstance(values, tuple) or not values or any(v is not None and v not in allowed for v in values):

@@ -73,6 +73,7 @@ the reconstruction's settings, so options differing only in activation bits shar
     stats: dict[str, LayerStats] = field(default_factory=dict)
     weights: dict[tuple[str, ReconstructSettings], torch.Tensor] = field(default_factory=dict)
     errors: dict[tuple[str, ReconstructSettings], float] = field(default_factory=dict)
+    factors: dict[str, dict] = field(default_factory=dict)  # the last layer's H factors, shared by its options
 
     def __post_init__(self) -> None:
         self.factorised = FactorisedOptions(self.model, self.layer_stats)
@@ -94,7 +95,9 @@ the reconstruction's settings, so options differing only in activation bits shar
         if key not in self.weights:
             original = self.model.get_submodule(name).weight.detach()
             stats = self.layer_stats(name)
-            result = reconstruct_layer(original.double(), stats, settings)
+            if name not in self.factors:  # the planner prices a layer's options one after another
+                self.factors = {name: {}}
+            result = reconstruct_layer(original.double(), stats, settings, factors=self.factors[name])
             self.weights[key] = result.weight.to(original.dtype)
             self.errors[key] = layer_objective(result.weight.double() - original.double(), stats)
         return self.weights[key]

@@ -105,8 +105,10 @@ class LayerReconstruction:
 
 
 def reconstruct_layer(weight: torch.Tensor, stats: LayerStats, settings: ReconstructSettings,
-                      row_weights: torch.Tensor | None = None) -> LayerReconstruction:
-    """Reconstruct ``weight`` (Linear [N, K] or Conv2d [N, C/g, kh, kw]) against ``stats``."""
+                      row_weights: torch.Tensor | None = None, factors: dict | None = None) -> LayerReconstruction:
+    """Reconstruct ``weight`` (Linear [N, K] or Conv2d [N, C/g, kh, kw]) against ``stats``.
+    ``factors``: a cache of inverse-Hessian factors for these ``stats`` (per group, column order and
+    damp), so several options of one layer factorise H once (the planner prices 4 bit widths)."""
     rows = weight.detach().reshape(weight.shape[0], -1).to(torch.float64)
     groups, per_group = stats.groups, rows.shape[0] // stats.groups
     if rows.shape[1] != stats.dim or rows.shape[0] % groups:
@@ -127,7 +129,8 @@ def reconstruct_layer(weight: torch.Tensor, stats: LayerStats, settings: Reconst
         if isinstance(select, UnstructuredSelector):
             select.row_weights = None if row_weights is None else weights[part]
         group_select = FixedSelector(select.keep[part]) if isinstance(select, FixedSelector) else select
-        result, factor = _sweep_group(rows[part], hessians[g], part_scales, part_zeros, group_select, settings)
+        result, factor = _sweep_group(rows[part], hessians[g], part_scales, part_zeros, group_select, settings,
+                                      None if factors is None else factors.setdefault(g, {}))
         if scales is not None and settings.refit_scales:
             result, block_scales[part] = _rescaled(rows[part], result, hessians[g], factor.damp, block_scales[part])
             if settings.second_sweep and select is None:
@@ -174,13 +177,17 @@ def _selector(settings: ReconstructSettings, rows: torch.Tensor, stats: LayerSta
 
 
 def _sweep_group(rows: torch.Tensor, hessian: torch.Tensor, scales: torch.Tensor | None, zero_points: torch.Tensor | None,
-                 select, settings: ReconstructSettings):
+                 select, settings: ReconstructSettings, factors: dict | None = None):
     """The sweep of one group's rows (``scales``/``zero_points`` per weight, [R, K]), with act-order
-    applied and undone."""
+    applied and undone; the factor taken from / added to ``factors`` (keyed by order and damp)."""
     order = torch.arange(rows.shape[1])
-    if settings.act_order and settings.pattern != "2:4":
+    permuted = settings.act_order and settings.pattern != "2:4"
+    if permuted:
         order = torch.argsort(torch.diagonal(hessian), descending=True, stable=True)
-    factor = inverse_factor(hessian[order][:, order], settings.damp)
+    key = (permuted, settings.damp)
+    factor = (factors or {}).get(key) or inverse_factor(hessian[order][:, order], settings.damp)
+    if factors is not None:
+        factors[key] = factor
     permuted_scales = None if scales is None else scales[:, order]
     permuted_zeros = None if zero_points is None else zero_points[:, order]
 
