@@ -42,8 +42,8 @@ from torch import nn
 
 from compress.errors import InputError
 from compress.lowrank.apply import group_svds
-from compress.lowrank.fisher import output_fisher_diag, uniform_if_unseen
 from compress.lowrank.factorize import WeightedSVD, truncated_factors
+from compress.lowrank.fisher import output_fisher_diag, uniform_if_unseen
 from compress.lowrank.modules import matrix_shape
 from compress.lowrank.settings import LowRankSettings
 from compress.lowrank.size import factorised_params, max_useful_rank, rank_from_ratio
