@@ -4,13 +4,13 @@ the factorised layers next to the whole ones.
 
 One curvature pass and one set of planner measurements (1,024 training digits, hybrid sensitivity,
 verification of the 8 least-Ω allocations, as ``compress plan`` does) serve both arms: candidate
-weight bits 2, 3, 4, 8, fp32, and for the second arm also rank ratios 0.25, 0.5, 0.75 (whitened
-factors, both at the option's bits). Each plan is written as a recipe, applied on the same 1,024
+weight bits 2, 3, 4, 8, fp32, and for the second arm also rank ratios 0.25, 0.5, 0.75 (Fisher-weighted
+whitened factors, both at the option's bits). Each plan is written as a recipe, applied on the same 1,024
 digits and evaluated on the 1,000 held-out digits. Every candidate's single-layer ΔL (the planner's
 measurement: only that layer compressed as apply compresses it) is reported with its stored bits.
-Latency: every layer alone (followed by a ReLU,
-as the planner's latency table times layers), float, whole vs factorised at each offered rank,
-ONNX Runtime with one thread, median of 200 runs at batch 1 and 32.
+Latency: the planner's ORT latency table — every layer alone (followed by a ReLU), float, whole
+(``fp32``) vs factorised at each offered rank (``fp32+rR``: two Conv/MatMul nodes), ONNX Runtime
+with one thread, at batch 1 and 32.
 
 Run: OMP_NUM_THREADS=1 python benchmarks/lowrank_plan_mnist_cnn.py [--json out.json]
 """
@@ -37,6 +37,7 @@ from compress.plan.make import layer_options, make_plan, plannable_layers
 from compress.plan.ranks import offered_ranks
 from compress.plan.channels import ChannelPlan
 from compress.plan.size import size_model, tensor_bits
+from compress.vocab.options import LayerOption
 
 BITS = (2, 3, 4, 8, None)
 RANKS = (0.25, 0.5, 0.75)
@@ -90,32 +91,18 @@ def single_layer_losses(base: nn.Module, evidence, spec) -> dict[str, list[dict]
 
 
 def layer_latency(base: nn.Module, calibration) -> dict[str, dict[str, dict[str, float]]]:
-    """Median ms of each layer alone, whole and factorised (float), at batch 1 and 32."""
-    from compress.backends.ort.latency import LatencySpec, measure_latency
-    from compress.backends.ort.latency_table import input_shapes
-    from compress.export.onnx_qdq import float_onnx
-    from compress.lowrank.apply import apply_lowrank_
-    from compress.lowrank.settings import LowRankSettings
-    from compress.reconstruct.stats import collect_layer_stats
+    """The planner's ORT latency table (``compress.backends.ort.latency_table``, float variants:
+    whole and factorised at each offered rank), median ms of each layer alone at batch 1 and 32."""
+    from compress.backends.ort.latency_table import latency_table
 
-    layers = plannable_layers(base)
-    shapes = input_shapes(base, calibration.inputs, list(layers))
-    stats = collect_layer_stats(base, [calibration.inputs], list(layers))
-    models = {}
-    for name, layer in layers.items():
-        example = torch.randn(1, *shapes[name], generator=torch.Generator().manual_seed(0))
-        variants = {"whole": layer}
-        for rank in offered_ranks(layer, RANKS):
-            holder = nn.Sequential(copy.deepcopy(layer))
-            apply_lowrank_(holder, {"0": LowRankSettings(rank=rank)}, {"0": stats[name]})
-            variants[f"r{rank}"] = holder[0]
-        for label, module in variants.items():
-            models[f"{name}|{label}"] = float_onnx(nn.Sequential(module, nn.ReLU()).eval(), (example,))
-    result = measure_latency(models, LatencySpec(batch_sizes=(1, 32), runs=200, warmup=20))
+    options = {n: [LayerOption(None, rank=r) for r in offered_ranks(layer, RANKS)]
+               for n, layer in plannable_layers(base).items()}
     table: dict[str, dict[str, dict[str, float]]] = {}
-    for m in result.measurements:
-        name, label = m.model.split("|")
-        table.setdefault(name, {}).setdefault(label, {})[f"batch{m.batch_size}_ms"] = m.median_ms
+    for batch in (1, 32):
+        measured = latency_table(base, (calibration.inputs[0][:1],), options, batch_size=batch)
+        for name, kinds in measured.median_ms.items():
+            for kind, ms in kinds.items():
+                table.setdefault(name, {}).setdefault(kind, {})[f"batch{batch}_ms"] = ms
     return table
 
 

@@ -94,5 +94,20 @@ def test_methods_refuse_missing_statistics() -> None:
     with pytest.raises(InputError, match="conv: method whitened needs the layer's input statistics"):
         apply_lowrank_(model, {"conv": LowRankSettings(rank=2, method="whitened")})
     with pytest.raises(InputError, match="head: method fisher needs the layer's output Fisher diagonal"):
-        apply_lowrank_(model, {"head": LowRankSettings(rank=2, method="fisher")}, output_fisher={"head": torch.zeros(10)})
+        apply_lowrank_(model, {"head": LowRankSettings(rank=2, method="fisher")}, output_fisher={"head": torch.ones(9)})
+    with pytest.raises(InputError, match="head: method fisher needs the layer's output Fisher diagonal"):
+        apply_lowrank_(model, {"head": LowRankSettings(rank=2, method="fisher")},
+                       output_fisher={"head": -torch.ones(10)})
     assert isinstance(model.conv, nn.Conv2d) and isinstance(model.head, nn.Linear)
+
+
+def test_a_layer_no_gradient_reaches_is_weighted_uniformly() -> None:
+    """An all-zero output Fisher (the loss never sees the layer): fisher_whitened = whitened."""
+    model = ConvNet().eval()
+    stats = collect_layer_stats(model, [(images(),)], ["conv"])
+    weighted, plain = copy.deepcopy(model), copy.deepcopy(model)
+    apply_lowrank_(weighted, {"conv": LowRankSettings(rank=3, method="fisher_whitened")}, stats,
+                   {"conv": torch.zeros(8)})
+    apply_lowrank_(plain, {"conv": LowRankSettings(rank=3, method="whitened")}, stats)
+    product = [m.conv[1].weight.flatten(1) @ m.conv[0].weight.flatten(1) for m in (weighted, plain)]
+    torch.testing.assert_close(product[0], product[1], rtol=1e-5, atol=1e-6)

@@ -16,19 +16,21 @@ from compress.apply.pipeline import ApplySpec, apply_
 from compress.data.source import TensorData
 from compress.errors import ConfigError, InputError
 from compress.lowrank.apply import apply_lowrank_
+from compress.lowrank.fisher import output_fisher_diag
 from compress.lowrank.settings import LowRankSettings
 from compress.lowrank.size import factorised_params
 from compress.plan.channels import ChannelPlan
 from compress.plan.make import PlanEvidence, PlanSpec, layer_options, make_plan
 from compress.plan.measured import SingleLayerLoss, mean_loss
-from compress.plan.ranks import offered_ranks
+from compress.plan.ranks import RANK_METHOD, FactorisedOptions, offered_ranks
+from compress.plan.reconstructed import omega_from_error
 from compress.plan.recipe import plan_recipe
 from compress.plan.reconstructed import Reconstructions
 from compress.plan.size import size_model, tensor_bits
 from compress.reconstruct.stats import collect_layer_stats
 from compress.recipe.check import check_against_model
 from compress.recipe.schema import Recipe
-from compress.vocab.costs import LatencyCosts
+from compress.vocab.costs import latency_variant
 from compress.vocab.layers import compressible_layers
 from compress.vocab.options import LayerOption
 from tests.helpers.curvature import curvature_for
@@ -113,7 +115,7 @@ def test_quantized_factorised_size_is_counted_exactly() -> None:
     choices = {"conv": LayerOption(8, rank=5), "dw": LayerOption(8), "mix": LayerOption(4, rank=3),
                "head": LayerOption(None, rank=4)}
     spec = ApplySpec({n: q for n, o in choices.items() if (q := _quant(o))},
-                     lowrank={n: LowRankSettings(rank=o.rank) for n, o in choices.items() if o.rank})
+                     lowrank={n: LowRankSettings(rank=o.rank, method=RANK_METHOD) for n, o in choices.items() if o.rank})
     applied = copy.deepcopy(model)
     apply_(applied, spec, source, None, None, 32)
     assert deployed_bits(applied.eval()) == sizes.total_bits(choices)
@@ -127,26 +129,79 @@ def _quant(option: LayerOption):
     return None if rule is None else QuantSettings(**rule)
 
 
+def _layer_outputs(model: nn.Module, name: str, inputs: list) -> torch.Tensor:
+    """The outputs of layer ``name`` over ``inputs``, one row per sample (token / position)."""
+    rows = []
+    handle = model.get_submodule(name).register_forward_hook(
+        lambda _m, _a, out: rows.append(out.movedim(1, -1).reshape(-1, out.shape[1]) if out.ndim == 4 else out))
+    with torch.no_grad():
+        for batch in inputs:
+            model(*batch)
+    handle.remove()
+    return torch.cat(rows).double()
+
+
 def test_priced_weight_and_error_are_what_apply_deploys() -> None:
-    """Float factors: the planner's E equals apply's exactly measured output error; quantized
-    factors: the single-layer loss the planner measures equals the loss of the model apply writes."""
+    """Float factors: the planner's E_ρ equals (1/N)·Σ_t Σ_i ρ_i·(y'_i − y_i)² measured on the outputs
+    of the layer apply writes, ρ = d/mean(d) of the output Fisher apply uses; quantized factors: the
+    single-layer loss the planner measures equals the loss of the model apply writes."""
     model, source = net(), data()
+    inputs = [b.inputs for b in source.batches(32)]
     reconstruction = Reconstructions(model, list(source.batches(32)))
     measure = SingleLayerLoss(model, source, "ce", 32, reconstruction)
-    stats = collect_layer_stats(model, [b.inputs for b in source.batches(32)], ["conv", "head"])
+    stats = collect_layer_stats(model, inputs, ["conv", "head"])
+    fisher = output_fisher_diag(model, inputs, ["conv", "head"])
     for name, rank in (("conv", 5), ("head", 4)):
+        torch.testing.assert_close(reconstruction.factorised.output_fisher(name), fisher[name], rtol=0, atol=0)
         applied = copy.deepcopy(model)
-        records = apply_lowrank_(applied, {name: LowRankSettings(rank=rank)}, stats)
+        apply_lowrank_(applied, {name: LowRankSettings(rank=rank, method=RANK_METHOD)}, stats, fisher)
+        squared = (_layer_outputs(applied, name, inputs) - _layer_outputs(model, name, inputs)) ** 2
+        rho = fisher[name] / fisher[name].mean()
         error = reconstruction.factorised.error(name, LayerOption(None, rank=rank))
-        assert error == pytest.approx(records.layers[name].output_error, rel=1e-6)
+        assert error == pytest.approx(float((squared * rho).sum(dim=1).mean()), rel=1e-5)
         for bits in (8, 3):
             option = LayerOption(bits, rank=rank)
-            spec = ApplySpec({name: _quant(option)}, lowrank={name: LowRankSettings(rank=rank)})
+            spec = ApplySpec({name: _quant(option)}, lowrank={name: LowRankSettings(rank=rank, method=RANK_METHOD)})
             applied = copy.deepcopy(model)
             apply_(applied, spec, source, None, None, 32)
             with torch.no_grad():
                 deployed = mean_loss(applied.eval(), measure.batches, measure.references, "ce") - measure.base
             assert measure(name, option) == pytest.approx(deployed, rel=1e-4, abs=1e-6)
+
+
+def test_fisher_weighted_omega_is_the_loss_change_of_a_linear_layer() -> None:
+    """y = c ⊙ (W·x) under ½·‖y − y_FP32‖², averaged over samples: the weight Hessian is diag(c²) ⊗ A
+    exactly (A = XᵀX/N), Tr = Σc²·Tr(A) and the output Fisher is d = c². Ω = (Tr/n)·E_ρ/h̄ of a rank
+    option equals the loss change of its deployed weight exactly; the isotropic mapping (ρ ≡ 1) does not."""
+    generator = torch.Generator().manual_seed(3)
+    layer = nn.Linear(12, 6, bias=False).double()
+    scale = torch.tensor([10.0, 0.1, 1.0, 0.02, 3.0, 0.3], dtype=torch.float64)
+    model = nn.Sequential(layer)
+    inputs = torch.randn(400, 12, generator=generator, dtype=torch.float64) @ torch.randn(12, 12, generator=generator,
+                                                                                        dtype=torch.float64)
+    stats = collect_layer_stats(model, [(inputs,)], ["0"])
+    factorised = FactorisedOptions(model, lambda _: stats["0"], [], fisher={"0": scale ** 2})
+    trace = float((scale ** 2).sum() * (inputs ** 2).sum(dim=1).mean())
+    for rank in (1, 2, 3):
+        option = LayerOption(None, rank=rank)
+        delta = factorised.weight("0", option).double() - layer.weight.detach()
+        loss = 0.5 * float(((inputs @ delta.T * scale) ** 2).sum(dim=1).mean())
+        omega = omega_from_error(factorised.error("0", option), trace, layer.weight.numel(), stats["0"])
+        assert omega == pytest.approx(loss, rel=1e-9)
+        isotropic = omega_from_error(float(((inputs @ delta.T) ** 2).sum(dim=1).mean()), trace,
+                                     layer.weight.numel(), stats["0"])
+        assert abs(isotropic / loss - 1) > 0.1, "the test needs output rows of unequal curvature"
+    estimated = output_fisher_diag(nn.Sequential(layer, _Scale(scale)), [(inputs,)] * 20, ["0"])["0"]
+    torch.testing.assert_close(estimated, scale ** 2, rtol=0.1, atol=0)
+
+
+class _Scale(nn.Module):
+    def __init__(self, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
 
 
 def test_plan_with_ranks_round_trips_through_apply() -> None:
@@ -161,7 +216,7 @@ def test_plan_with_ranks_round_trips_through_apply() -> None:
     assert any(layer.rank for layer in plan.layers.values()), "the budget should need a rank option"
     recipe = Recipe.from_dict(plan_recipe(plan, "user", "user", None))
     assert check_against_model(recipe, model) == []
-    assert recipe.lowrank == {n: {"rank": layer.rank, "method": "whitened"}
+    assert recipe.lowrank == {n: {"rank": layer.rank, "method": "fisher_whitened"}
                               for n, layer in plan.layers.items() if layer.rank}
     applied = copy.deepcopy(model)
     apply_(applied, ApplySpec(recipe.quant_settings(names), recipe.prune_settings(names),
@@ -201,7 +256,7 @@ def test_a_larger_and_worse_rank_option_is_never_chosen() -> None:
     assert all(layer.option() != LayerOption(8, rank=7) for plan in plans for layer in plan.layers.values())
 
 
-def test_rank_options_need_statistics_and_no_latency_table() -> None:
+def test_rank_options_need_statistics() -> None:
     model = net()
     names = list(compressible_layers(model))
     spec = PlanSpec({"size_mb": 1.0}, bits=(8, None), ranks=(0.5,))
@@ -210,6 +265,44 @@ def test_rank_options_need_statistics_and_no_latency_table() -> None:
     found = PlanEvidence(reconstruction=Reconstructions(model, list(data().batches(32))))
     assert np.isfinite(make_plan(model, curvature_for(model, dict.fromkeys(names, 1.0)), spec, found
                                  ).predicted_delta_loss)
-    table = LatencyCosts("ort-cpu", {n: {"fp32": 1.0, "weight-only": 1.0} for n in names})
-    with pytest.raises(InputError, match="latency table"):
-        make_plan(model, curvature_for(model, dict.fromkeys(names, 1.0)), spec, replace(found, latency=table))
+
+
+@pytest.mark.parametrize("layer, shape", [(nn.Linear(16, 12), (2, 3, 16)), (nn.Conv2d(4, 8, 3, padding=1), (2, 4, 6, 6))])
+def test_a_rank_variant_is_exported_as_two_nodes_computing_the_factors(layer: nn.Module, shape: tuple, tmp_path) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    from compress.backends.ort.layer_variants import export_variant, factorised_layer
+
+    torch.manual_seed(0)
+    x = torch.randn(shape)
+    path = export_variant(layer, LayerOption(None, rank=3), shape, tmp_path / "r3.onnx")
+    nodes = [n.op_type for n in onnx.load(path).graph.node if n.op_type in ("MatMul", "Gemm", "Conv")]
+    assert len(nodes) == 2, nodes
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    factors = factorised_layer(layer, 3)
+    np.testing.assert_allclose(out, torch.relu(factors(x)).detach().numpy(), atol=1e-5)
+    assert not torch.allclose(factors(x), layer(x), atol=1e-3), "rank 3 should change a random layer"
+    assert latency_variant(LayerOption(4, rank=3)) == "weight-only+r3"
+    assert latency_variant(LayerOption(None, rank=3)) == "fp32+r3"
+
+
+def test_latency_table_times_rank_options_and_a_latency_budget_holds(tmp_path, monkeypatch) -> None:
+    from compress.backends.ort.latency_table import latency_table
+
+    monkeypatch.setenv("COMPRESS_CACHE", str(tmp_path))
+    model, source = net(), data()
+    names = list(compressible_layers(model))
+    spec = PlanSpec({}, bits=(8, None), ranks=(0.5,))
+    table = latency_table(model, (source.inputs[0][:1],), layer_options(model, spec), batch_size=4)
+    assert set(table.median_ms["head"]) == {"fp32", "fp32+r4"}
+    assert table.costs().latency("head", LayerOption(8, rank=4)) == table.median_ms["head"]["fp32+r4"]
+    fastest = sum(min(table.median_ms[n].values()) for n in names)
+    slowest = sum(max(table.median_ms[n].values()) for n in names)
+    budget = (fastest + slowest) / 2
+    found = PlanEvidence(reconstruction=Reconstructions(model, list(source.batches(32))), latency=table.costs())
+    plan = make_plan(model, curvature_for(model, dict.fromkeys(names, 1.0)), replace(spec, budgets={"latency_ms": budget}),
+                     found)
+    assert plan.totals["latency_ms"] <= budget + 1e-12
+    assert plan.totals["latency_ms"] == pytest.approx(sum(table.costs().latency(n, l.option()) for n, l in plan.layers.items()))

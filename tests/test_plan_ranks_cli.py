@@ -15,7 +15,7 @@ def test_plan_with_ranks_writes_a_lowrank_section(cli, factory_file, tmp_path: P
                  "--bits", "8,fp32", "--ranks", "0.5", "--override", "head=w8+r1", "-o", str(output))
     assert result.code == 0, result.err
     recipe = yaml.safe_load(output.read_text())
-    assert recipe["lowrank"]["layers"] == {"head": {"rank": 1, "method": "whitened"}}
+    assert recipe["lowrank"]["layers"] == {"head": {"rank": 1, "method": "fisher_whitened"}}
     assert recipe["quantization"]["layers"]["head"] == {"weight_bits": 8, "act_bits": None, "method": "rtn"}
     assert recipe["plan"]["layers"]["head"]["rank"] == 1
     assert cli("validate", str(output)).code == 0

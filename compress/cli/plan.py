@@ -48,7 +48,7 @@ def _candidate_options(group) -> None:
     group.add_argument("--patterns", default="unstructured", help="unstructured, 2:4, channel (comma-separated)")
     group.add_argument("--ranks", default="",
                        help="candidate rank ratios of Conv2d/Linear layers, e.g. 0.25,0.5,0.75: the share of a layer's "
-                       "weights its two whitened low-rank factors keep (default: none; not with --backend)")
+                       "weights its two Fisher-weighted whitened low-rank factors keep (default: none)")
     group.add_argument("--override", action="append", default=[], metavar="NAME=CHOICE",
                        help="restrict a layer (exact name or re:REGEX) to options, e.g. head=w8 or "
                        "'re:block[.].*=w8|fp32'; repeat for several")

@@ -17,6 +17,7 @@ from torch import nn
 
 from compress.errors import ConfigError, InputError
 from compress.lowrank.factorize import WeightedSVD, damped, truncated_factors, weighted_svd, whitening_factor
+from compress.lowrank.fisher import uniform_if_unseen
 from compress.lowrank.modules import factorised_module, layer_of_shape, matrix_shape, weight_matrices
 from compress.lowrank.records import LowRankRecord, LowRankRecords
 from compress.lowrank.settings import FISHER, METRICS, WHITENED, LowRankSettings
@@ -61,10 +62,11 @@ def factorise_layer(layer: nn.Module, config: LowRankSettings, rank: int, stats:
 def group_svds(layer: nn.Module, method: str, damping: float, stats: LayerStats | None,
                output_fisher: torch.Tensor | None, name: str = "layer") -> list[WeightedSVD]:
     """The weighted SVD of each group's m×n matrix for ``method``: each group of a grouped conv is
-    whitened with its own H and weighted by its own rows of the Fisher diagonal."""
+    whitened with its own H and weighted by its own rows of the Fisher diagonal (uniformly where the
+    diagonal is all zero, ``fisher.uniform_if_unseen``)."""
     m, _, groups = matrix_shape(layer)
     weights = weight_matrices(layer).to(torch.float64)
-    row_weights = damped(output_fisher.to(torch.float64), damping) if method in FISHER else None
+    row_weights = damped(uniform_if_unseen(output_fisher), damping) if method in FISHER else None
     return [weighted_svd(weights[g],
                          whitening_factor(stats.hessian[g], damping, name) if method in WHITENED else None,
                          None if row_weights is None else row_weights[g * m:(g + 1) * m])
@@ -125,7 +127,7 @@ def _checked_rank(model: nn.Module, name: str, config: LowRankSettings, stats: M
                          f"expected {(groups, n, n)}; collect them on this model")
     if config.method in FISHER:
         fisher = None if output_fisher is None else output_fisher.get(name)
-        if fisher is None or fisher.shape != (m * groups,) or not bool(fisher.sum() > 0):
+        if fisher is None or fisher.shape != (m * groups,) or bool((fisher < 0).any()):
             raise InputError(f"{name}: method {config.method} needs the layer's output Fisher diagonal "
-                             f"(output_fisher: {m * groups} non-negative values, not all zero)")
+                             f"(output_fisher: {m * groups} non-negative values)")
     return rank

@@ -8,6 +8,10 @@ uncompressed model; its curvature does not: the Gauss-Newton matrix Jᵀ·J. We 
 probe v ~ N(0, I) per model output and backpropagate it, g = Jᵀ·v, so E_v[g·gᵀ] = Jᵀ·J exactly
 (the Monte-Carlo Fisher of a Gaussian output model). For unit-norm embeddings ½·‖e − e_ref‖² =
 1 − cos(e, e_ref), so this is also the curvature of the cosine loss.
+
+A layer no gradient reaches (its output never reaches the loss: d all zero) has no preferred output
+rows; ``uniform_if_unseen`` gives it uniform row weights, the limit of a uniform d → 0 (the weighted
+factorisation is then the unweighted one).
 """
 
 from __future__ import annotations
@@ -48,6 +52,12 @@ def output_fisher_diag(
                 handle.remove()
         _accumulate(output, captured, sums, counts, generator)
     return {name: sums[name] / max(counts[name], 1) for name in names}
+
+
+def uniform_if_unseen(fisher: torch.Tensor) -> torch.Tensor:
+    """d itself (float64), or all ones where d is all zero (module docstring)."""
+    fisher = fisher.to(torch.float64)
+    return fisher if bool(fisher.sum() > 0) else torch.ones_like(fisher)
 
 
 def _out_features(layer: nn.Module) -> int:

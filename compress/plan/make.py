@@ -266,8 +266,7 @@ def make_plan(model: nn.Module, curvature: Curvature, spec: PlanSpec, evidence: 
     names = list(layers)
     channels = channel_plan(model, names) if spec.channel_sparsities() else ChannelPlan(model, {}, {})
     options = layer_options(model, spec, channels)
-    require_rank_evidence(any(o.rank for opts in options.values() for o in opts), evidence.reconstruction,
-                          evidence.latency)
+    require_rank_evidence(any(o.rank for opts in options.values() for o in opts), evidence.reconstruction)
     if evidence.measure is None and any(o.act_bits for opts in options.values() for o in opts):
         raise InputError("activation-bit options need measured sensitivities (a SingleLayerLoss in the evidence)")
     allowed = restrict_options(options, spec.overrides)

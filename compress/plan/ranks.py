@@ -7,16 +7,25 @@ matrices m×n (``compress.lowrank.modules``) each ρ gives r = ⌊ρ·m·n/(m + 
 apply accepts it (1 ≤ r ≤ max_useful_rank, r < min(m, n)); each rank goes with every weight bit
 width of the spec, activations float (``LayerOption``: no masks, no activation bits on factors).
 
-Deployed weight: apply factorises the layer by whitened truncated SVD (SVD-LLM, Wang et al. 2024,
-arXiv 2403.07378; ``RANK_METHOD`` at apply's default damping) from the calibration statistics, then
-rounds each factor to nearest per output channel (the plan recipe writes ``method: rtn`` for it):
-W' = Q_b(second)·Q_b(first), per group. The planner evaluates exactly that product.
+Deployed weight: apply factorises the layer by the Fisher-weighted whitened truncated SVD
+(``RANK_METHOD``: SVD-LLM's whitening, Wang et al. 2024, arXiv 2403.07378, with FWSVD's output rows
+weighted by the output Fisher diagonal d, Hsu et al. 2022, arXiv 2207.00112; apply's default
+damping) from the calibration statistics, then rounds each factor to nearest per output channel
+(the plan recipe writes ``method: rtn`` for it): W' = Q_b(second)·Q_b(first), per group. The planner
+evaluates exactly that product, from the same d apply computes (``lowrank.fisher.output_fisher_diag``
+over the same calibration batches).
 
-Layer error: E = ½·tr(ΔW·H·ΔWᵀ) = (1/N)·Σ_t‖ΔW·x_t‖² for ΔW = W' − W on the undamped statistics,
-mapped to loss units as reconstructed options are (``reconstructed.omega_from_error``). For float
-factors E is the discarded tail ½·Σ_{i>r} σ_i² of ``lowrank.apply.predicted_errors`` less its damping
-term ½·δ·mean(diag H)·‖ΔW‖² (``factorize.py``); computing E from ΔW keeps that term out and covers the
-quantized factors too. The first-order Ω of a rank option is the trace model ½·(Tr/n)·‖ΔW‖².
+Layer error: the output error weighted by the output-side curvature,
+E_ρ = ½·Σ_i ρ_i·Δw_i·H·Δw_iᵀ = (1/N)·Σ_t Σ_i ρ_i·(Δw_i·x_t)² for ΔW = W' − W on the undamped statistics,
+with ρ = d / mean(d) (all ones where no gradient reaches the layer). Mapped to loss units as
+reconstructed options are, Ω = (Tr(H_L)/n)·E_ρ/h̄ (``reconstructed.omega_from_error``), this is the
+K-FAC quadratic with a diagonal output factor: for a weight Hessian G ⊗ A with G = diag(d), A = H/2,
+ΔL ≈ ½·Σ_i d_i·Δw_i·A·Δw_iᵀ = ½·mean(d)·E_ρ, and Tr(G ⊗ A) = m·mean(d)·Tr(A) = Tr(H_L) gives
+mean(d) = 2·(Tr(H_L)/n)/h̄ — the trace sets the scale, d only moves the weight between output rows
+(ρ ≡ 1: the isotropic mapping of the other options). For float factors E_ρ is the discarded tail of
+the weighted SVD less its damping terms (``factorize.py``); computing E_ρ from ΔW keeps them out and
+covers the quantized factors too. The first-order Ω of a rank option is the trace model
+½·(Tr/n)·‖ΔW‖².
 
 Stored bits: ``factorised_params(m, n, r, groups)`` weights at b bits (32 when float), plus one fp32
 scale per row of each factor, groups·(r + m), when quantized; the bias and BatchNorm are charged as
@@ -34,6 +43,7 @@ from torch import nn
 from compress.errors import InputError
 from compress.lowrank.apply import group_svds
 from compress.lowrank.factorize import WeightedSVD, truncated_factors
+from compress.lowrank.fisher import output_fisher_diag, uniform_if_unseen
 from compress.lowrank.modules import matrix_shape
 from compress.lowrank.settings import LowRankSettings
 from compress.lowrank.size import factorised_params, max_useful_rank, rank_from_ratio
@@ -41,10 +51,10 @@ from compress.plan.costs import SCALE_BITS
 from compress.quant.weights import fake_quantize_per_channel
 from compress.reconstruct.price import layer_objective
 from compress.reconstruct.stats import LayerStats
-from compress.vocab.layers import is_compressible
+from compress.vocab.layers import compressible_layers, is_compressible
 from compress.vocab.options import LayerOption
 
-RANK_METHOD = "whitened"
+RANK_METHOD = "fisher_whitened"
 RANK_DAMPING = LowRankSettings(rank=1).damping  # apply's default
 
 
@@ -88,13 +98,23 @@ def factorised_weight(svds: list[WeightedSVD], rank: int, bits: int | None, shap
     return torch.cat(products).reshape(shape)
 
 
+def row_weights(fisher: torch.Tensor) -> torch.Tensor:
+    """ρ = d / mean(d) (float64); all ones where d is all zero (``fisher.uniform_if_unseen``)."""
+    fisher = uniform_if_unseen(fisher)
+    return fisher / fisher.mean()
+
+
 @dataclass
 class FactorisedOptions:
-    """Deployed weights and layer errors E of rank options, cached per (layer, option); one whitened
-    SVD per layer (``stats(name)``: the layer's calibration statistics on the uncompressed model)."""
+    """Deployed weights and Fisher-weighted layer errors E_ρ of rank options, cached per (layer,
+    option); one weighted SVD per layer (``stats(name)``: the layer's calibration statistics on the
+    uncompressed model; ``inputs``: the calibration batches' inputs, for the output Fisher diagonal of
+    every compressible layer, one backward pass per batch, taken on first use)."""
 
     model: nn.Module
     stats: Callable[[str], LayerStats]
+    inputs: list
+    fisher: dict[str, torch.Tensor] = field(default_factory=dict)
     svds: dict[str, list[WeightedSVD]] = field(default_factory=dict)
     results: dict[tuple[str, LayerOption], tuple[torch.Tensor, float]] = field(default_factory=dict)
 
@@ -103,19 +123,27 @@ class FactorisedOptions:
         return self._result(name, option)[0]
 
     def error(self, name: str, option: LayerOption) -> float:
-        """E = ½·tr(ΔW·H·ΔWᵀ), ΔW = W' − W, on the undamped statistics."""
+        """E_ρ = ½·Σ_i ρ_i·Δw_i·H·Δw_iᵀ, ΔW = W' − W, on the undamped statistics."""
         return self._result(name, option)[1]
+
+    def output_fisher(self, name: str) -> torch.Tensor:
+        """The layer's output Fisher diagonal d, as apply computes it."""
+        if not self.fisher:
+            self.fisher.update(output_fisher_diag(self.model, self.inputs, list(compressible_layers(self.model))))
+        return self.fisher[name]
 
     def _result(self, name: str, option: LayerOption) -> tuple[torch.Tensor, float]:
         key = (name, option)
         if key not in self.results:
             layer = self.model.get_submodule(name)
             stats = self.stats(name)
+            fisher = self.output_fisher(name)
             if name not in self.svds:
-                self.svds[name] = group_svds(layer, RANK_METHOD, RANK_DAMPING, stats, None, name)
+                self.svds[name] = group_svds(layer, RANK_METHOD, RANK_DAMPING, stats, fisher, name)
             weight = factorised_weight(self.svds[name], option.rank, option.bits, layer.weight.shape)
             original = layer.weight.detach().double()
-            self.results[key] = (weight.to(layer.weight.dtype), layer_objective(weight - original, stats))
+            error = layer_objective(weight - original, stats, row_weights(fisher))
+            self.results[key] = (weight.to(layer.weight.dtype), error)
         return self.results[key]
 
 
@@ -125,13 +153,8 @@ def first_order_omega(layer: nn.Module, weight: torch.Tensor, trace: float, num_
     return 0.5 * trace / num_params * float(delta.pow(2).sum())
 
 
-def require_rank_evidence(has_rank_options: bool, reconstruction: object | None, latency: object | None) -> None:
-    """Rank options are priced from the layers' input statistics and are not in latency tables."""
-    if not has_rank_options:
-        return
-    if reconstruction is None:
+def require_rank_evidence(has_rank_options: bool, reconstruction: object | None) -> None:
+    """Rank options are priced from the layers' input statistics."""
+    if has_rank_options and reconstruction is None:
         raise InputError("rank options need the layers' input statistics (evidence.reconstruction, "
                          "a compress.plan.reconstructed.Reconstructions)")
-    if latency is not None:
-        raise InputError("rank options are not timed by the latency table; plan ranks without a latency "
-                         "table (no backend), or without ranks")

@@ -76,7 +76,7 @@ the reconstruction's settings, so options differing only in activation bits shar
     factors: dict[str, dict] = field(default_factory=dict)  # the last layer's H factors, shared by its options
 
     def __post_init__(self) -> None:
-        self.factorised = FactorisedOptions(self.model, self.layer_stats)
+        self.factorised = FactorisedOptions(self.model, self.layer_stats, [b.inputs for b in self.batches])
 
     def layer_stats(self, name: str) -> LayerStats:
         if name not in self.stats:

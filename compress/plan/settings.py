@@ -6,7 +6,7 @@ Quantization: ``weight_bits`` / ``act_bits`` (other settings at their defaults);
 layer is left out. Pruning: the option's own ``ratio`` and ``pattern`` when it prunes; a channel
 option is written for every producer of the group (they carry equal fractions by the planner's
 ties), and the input fraction of a consumer is not its own setting (its producer removes it).
-Low rank: a rank option is the layer's ``lowrank`` rule (``rank``, whitened), and its weight bits
+Low rank: a rank option is the layer's ``lowrank`` rule (``rank``, Fisher-weighted whitened: ``ranks.RANK_METHOD``), and its weight bits
 quantize both factors rounded to nearest (``method: rtn``), as the planner prices it (``ranks.py``).
 """
 

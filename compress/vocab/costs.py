@@ -14,13 +14,16 @@ from compress.vocab.options import LayerOption
 def latency_variant(option: LayerOption) -> str:
     """What a backend runs for an option: ``fp32``, ``weight-only`` (float kernel, weights
     dequantized) or ``int8`` (weights ≤ 8 bits and an 8-bit input: the integer kernel), with
-    ``+chS`` for removed output channels and ``+inS`` for removed input channels. Unstructured and
-    2:4 zeros run at dense speed (no sparse kernels, DESIGN §6), so they share the dense variant."""
+    ``+chS`` for removed output channels, ``+inS`` for removed input channels and ``+rR`` for a
+    layer factorised at rank R (two nodes). Unstructured and 2:4 zeros run at dense speed (no sparse
+    kernels, DESIGN §6), so they share the dense variant."""
     kind = "fp32" if option.bits is None else ("weight-only" if option.act_bits is None else "int8")
     if option.channel_sparsity() > 0:
         kind += f"+ch{option.channel_sparsity():g}"
     if option.input_sparsity > 0:
         kind += f"+in{option.input_sparsity:g}"
+    if option.rank is not None:
+        kind += f"+r{option.rank}"
     return kind
 
 

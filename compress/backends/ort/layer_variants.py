@@ -8,7 +8,10 @@ the way apply quantizes (``compress.quant.quantize.quantize_model_``: weight-onl
 activations — asymmetric uint8, as ORT runs them (``compress.vocab.costs.signed_activations``) —
 calibrated on random inputs; a Linear reading token sequences with dynamic int8
 activations, the only way the exporter writes it) and exported by ``compress.export.onnx_qdq`` —
-``export_onnx`` for quantized variants, ``float_onnx`` for ``fp32``. What is timed is therefore
+``export_onnx`` for quantized variants, ``float_onnx`` for ``fp32``. A rank option's layer is first
+replaced by its two-layer factorisation at that rank (``compress.lowrank``: Linear → two MatMuls,
+Conv2d k×k → k×k conv with r outputs + 1×1 conv; factors from the plain SVD of the weight — the graph
+and its kernels do not depend on which factorisation found the values). What is timed is therefore
 what a deployed model runs for that layer.
 """
 
@@ -51,10 +54,23 @@ def input_width(layer: nn.Module) -> int:
     return layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels
 
 
+def factorised_layer(layer: nn.Module, rank: int | None) -> nn.Module:
+    """``layer`` itself (rank None), or its rank-``rank`` factorisation as apply writes it (two
+    layers, plain truncated SVD factors)."""
+    if rank is None:
+        return layer
+    from compress.lowrank.apply import factorise_layer
+    from compress.lowrank.settings import LowRankSettings
+
+    return factorise_layer(layer, LowRankSettings(rank=rank, method="svd"), rank, None, None)[0].eval()
+
+
 def export_variant(layer: nn.Module, option: LayerOption, input_shape: tuple[int, ...], path: Path) -> Path:
     """Write ``layer`` (already narrowed) under ``option`` as the exporter writes it, for inputs of
-    ``input_shape`` (batch first; the channel axis is 1 for convs, the last for linears)."""
+    ``input_shape`` (batch first; the channel axis is 1 for convs, the last for linears); a rank
+    option's layer factorised, both factors quantized as the option says."""
     from compress.export.onnx_qdq import export_onnx, float_onnx
+    from compress.lowrank.modules import factor_names
     from compress.quant.quantize import quantize_model_
     from compress.quant.records import QuantSettings
     from compress.vocab.costs import signed_activations
@@ -62,7 +78,8 @@ def export_variant(layer: nn.Module, option: LayerOption, input_shape: tuple[int
     shape = list(input_shape)
     shape[-1 if isinstance(layer, nn.Linear) else 1] = input_width(layer)
     example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    model = nn.Sequential(layer, nn.ReLU()).eval()
+    deployed = factorised_layer(layer, option.rank)
+    model = nn.Sequential(deployed, nn.ReLU()).eval()
     if option.bits is None:
         import onnx
 
@@ -74,10 +91,10 @@ def export_variant(layer: nn.Module, option: LayerOption, input_shape: tuple[int
     settings = QuantSettings(weight_bits=option.bits, act_bits=option.act_bits,
                              act_signed=signed_activations("ort-cpu"))
     if option.act_bits is not None:  # ORT leaves ReLU → Q → DQ unfused where it ends the graph; inside a
-        model = nn.Sequential(layer, nn.ReLU(), nn.Flatten()).eval()  # network an op follows it
+        model = nn.Sequential(deployed, nn.ReLU(), nn.Flatten()).eval()  # network an op follows it
     if isinstance(layer, nn.Linear) and len(shape) > 2:  # the exporter writes token-wise linears only as
         settings = QuantSettings(option.bits, act_bits=8, act_signed=False, act_dynamic=True)  # integer MatMuls
-    quantize_model_(model, {"0": settings}, [example])
+    quantize_model_(model, dict.fromkeys(("0",) if option.rank is None else factor_names("0"), settings), [example])
     return export_onnx(model, (example,), path, target="ort")
 
 

@@ -70,11 +70,12 @@ class OrtPlanLatency:
         """The plan applied by apply's code to a copy (round to nearest) and exported for ORT."""
         from compress.apply.pipeline import ApplySpec, apply_
         from compress.export.onnx_qdq import export_onnx
-        from compress.plan.settings import plan_settings
+        from compress.plan.settings import lowrank_settings, plan_settings
         from compress.vocab.costs import signed_activations
 
         quantization, pruning = plan_settings(plan, signed_activations(self.backend))
         quantization = {name: replace(s, method="rtn") for name, s in quantization.items()}
         model = copy.deepcopy(self.model)
-        apply_(model, ApplySpec(quantization, pruning, loss=self.loss), self.data, None, None, self.calibration_batch)
+        spec = ApplySpec(quantization, pruning, loss=self.loss, lowrank=lowrank_settings(plan))
+        apply_(model, spec, self.data, None, None, self.calibration_batch)
         return export_onnx(model.eval(), example, path, target="ort")
