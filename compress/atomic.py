@@ -29,9 +29,12 @@ def temporary_name(path: Path) -> Path:
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, replace: bool = True) -> Iterator[Path]:
     """Yield a temporary path to write; on normal exit it is fsynced and renamed to ``path``, on
-    an exception it is removed. The parent folder is created if missing."""
+    an exception it is removed. The parent folder is created if missing. With ``replace=False``
+    the finished file is hard-linked into place instead (``link`` fails when the name exists), so
+    of two runs writing the same new file at once the second is refused, never silently replaces
+    the first's work."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path} is a directory; give a file path")
@@ -41,8 +44,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         remove_dead_partials(path.parent, path)
         yield partial
         _fsync(partial)
-        os.replace(partial, path)
+        _move_into_place(partial, path, replace)
         _fsync_folder(path.parent)
+    except FileExistsError as exc:
+        raise InputError(f"{path} was created by another run meanwhile; it was left as it is") from exc
     except OSError as exc:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
     finally:
@@ -70,9 +75,10 @@ def remove_dead_partials(folder: str | Path, target: str | Path | None = None) -
     return removed
 
 
-def write_text(path: str | Path, text: str) -> None:
-    """``path.write_text(text)`` (UTF-8), atomically."""
-    with atomic_path(path) as partial:
+def write_text(path: str | Path, text: str, replace: bool = True) -> None:
+    """``path.write_text(text)`` (UTF-8), atomically; ``replace=False`` never replaces an existing
+    file (``atomic_path``)."""
+    with atomic_path(path, replace) as partial:
         partial.write_text(text, encoding="utf-8")
 
 
@@ -80,6 +86,23 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     """``path.write_bytes(data)``, atomically."""
     with atomic_path(path) as partial:
         partial.write_bytes(data)
+
+
+def _move_into_place(partial: Path, path: Path, replace: bool) -> None:
+    """Rename ``partial`` to ``path``; without ``replace``, link it (FileExistsError if taken)."""
+    if replace:
+        os.replace(partial, path)
+        return
+    try:
+        os.link(partial, path)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: check, then rename
+        if path.exists():
+            raise FileExistsError(path) from None
+        os.replace(partial, path)
+        return
+    partial.unlink()
 
 
 def _fsync(path: Path) -> None:

@@ -57,4 +57,4 @@ def write_recipe(recipe: dict[str, object], path: Path, header: str, force: bool
 
     refuse_overwrite(path, force)
     comments = "".join(f"# {line}\n" for line in header.splitlines())
-    write_text(path, comments + yaml.safe_dump(recipe, sort_keys=False))
+    write_text(path, comments + yaml.safe_dump(recipe, sort_keys=False), replace=force)
