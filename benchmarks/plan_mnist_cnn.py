@@ -27,10 +27,11 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from compress.curvature.estimate import CurvatureSpec, estimate_curvature
+from compress.curvature.estimate import estimate_curvature
 from compress.data.spec import load_data
 from compress.jsonio import write_json
 from compress.models.spec import build_model
+from compress.pipeline.plan import plan_curvature_spec
 from compress.plan.allocation import allocate
 from compress.plan.make import PlanEvidence, PlanSpec, layer_options, make_plan, plannable_layers
 from compress.plan.measured import SingleLayerLoss
@@ -98,7 +99,7 @@ def main() -> None:
     base = build_model("builtin:mnist-cnn")
     calibration = load_data("builtin:mnist5k", "train", "train").subset(range(1024), "calibration")
     heldout = load_data("builtin:mnist5k", "heldout", "heldout")
-    curvature = estimate_curvature(base, calibration, CurvatureSpec())
+    curvature = estimate_curvature(base, calibration, plan_curvature_spec(None, PlanSpec({}, bits=BITS)))  # as `compress plan`
     reference = measure(base, {}, heldout, calibration)
     names = list(plannable_layers(base))
     reconstruction = Reconstructions(base, list(calibration.batches(256))) if method == "gptq" else None
