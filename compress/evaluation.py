@@ -55,14 +55,33 @@ def model_size(model: "nn.Module", implied_zeros: bool = True) -> tuple[int, flo
     return num_params, size_bits / 8e6
 
 
+def onnx_graph_bytes(model: "nn.Module", implied_zeros: bool = True) -> int:
+    """Predicted bytes of the ONNX file beyond its weights, the graph (``plan.costs.graph_bytes``),
+    for every compressible layer as apply left it: a fixed cost reported apart from ``model_size``;
+    ``implied_zeros`` False: no codes packed with a keep-mask (TensorRT's dense int8)."""
+    from compress.plan.costs import graph_bytes
+    from compress.vocab.layers import compressible_layers
+
+    layers = compressible_layers(model).values()
+    return graph_bytes((_layer_option(layer, implied_zeros), layer.bias is not None) for layer in layers)
+
+
 def _stored_bits(layer: "nn.Module", implied_zeros: bool) -> float:
     from compress.plan.costs import storage_bits
-    from compress.plan.sensitivity import LayerOption
 
-    weight = layer.weight
-    zeros = float((weight == 0).float().mean())
-    option = LayerOption(layer.settings.weight_bits, zeros if zeros >= 0.05 and implied_zeros else 0.0)
-    return storage_bits(weight.numel(), weight.shape[0], option)
+    return storage_bits(layer.weight.numel(), layer.weight.shape[0], _layer_option(layer, implied_zeros))
+
+
+def _layer_option(layer: "nn.Module", implied_zeros: bool):
+    """The ``LayerOption`` a layer as deployed stands for: its bits, its zeros as unstructured
+    sparsity where they are at least 5% of the weight (and ``implied_zeros``), its activation bits."""
+    from compress.vocab.options import LayerOption
+
+    settings = getattr(layer, "settings", None)
+    if getattr(settings, "weight_bits", None) is None:
+        return LayerOption(None, act_bits=getattr(settings, "act_bits", None))
+    zeros = float((layer.weight == 0).float().mean())
+    return LayerOption(settings.weight_bits, zeros if zeros >= 0.05 and implied_zeros else 0.0, act_bits=settings.act_bits)
 
 
 def forward(model: "nn.Module", batch: Batch, model_name: str, data_name: str) -> "torch.Tensor":
