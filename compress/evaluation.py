@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 class EvalResult:
     """What ``compress eval`` measured; ``metric`` names which of accuracy / mean_cosine /
     perplexity is set; ``mean_token_kl``: a causal LM's mean per-token KL to its reference
-    (None for other models or without a reference)."""
+    (None for other models or without a reference). ``size_mb`` is the stored weights;
+    ``graph_bytes`` the predicted ONNX graph beside them (``onnx_graph_bytes``), a fixed cost
+    each exported file adds."""
 
     model: str
     data: str
@@ -36,6 +38,7 @@ class EvalResult:
     size_mb: float
     seconds: float
     mean_token_kl: float | None = None
+    graph_bytes: int | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {**asdict(self), self.metric: self.value}
@@ -122,7 +125,7 @@ def evaluate(
             scores = causal_lm_scores(model, data, reference, batch_size, advance)
         num_params, size_mb = model_size(model)
         return EvalResult(model_name, data.name, len(data), "perplexity", scores.perplexity, num_params, size_mb,
-                          time.perf_counter() - start, scores.mean_token_kl)
+                          time.perf_counter() - start, scores.mean_token_kl, onnx_graph_bytes(model))
     total, score = 0, 0.0
     with torch.inference_mode(), progress_bar(f"eval {model_name}", len(data)) as advance:
         for batch in data.batches(batch_size):
@@ -142,7 +145,7 @@ def evaluate(
     num_params, size_mb = model_size(model)
     metric = "accuracy" if data.has_targets else "mean_cosine"
     return EvalResult(model_name, data.name, total, metric, score / max(total, 1), num_params, size_mb,
-                      time.perf_counter() - start)
+                      time.perf_counter() - start, graph_bytes=onnx_graph_bytes(model))
 
 
 def _correct(output: "torch.Tensor", targets: "torch.Tensor", model_name: str) -> int:
