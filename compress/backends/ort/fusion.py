@@ -66,10 +66,12 @@ def check_fusion(path: str | Path, optimized_path: str | Path | None = None, thr
 
 
 def _name(node, labels: dict[str, str]) -> str:
-    """What ``node_labels`` called the exported node writing the same tensor; else, for a node ORT
-    made (FusedConv, NCHWc Conv), ``<layer>/<op>`` from a kept parameter it reads; else
-    ``<op>:<output tensor>`` (the file names no node; ORT's names are made from those)."""
+    """What ``node_labels`` called the exported node writing the same tensor (or the tensor ORT
+    copied it from); else, for a node ORT made (FusedConv, NCHWc Conv), ``<layer>/<op>`` from a
+    kept parameter it reads; else ``<op>:<output tensor>`` (the file names no node; ORT's names
+    are made from those)."""
     output = node.output[0] if node.output else ""
+    original = output.split("/")[0]  # ORT's copy of a node writes "<tensor>/duplicated"
     parameter = next((t for t in node.input if t.endswith(PARAMETER_SUFFIXES)), None)
     layer = None if parameter is None else f"{parameter.rsplit('.', 1)[0]}/{node.op_type}"
-    return labels.get(output) or layer or f"{node.op_type}:{output}"
+    return labels.get(output) or labels.get(original) or layer or f"{node.op_type}:{output}"
