@@ -27,7 +27,7 @@ class EvalResult:
     perplexity is set; ``mean_token_kl``: a causal LM's mean per-token KL to its reference
     (None for other models or without a reference). ``size_mb`` is the stored weights;
     ``graph_bytes`` the predicted ONNX graph beside them (``onnx_graph_bytes``), a fixed cost
-    each exported file adds."""
+    each exported file adds (None for a float model)."""
 
     model: str
     data: str
@@ -58,14 +58,17 @@ def model_size(model: "nn.Module", implied_zeros: bool = True) -> tuple[int, flo
     return num_params, size_bits / 8e6
 
 
-def onnx_graph_bytes(model: "nn.Module", implied_zeros: bool = True) -> int:
+def onnx_graph_bytes(model: "nn.Module", implied_zeros: bool = True) -> int | None:
     """Predicted bytes of the ONNX file beyond its weights, the graph (``plan.costs.graph_bytes``),
     for every compressible layer as apply left it: a fixed cost reported apart from ``model_size``;
-    ``implied_zeros`` False: no codes packed with a keep-mask (TensorRT's dense int8)."""
+    ``implied_zeros`` False: no codes packed with a keep-mask (TensorRT's dense int8). None for a
+    model with no quantized layer, which the Q/DQ exporter does not write."""
     from compress.plan.costs import graph_bytes
     from compress.vocab.layers import compressible_layers
 
     layers = compressible_layers(model).values()
+    if not any(getattr(layer, "settings", None) is not None for layer in layers):
+        return None
     return graph_bytes((_layer_option(layer, implied_zeros), layer.bias is not None) for layer in layers)
 
 

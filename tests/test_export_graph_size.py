@@ -45,3 +45,16 @@ def test_the_report_shows_the_graph_as_its_own_column() -> None:
     table = variants_table(inputs)
     assert "+ ONNX graph (MB, predicted)" in table.headers
     assert [row[3] for row in table.rows] == ["—", "0.0025"]
+
+
+def test_a_float_model_has_no_predicted_graph_and_a_quantized_one_has() -> None:
+    from compress.evaluation import onnx_graph_bytes
+    from compress.models.spec import build_model
+    from compress.quant.quantize import quantize_model_
+    from compress.quant.records import QuantSettings
+
+    model = build_model("builtin:mnist-cnn")
+    assert onnx_graph_bytes(model) is None
+    quantize_model_(model, {"head": QuantSettings(weight_bits=8, act_bits=None)}, [])
+    layers = [(LayerOption(None), True)] * 4 + [(LayerOption(8), True)]  # four float convs, the weight-only head
+    assert onnx_graph_bytes(model) == graph_bytes(layers)
