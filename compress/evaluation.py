@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 class EvalResult:
     """What ``compress eval`` measured; ``metric`` names which of accuracy / mean_cosine /
     perplexity is set; ``mean_token_kl``: a causal LM's mean per-token KL to its reference
-    (None for other models or without a reference)."""
+    (None for other models or without a reference). ``size_mb`` is the stored weights;
+    ``graph_bytes`` the predicted ONNX graph beside them (``onnx_graph_bytes``), a fixed cost
+    each exported file adds (None for a float model)."""
 
     model: str
     data: str
@@ -36,6 +38,7 @@ class EvalResult:
     size_mb: float
     seconds: float
     mean_token_kl: float | None = None
+    graph_bytes: int | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {**asdict(self), self.metric: self.value}
@@ -55,14 +58,36 @@ def model_size(model: "nn.Module", implied_zeros: bool = True) -> tuple[int, flo
     return num_params, size_bits / 8e6
 
 
+def onnx_graph_bytes(model: "nn.Module", implied_zeros: bool = True) -> int | None:
+    """Predicted bytes of the ONNX file beyond its weights, the graph (``plan.costs.graph_bytes``),
+    for every compressible layer as apply left it: a fixed cost reported apart from ``model_size``;
+    ``implied_zeros`` False: no codes packed with a keep-mask (TensorRT's dense int8). None for a
+    model with no quantized layer, which the Q/DQ exporter does not write."""
+    from compress.plan.costs import graph_bytes
+    from compress.vocab.layers import compressible_layers
+
+    layers = compressible_layers(model).values()
+    if not any(getattr(layer, "settings", None) is not None for layer in layers):
+        return None
+    return graph_bytes((_layer_option(layer, implied_zeros), layer.bias is not None) for layer in layers)
+
+
 def _stored_bits(layer: "nn.Module", implied_zeros: bool) -> float:
     from compress.plan.costs import storage_bits
-    from compress.plan.sensitivity import LayerOption
 
-    weight = layer.weight
-    zeros = float((weight == 0).float().mean())
-    option = LayerOption(layer.settings.weight_bits, zeros if zeros >= 0.05 and implied_zeros else 0.0)
-    return storage_bits(weight.numel(), weight.shape[0], option)
+    return storage_bits(layer.weight.numel(), layer.weight.shape[0], _layer_option(layer, implied_zeros))
+
+
+def _layer_option(layer: "nn.Module", implied_zeros: bool):
+    """The ``LayerOption`` a layer as deployed stands for: its bits, its zeros as unstructured
+    sparsity where they are at least 5% of the weight (and ``implied_zeros``), its activation bits."""
+    from compress.vocab.options import LayerOption
+
+    settings = getattr(layer, "settings", None)
+    if getattr(settings, "weight_bits", None) is None:
+        return LayerOption(None, act_bits=getattr(settings, "act_bits", None))
+    zeros = float((layer.weight == 0).float().mean())
+    return LayerOption(settings.weight_bits, zeros if zeros >= 0.05 and implied_zeros else 0.0, act_bits=settings.act_bits)
 
 
 def forward(model: "nn.Module", batch: Batch, model_name: str, data_name: str) -> "torch.Tensor":
@@ -103,7 +128,7 @@ def evaluate(
             scores = causal_lm_scores(model, data, reference, batch_size, advance)
         num_params, size_mb = model_size(model)
         return EvalResult(model_name, data.name, len(data), "perplexity", scores.perplexity, num_params, size_mb,
-                          time.perf_counter() - start, scores.mean_token_kl)
+                          time.perf_counter() - start, scores.mean_token_kl, onnx_graph_bytes(model))
     total, score = 0, 0.0
     with torch.inference_mode(), progress_bar(f"eval {model_name}", len(data)) as advance:
         for batch in data.batches(batch_size):
@@ -123,7 +148,7 @@ def evaluate(
     num_params, size_mb = model_size(model)
     metric = "accuracy" if data.has_targets else "mean_cosine"
     return EvalResult(model_name, data.name, total, metric, score / max(total, 1), num_params, size_mb,
-                      time.perf_counter() - start)
+                      time.perf_counter() - start, graph_bytes=onnx_graph_bytes(model))
 
 
 def _correct(output: "torch.Tensor", targets: "torch.Tensor", model_name: str) -> int:

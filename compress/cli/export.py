@@ -58,6 +58,10 @@ def _print(artifact) -> None:
     if artifact.size is not None:
         size = artifact.size
         console.print(f"file {size.file:,} bytes: weights {size.weights:,}, graph {size.file - size.weights:,}")
+        if size.reported_weights is not None and size.predicted_graph is not None:
+            reported = size.reported_weights + size.predicted_graph
+            console.print(f"reported {reported:,} bytes: weights {size.reported_weights:,}, graph {size.predicted_graph:,} "
+                          f"(predicted); file ÷ reported {size.file / reported:.3f}")
     if artifact.fusion is not None:
         fused = ", ".join(f"{op}×{n}" for op, n in sorted(artifact.fusion.fused.items())) or "none"
         console.print(f"ONNX Runtime fused kernels: {fused}")

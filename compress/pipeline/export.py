@@ -41,22 +41,37 @@ class TensorRTCheck:
 @dataclass(frozen=True)
 class OnnxBytes:
     """Bytes on disk of an exported model: the whole file and its initializers (weights with their
-    scales and zero points); the rest is the graph (nodes, names, shapes), a fixed cost that matters
-    only for tiny models (builtin:mnist-cnn: about 2.5 kB of its 14 kB at 4 bits)."""
+    scales and zero points); the rest is the graph (nodes, shapes), a fixed cost that matters only
+    for tiny models (builtin:mnist-cnn: about 2 kB beside 10-23 kB of weights). Beside them what
+    was reported before the export: the stored weights (``evaluation.model_size``) and the
+    predicted graph (``evaluation.onnx_graph_bytes``)."""
 
     file: int
     weights: int
+    reported_weights: int | None = None
+    predicted_graph: int | None = None
 
     def to_dict(self) -> dict[str, int]:
-        return {"file_bytes": self.file, "weight_bytes": self.weights, "graph_bytes": self.file - self.weights}
+        measured = {"file_bytes": self.file, "weight_bytes": self.weights, "graph_bytes": self.file - self.weights}
+        if self.reported_weights is None or self.predicted_graph is None:
+            return measured
+        return measured | {"reported_weight_bytes": self.reported_weights, "predicted_graph_bytes": self.predicted_graph}
 
 
-def onnx_bytes(path: str | Path) -> OnnxBytes:
-    """Measure ``path``: its size and the serialized size of its initializers."""
+def onnx_bytes(path: str | Path, model: "nn.Module | None" = None, target: str = "ort") -> OnnxBytes:
+    """Measure ``path``: its size and the serialized size of its initializers; with ``model``, also
+    the sizes reported for it (for ``tensorrt``, which stores zeros as codes, without keep-masks)."""
     import onnx
 
+    from compress.evaluation import model_size, onnx_graph_bytes
+
     proto = onnx.load(str(path), load_external_data=False)
-    return OnnxBytes(Path(path).stat().st_size, sum(t.ByteSize() for t in proto.graph.initializer))
+    measured = OnnxBytes(Path(path).stat().st_size, sum(t.ByteSize() for t in proto.graph.initializer))
+    if model is None:
+        return measured
+    implied_zeros = target != "tensorrt"
+    return OnnxBytes(measured.file, measured.weights, round(model_size(model, implied_zeros)[1] * 1e6),
+                     onnx_graph_bytes(model, implied_zeros))
 
 
 @dataclass(frozen=True)
@@ -87,7 +102,8 @@ class ExportArtifact:
             None if fusion is None else FusionReport(dict(fusion["fused"]), tuple(fusion["unfused_qdq"]),
                                                      tuple(fusion["float_layers"])),
             None if trt is None else TensorRTCheck(trt["rules"], trt["engine"]),
-            None if size is None else OnnxBytes(size["file_bytes"], size["weight_bytes"]))
+            None if size is None else OnnxBytes(size["file_bytes"], size["weight_bytes"],
+                                                size.get("reported_weight_bytes"), size.get("predicted_graph_bytes")))
 
 
 def export_model(model: "nn.Module", data: "DataSource", onnx_path: str | Path, target: str = "ort",
@@ -148,7 +164,7 @@ def _export(model: "nn.Module", data: "DataSource", onnx_path: Path, target: str
     batches = [batch.inputs for batch in data.batches(PARITY_BATCH)]
     export_onnx(model, batches[0], onnx_path, "tensorrt" if target == "tensorrt" else "ort")
     parity = measure_parity(model, onnx_path, batches)
-    size = onnx_bytes(onnx_path)
+    size = onnx_bytes(onnx_path, model, target)
     write_parity(parity, onnx_path, size.to_dict())
     return ExportArtifact(target, onnx_path, parity.to_dict(),
                           _fusion(onnx_path) if target == "ort" else None,

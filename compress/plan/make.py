@@ -6,6 +6,8 @@ under the budgets, solved exactly (``allocation.py``). Channel options are plann
 channel group (``channels.py``): every member carries the group's pruned fraction, ties make
 them agree, and Ω, size, BOPs and latency are each member's share of the group, so the plan's
 totals are what apply deploys. Other parameters (norms, embeddings) count in size as stored.
+``totals["onnx_graph_mb"]`` is the graph an ONNX file adds to ``size_mb`` (``costs.graph_bytes``),
+predicted from the chosen options and reported as its own line, never budgeted.
 Rank options (``spec.ranks``, ``ranks.py``) factorise a layer into two, priced from the layers'
 input statistics (``evidence.reconstruction``).
 
@@ -484,6 +486,7 @@ def _plan(names, layers, options, curvature, spec, evidence, omega, costs, alloc
         )
     totals = {key: float(table[rows, columns].sum()) for key, table in costs.items() if key != "storage_bits"}
     totals["size_mb"] = sizes.total_bits(chosen) / 8e6  # exact: BN folding follows the chosen options
+    totals["onnx_graph_mb"] = sizes.graph_bytes(chosen) / 1e6  # predicted: what an ONNX file adds to size_mb
     return Plan(plan_layers, dict(spec.budgets), totals, allocation.objective, tied_groups=evidence.ties,
                 loss_tolerance=evidence.loss_tolerance, model_sparsity_limit=evidence.model_sparsity_limit,
                 measured_options=0 if evidence.measure is None else len(evidence.measure.cache),

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from compress.plan.channels import ChannelPlan
-from compress.plan.costs import FLOAT_BITS, storage_bits
+from compress.plan.costs import FLOAT_BITS, graph_bytes, storage_bits
 from compress.plan.ranks import factor_scale_bits, factorised_weight_count
 from compress.vocab.channels import kept_width
 from compress.vocab.layers import out_width
@@ -88,6 +88,13 @@ class SizeModel:
         """The deployed model's stored bits for one option per planned layer."""
         folded = any(o.bits is not None or o.act_bits is not None for o in choices.values())
         return self.fixed_bits + sum(self.layer_bits(n, o, folded) for n, o in choices.items())
+
+    def graph_bytes(self, choices: dict[str, LayerOption]) -> int:
+        """The predicted ONNX graph beside the stored bits (``costs.graph_bytes``): a layer has a
+        bias where it has one or apply folds a BatchNorm into it."""
+        folded = any(o.bits is not None or o.act_bits is not None for o in choices.values())
+        return graph_bytes((option, self.model.get_submodule(name).bias is not None or (name in self.norms and folded))
+                           for name, option in choices.items())
 
 
 def size_model(model: nn.Module, names: list[str], channels: ChannelPlan) -> SizeModel:

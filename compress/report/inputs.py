@@ -30,6 +30,7 @@ class Variant:
     value: float | None
     size_mb: float | None
     latency: tuple[Latency, ...] = ()
+    graph_bytes: int | None = None  # the predicted ONNX graph an exported file adds to size_mb
 
 
 @dataclass(frozen=True)

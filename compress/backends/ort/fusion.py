@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from compress.atomic import atomic_path
+from compress.export.compact_graph import PARAMETER_SUFFIXES, node_labels
 from compress.backends.ort.session import ort_session
 
 FUSED_OPS = (
@@ -50,6 +51,7 @@ def check_fusion(path: str | Path, optimized_path: str | Path | None = None, thr
     optimized = Path(optimized_path) if optimized_path else path.with_suffix(".ort.onnx")
     with atomic_path(optimized) as partial:
         ort_session(path, threads, partial)
+    labels = node_labels(onnx.load(str(path), load_external_data=False).graph)
     nodes = onnx.load(str(optimized)).graph.node
     fused: dict[str, int] = {}
     for node in nodes:
@@ -57,7 +59,19 @@ def check_fusion(path: str | Path, optimized_path: str | Path | None = None, thr
             fused[node.op_type] = fused.get(node.op_type, 0) + 1
     return FusionReport(
         fused=fused,
-        unfused_qdq=tuple(node.name for node in nodes if node.op_type in QDQ_OPS),
-        float_layers=tuple(node.name for node in nodes if node.op_type in FLOAT_LAYER_OPS),
+        unfused_qdq=tuple(_name(node, labels) for node in nodes if node.op_type in QDQ_OPS),
+        float_layers=tuple(_name(node, labels) for node in nodes if node.op_type in FLOAT_LAYER_OPS),
         optimized=str(optimized),
     )
+
+
+def _name(node, labels: dict[str, str]) -> str:
+    """What ``node_labels`` called the exported node writing the same tensor (or the tensor ORT
+    copied it from); else, for a node ORT made (FusedConv, NCHWc Conv), ``<layer>/<op>`` from a
+    kept parameter it reads; else ``<op>:<output tensor>`` (the file names no node; ORT's names
+    are made from those)."""
+    output = node.output[0] if node.output else ""
+    original = output.split("/")[0]  # ORT's copy of a node writes "<tensor>/duplicated"
+    parameter = next((t for t in node.input if t.endswith(PARAMETER_SUFFIXES)), None)
+    layer = None if parameter is None else f"{parameter.rsplit('.', 1)[0]}/{node.op_type}"
+    return labels.get(output) or labels.get(original) or layer or f"{node.op_type}:{output}"
