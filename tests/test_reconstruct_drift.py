@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.reconstruct.cholesky import fix_dead_inputs
-from compress.reconstruct.drift import DriftAccumulator, drift_target
+from compress.reconstruct.drift import RIDGE_GRID, DriftAccumulator, drift_objective, drift_target
 from compress.reconstruct.gptq import column_scales, grid_scales
 from compress.reconstruct.layer import ReconstructSettings, reconstruct_layer
 from compress.reconstruct.sequential import reconstruct_model_
@@ -38,10 +38,22 @@ def _linear_stats(x: torch.Tensor, drifted: torch.Tensor) -> LayerStats:
     return accumulator.result()
 
 
-def _measured(weight: torch.Tensor, fixed: torch.Tensor, x: torch.Tensor, drifted: torch.Tensor, ridge: float) -> torch.Tensor:
-    """Each row's Σ (w·x − ŵ·x̃)²/N + ½λ‖ŵ − w‖², computed from the samples."""
-    outputs = (x @ weight.T - drifted @ fixed.T).pow(2).sum(dim=0) / len(x)
-    return outputs + 0.5 * ridge * (fixed - weight).pow(2).sum(dim=1)
+def _measured(weight: torch.Tensor, fixed: torch.Tensor, x: torch.Tensor, drifted: torch.Tensor) -> torch.Tensor:
+    """Each row's Σ (w·x − ŵ·x̃)²/N, computed from the samples."""
+    return (x @ weight.T - drifted @ fixed.T).pow(2).sum(dim=0) / len(x)
+
+
+def _ridge_target(weight: torch.Tensor, x: torch.Tensor, drifted: torch.Tensor, relative: float) -> torch.Tensor:
+    """w* = w + (X̃ᵀX̃ + λ'I)⁻¹·X̃ᵀ(X − X̃)wᵀ solved from the samples, λ' = relative·mean(diag X̃ᵀX̃)."""
+    gram = drifted.T @ drifted
+    ridge = relative * float(torch.diagonal(gram).mean())
+    return weight + torch.linalg.solve(gram + ridge * torch.eye(gram.shape[0], dtype=gram.dtype), drifted.T @ (x - drifted) @ weight.T).T
+
+
+def _target(weight: torch.Tensor, stats: LayerStats, ridge: float | None = None):
+    hessians = stats.hessian.clone()
+    dead = torch.stack([fix_dead_inputs(hessians[0])])
+    return drift_target(weight, hessians, dead, stats, ridge)
 
 
 def test_statistics_are_the_sample_products() -> None:
@@ -52,24 +64,40 @@ def test_statistics_are_the_sample_products() -> None:
     torch.testing.assert_close(stats.reference_hessian[0], 2 * x.T @ x / len(x))
 
 
-@pytest.mark.parametrize("damp", [0.0, 0.05])
-def test_drift_objective_identity(damp: float) -> None:
+def test_drift_objective_identity() -> None:
+    """Undamped: D(ŵ) = ½(ŵ − w*)H̃(ŵ − w*)ᵀ + D(w*) with w* the least-squares target."""
     weight, x, drifted = _drifted(seed=1)
     stats = _linear_stats(x, drifted)
-    hessians = stats.hessian.clone()
-    dead = torch.stack([fix_dead_inputs(hessians[0])])
-    target = drift_target(weight, hessians, dead, stats, damp)
-    ridge = damp * float(torch.diagonal(stats.hessian[0]).mean())
-    expected = torch.linalg.solve(stats.hessian[0] + ridge * torch.eye(20, dtype=torch.float64),
-                                  2 * drifted.T @ x / len(x) @ weight.T + ridge * weight.T).T
+    target = _target(weight, stats, ridge=0.0)
+    expected = torch.linalg.lstsq(drifted, x @ weight.T).solution.T
     torch.testing.assert_close(target.rows, expected, rtol=1e-9, atol=1e-9)
-    damped = stats.hessian[0] + ridge * torch.eye(20, dtype=torch.float64)
+    minimum = _measured(weight, target.rows, x, drifted)
+    torch.testing.assert_close(drift_objective(weight, target.rows, stats, 0), minimum, rtol=1e-9, atol=1e-9)
     for seed in range(3):
         candidate = weight + torch.randn(weight.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
         delta = candidate - target.rows
-        predicted = 0.5 * ((delta @ damped) * delta).sum(dim=1) + target.offset
-        torch.testing.assert_close(predicted, _measured(weight, candidate, x, drifted, ridge), rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(target.offset, _measured(weight, target.rows, x, drifted, ridge), rtol=1e-9, atol=1e-9)
+        predicted = 0.5 * ((delta @ stats.hessian[0]) * delta).sum(dim=1) + minimum
+        torch.testing.assert_close(predicted, _measured(weight, candidate, x, drifted), rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(drift_objective(weight, candidate, stats, 0), predicted, rtol=1e-9, atol=1e-9)
+
+
+def test_ridge_is_the_generalised_cross_validation_minimum() -> None:
+    """GCV(λ) = RSS(λ)/(1 − tr S_λ/N)² with the hat matrix S_λ = X̃(X̃ᵀX̃ + λ'I)⁻¹X̃ᵀ built from the
+    samples, minimised over the same grid, against the choice made from the statistics."""
+    weight, x, drifted = _drifted(seed=7, columns=40)
+    x, drifted = x[:120], drifted[:120]  # few samples per input: the fit over-fits without a ridge
+    stats = _linear_stats(x, drifted)
+    scores = []
+    for relative in RIDGE_GRID:
+        gram = drifted.T @ drifted
+        hat = drifted @ torch.linalg.solve(gram + relative * float(torch.diagonal(gram).mean()) * torch.eye(40, dtype=torch.float64), drifted.T)
+        residual = _measured(weight, _ridge_target(weight, x, drifted, relative), x, drifted).sum()
+        scores.append(float(residual / (1 - torch.trace(hat) / len(x)) ** 2))
+    best = RIDGE_GRID[scores.index(min(scores))]
+    assert RIDGE_GRID[0] < best < RIDGE_GRID[-1]
+    target = _target(weight, stats)
+    assert target.ridges == [best]
+    torch.testing.assert_close(target.rows, _ridge_target(weight, x, drifted, best), rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("damp", [0.0, 0.01])
@@ -80,14 +108,13 @@ def test_gptq_on_the_drift_target_equals_reference_obq(damp: float, weight_block
     settings = ReconstructSettings(bits=3, weight_block=weight_block, damp=damp, block_size=1, act_order=False,
                                    refit_scales=False, input_drift=True)
     result = reconstruct_layer(weight, stats, settings)
+    target = _ridge_target(weight, x, drifted, result.drift_ridge)
     hessian = 2 * drifted.T @ drifted / len(x)
     damped = hessian + damp * torch.diagonal(hessian).mean() * torch.eye(20, dtype=torch.float64)
-    target = torch.linalg.solve(damped, 2 * drifted.T @ x / len(x) @ weight.T + (damped - hessian) @ weight.T).T
     scales = column_scales(grid_scales(target, 3, weight_block, torch.diagonal(hessian)), 20)
     expected = reference_obq(target, damped, scales, 3)
     torch.testing.assert_close(result.weight, expected, rtol=1e-6, atol=1e-6)
-    ridge = damp * float(torch.diagonal(hessian).mean())
-    torch.testing.assert_close(result.row_error, _measured(weight, result.weight, x, drifted, ridge), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(result.row_error, _measured(weight, result.weight, x, drifted), rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("settings", [ReconstructSettings(bits=4, weight_block=4), ReconstructSettings(bits=3),
@@ -98,18 +125,17 @@ def test_without_drift_it_is_plain_gptq(settings: ReconstructSettings) -> None:
     plain = reconstruct_layer(weight, LayerStats(stats.hessian, stats.mean, stats.count), settings)
     corrected = reconstruct_layer(weight, stats, replace(settings, input_drift=True))
     torch.testing.assert_close(corrected.weight, plain.weight, rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(corrected.row_error, plain.row_error, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(corrected.row_error, _measured(weight, plain.weight, x, x), rtol=1e-9, atol=1e-9)
 
 
-def test_drift_lowers_the_drift_objective_and_predicts_it_after_refit() -> None:
+def test_drift_lowers_the_drift_objective() -> None:
     weight, x, drifted = _drifted(seed=4, rows=8, columns=32)
     stats = _linear_stats(x, drifted)
     plain = reconstruct_layer(weight, LayerStats(stats.hessian, stats.mean, stats.count), ReconstructSettings(bits=3, weight_block=8))
     corrected = reconstruct_layer(weight, stats, ReconstructSettings(bits=3, weight_block=8, input_drift=True))
-    ridge = 0.01 * float(torch.diagonal(stats.hessian[0]).mean())
-    measured = _measured(weight, corrected.weight, x, drifted, ridge)
+    measured = _measured(weight, corrected.weight, x, drifted)
     torch.testing.assert_close(corrected.row_error, measured, rtol=1e-9, atol=1e-9)
-    assert measured.sum() < 0.8 * _measured(weight, plain.weight, x, drifted, ridge).sum()
+    assert measured.sum() < 0.8 * _measured(weight, plain.weight, x, drifted).sum()
 
 
 def test_grouped_conv_predicted_error_is_the_conv_output_error() -> None:

@@ -39,21 +39,6 @@ def fix_dead_inputs(hessian: torch.Tensor) -> torch.Tensor:
 
 def inverse_factor(hessian: torch.Tensor, damp: float) -> InverseFactor:
     """U = chol((H + λI)⁻¹)ᵀ (upper), raising ``damp`` until both factorisations succeed."""
-    eye = torch.eye(hessian.shape[0], dtype=hessian.dtype)
-    raises = 0
-    while True:
-        lower, damp, raised = damped_cholesky(hessian, damp)
-        raises += raised
-        lower_inverse = torch.linalg.solve_triangular(lower, eye, upper=False)
-        upper, info = torch.linalg.cholesky_ex(lower_inverse.T @ lower_inverse, upper=True)  # (LLᵀ)⁻¹
-        if int(info) == 0 and torch.isfinite(upper).all():
-            return InverseFactor(upper, damp, raises)
-        damp, raises = _raised(damp), raises + 1
-
-
-def damped_cholesky(hessian: torch.Tensor, damp: float) -> tuple[torch.Tensor, float, int]:
-    """(L, damp used, raises) with L·Lᵀ = H + λI, λ = damp · mean(diag H), ``damp`` raised until the
-    factorisation succeeds with no numerically singular pivot."""
     if not torch.isfinite(hessian).all():
         raise InputError("layer statistics contain NaN or infinity; check the calibration data and the model")
     scale = float(torch.diagonal(hessian).mean())
@@ -63,13 +48,12 @@ def damped_cholesky(hessian: torch.Tensor, damp: float) -> tuple[torch.Tensor, f
         damped = hessian + damp * scale * eye
         lower, info = torch.linalg.cholesky_ex(damped)
         if int(info) == 0 and _well_conditioned(lower, damped):
-            return lower, damp, raises
-        damp, raises = _raised(damp), raises + 1
+            lower_inverse = torch.linalg.solve_triangular(lower, eye, upper=False)
+            upper, info = torch.linalg.cholesky_ex(lower_inverse.T @ lower_inverse, upper=True)  # (LLᵀ)⁻¹
+            if int(info) == 0 and torch.isfinite(upper).all():
+                return InverseFactor(upper, damp, raises)
+        damp, raises = max(10 * damp, FIRST_RAISE), raises + 1
     raise InputError(f"layer Hessian is not positive definite even with damping {MAX_DAMP} x mean(diag H)")
-
-
-def _raised(damp: float) -> float:
-    return max(10 * damp, FIRST_RAISE)
 
 
 def _well_conditioned(lower: torch.Tensor, matrix: torch.Tensor) -> bool:

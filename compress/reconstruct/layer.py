@@ -6,8 +6,9 @@ H = 2·XᵀX/N, i.e. ‖Δw_r·Xᵀ‖²/N (the mean squared output error of tha
 ``LayerReconstruction.row_error`` holds e_r as predicted by the sweep (Σ (w − q)²/U_ii²/2; exact for
 the damped objective), and ``predicted_error`` = Σ_r ρ_r·e_r with the loss-aware row weights ρ
 (ρ ≡ 1 when plain): the number the planner maps to loss units. With ``input_drift`` and drift
-statistics, the sweep runs on the drift target w* instead of w and e_r is the damped drift objective
-D_r(ŵ) = Σ (w·x − ŵ·x̃)²/N + ½λ‖ŵ − w‖² against the float model's inputs x (``drift.py``).
+statistics, the sweep runs on the drift target w* instead of w and e_r is the drift objective
+D_r(ŵ) = Σ (w·x − ŵ·x̃)²/N against the float model's inputs x, evaluated exactly from the
+statistics (``drift.py``).
 
 Sequence per group: dead inputs (H_jj = 0) zeroed; scales fixed on the original weight; columns
 optionally reordered by descending H_jj (act-order; not for 2:4, whose groups follow the original
@@ -24,14 +25,14 @@ of ``benchmarks/reconstruct.py``, for twice the sweep time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
 from compress.errors import ConfigError, InputError
 from compress.prune.masks import pruning_mask
 from compress.reconstruct.cholesky import fix_dead_inputs, inverse_factor
-from compress.reconstruct.drift import drift_target
+from compress.reconstruct.drift import drift_objective, drift_target
 from compress.reconstruct.gptq import asymmetric_grid, codes, column_scales, grid_scales, round_to_grid
 from compress.reconstruct.sparsegpt import FixedSelector, NMSelector, UnstructuredSelector, wanda_keep
 from compress.reconstruct.stats import LayerStats
@@ -102,6 +103,7 @@ class LayerReconstruction:
     row_error: torch.Tensor
     predicted_error: float
     zero_points: torch.Tensor | None = None
+    drift_ridge: float | None = None
 
     def codes(self, bits: int) -> torch.Tensor:
         """The integer codes the exporter writes (weight reshaped to [N, K])."""
@@ -121,8 +123,8 @@ def reconstruct_layer(weight: torch.Tensor, stats: LayerStats, settings: Reconst
         raise InputError(f"weight {tuple(weight.shape)} does not match statistics of {groups} group(s) of {stats.dim} inputs")
     hessians = stats.hessian.clone()
     dead = torch.stack([fix_dead_inputs(hessians[g]) for g in range(groups)])  # [groups, K]
-    drift = drift_target(rows, hessians, dead, stats, settings.damp) if settings.input_drift and stats.cross is not None else None
-    rows = rows * ~dead.repeat_interleave(per_group, dim=0) if drift is None else drift.rows
+    drift = drift_target(rows, hessians, dead, stats) if settings.input_drift and stats.cross is not None else None
+    original, rows = rows, rows * ~dead.repeat_interleave(per_group, dim=0) if drift is None else drift.rows
     energy = torch.diagonal(hessians, dim1=1, dim2=2).repeat_interleave(per_group, dim=0)  # H_jj per row, [N, K]
     scales, zero_points = _grid(rows, settings, energy)
     block_scales = None if scales is None else scales.reshape(rows.shape[0], -1).clone()  # [N, G]
@@ -136,18 +138,16 @@ def reconstruct_layer(weight: torch.Tensor, stats: LayerStats, settings: Reconst
         if isinstance(select, UnstructuredSelector):
             select.row_weights = None if row_weights is None else weights[part]
         group_select = FixedSelector(select.keep[part]) if isinstance(select, FixedSelector) else select
-        group_settings = settings if drift is None else replace(settings, damp=drift.damps[g])
-        result, factor = _sweep_group(rows[part], hessians[g], part_scales, part_zeros, group_select, group_settings,
+        result, factor = _sweep_group(rows[part], hessians[g], part_scales, part_zeros, group_select, settings,
                                       None if factors is None else factors.setdefault(g, {}))
         if scales is not None and settings.refit_scales:
             result, block_scales[part] = _rescaled(rows[part], result, hessians[g], factor.damp, block_scales[part])
             if settings.second_sweep and select is None:
-                result, block_scales[part] = _swept_again(rows[part], hessians[g], result, block_scales[part], part_zeros,
-                                                          group_settings)
-        fixed.append(result.weight), errors.append(result.row_error), keeps.append(result.keep)
-        damp = max(damp, factor.damp)
-        raises = max(raises, factor.raises + (0 if drift is None else drift.raises[g]))
-    row_error = torch.cat(errors) if drift is None else torch.cat(errors) + drift.offset
+                result, block_scales[part] = _swept_again(rows[part], hessians[g], result, block_scales[part], part_zeros, settings)
+        error = result.row_error if drift is None else drift_objective(original[part], result.weight, stats, g, hessians[g])
+        fixed.append(result.weight), errors.append(error), keeps.append(result.keep)
+        damp, raises = max(damp, factor.damp), max(raises, factor.raises)
+    row_error = torch.cat(errors)
     keep = None if select is None else torch.cat(keeps).reshape(weight.shape)
     return LayerReconstruction(
         weight=torch.cat(fixed).reshape(weight.shape).to(weight.dtype),
@@ -155,6 +155,7 @@ def reconstruct_layer(weight: torch.Tensor, stats: LayerStats, settings: Reconst
         keep=keep, damp=damp, damp_raises=raises, row_error=row_error,
         predicted_error=float((weights * row_error).sum()),
         zero_points=None if zero_points is None else zero_points.to(weight.dtype),
+        drift_ridge=None if drift is None else max(drift.ridges),
     )  # fmt: skip
 
 

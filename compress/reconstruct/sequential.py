@@ -37,13 +37,14 @@ Forward = Callable[[nn.Module, object], object]
 @dataclass(frozen=True)
 class LayerReport:
     """Per layer: predicted (row-weighted) error, relative damping used and its raises, seconds of
-    the sweep, bytes of its statistics."""
+    the sweep, bytes of its statistics, the relative ridge of the input-drift target (None without)."""
 
     predicted_error: float
     damp: float
     damp_raises: int
     seconds: float
     stats_bytes: int
+    drift_ridge: float | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -99,7 +100,7 @@ def reconstruct_model_(
                     module.weight.copy_(result.weight)
                 results[name] = result
                 reports[name] = LayerReport(result.predicted_error, result.damp, result.damp_raises,
-                                            time.perf_counter() - began, step_stats[name].nbytes)
+                                            time.perf_counter() - began, step_stats[name].nbytes, result.drift_ridge)
                 advance(1, status=f"{name}: error {result.predicted_error:.3g}")
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return results, ReconstructReport(reports, sequential, time.perf_counter() - start, peak_rss, peak_stats)
