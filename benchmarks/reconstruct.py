@@ -21,9 +21,9 @@ re-fitted by least squares); on blocks ``gptq_asymmetric`` adds zero points (ORT
 ``--minilm-ablation`` also runs, on blocks of 32, GPTQ as it was before those two steps
 (``gptq_padding_counted``: padding rows in H, no re-fit), with the re-fit only off
 (``gptq_no_refit``), and with the opt-in second sweep on the re-fitted scales
-(``gptq_second_sweep``); ``--input-drift`` adds, on every MiniLM grid and every mnist-cnn bit mix
-or plan, GPTQ with the input-drift correction (``gptq_drift``: the target the float model's output,
-``compress/reconstruct/drift.py``). Weight codes: ``compress.quant.weights.weight_code_range`` (−8…7 at 4 bits,
+(``gptq_second_sweep``); GPTQ includes the input-drift correction (its target is the float model's
+output, ``compress/reconstruct/drift.py``) and ``--input-drift`` adds, on every MiniLM grid and
+every mnist-cnn bit mix or plan, GPTQ without it (``gptq_no_drift``). Weight codes: ``compress.quant.weights.weight_code_range`` (−8…7 at 4 bits,
 −4…3 at 3 bits, −1…1 at 2 bits). ``--part minilm-pruning``: the pruning comparison above on MiniLM's 36 encoder
 linears (no loss-aware row), scored by the same cosine.
 
@@ -120,7 +120,7 @@ def mnist_quantization(model, batches, inputs, heldout, drift: bool = False) -> 
         no_refit = {n: replace(s, refit_scales=False) for n, s in settings.items()}
         runs = {"gptq": (settings, {}), "gptq_one_pass": (settings, {"sequential": False}), "gptq_no_refit": (no_refit, {})}
         if drift:
-            runs["gptq_drift"] = ({n: replace(s, input_drift=True) for n, s in settings.items()}, {})
+            runs["gptq_no_drift"] = ({n: replace(s, input_drift=False) for n, s in settings.items()}, {})
         for method, (layer_settings, kwargs) in runs.items():
             compressed, info = reconstructed_(copy.deepcopy(model), layer_settings, inputs, **kwargs)
             row[method], row[method + "_info"] = accuracy(compressed, heldout), info
@@ -144,7 +144,7 @@ def mnist_plans(model, batches, inputs, heldout, plans: list[str], drift: bool =
         row = {"bits": bits, "average_bits": round(sum(bits.get(n, 32) * sizes[n] for n in sizes) / sum(sizes.values()), 3)}
         row["rtn"] = accuracy(rounded_(copy.deepcopy(model), bits, mse_clip=False), heldout)
         row["rtn_mse_clip"] = accuracy(rounded_(copy.deepcopy(model), bits, mse_clip=True), heldout)
-        variants = {"gptq_no_refit": {"refit_scales": False}, "gptq": {}} | ({"gptq_drift": {"input_drift": True}} if drift else {})
+        variants = {"gptq_no_refit": {"refit_scales": False}, "gptq": {}} | ({"gptq_no_drift": {"input_drift": False}} if drift else {})
         for method, options in variants.items():
             settings = {n: ReconstructSettings(bits=b, **options) for n, b in bits.items()}
             compressed, info = reconstructed_(copy.deepcopy(model), settings, inputs)
@@ -244,7 +244,7 @@ def minilm(loss_aware: bool, ablation: bool = False, grids: list[str] | None = N
         if block is not None:
             variants["gptq_asymmetric"] = ({n: replace(s, symmetric=False) for n, s in settings.items()}, {})
         if drift:
-            variants["gptq_drift"] = ({n: replace(s, input_drift=True) for n, s in settings.items()}, {})
+            variants["gptq_no_drift"] = ({n: replace(s, input_drift=False) for n, s in settings.items()}, {})
         if ablation and block == 32:
             variants["gptq_no_refit"] = ({n: replace(s, refit_scales=False) for n, s in settings.items()}, {})
             variants["gptq_padding_counted"] = (variants["gptq_no_refit"][0], {"count_padding": True})
@@ -278,7 +278,7 @@ def main() -> None:
     parser.add_argument("--minilm-ablation", action="store_true",
                         help="also run GPTQ without the scale re-fit, with padding counted and with a second sweep (blocks of 32)")
     parser.add_argument("--input-drift", action="store_true",
-                        help="also run GPTQ with the input-drift correction (every MiniLM grid, mnist-cnn mix and plan)")
+                        help="also run GPTQ without the input-drift correction (every MiniLM grid, mnist-cnn mix and plan)")
     parser.add_argument("--grids", nargs="+", choices=list(GRIDS), help="MiniLM grids to run (default: all)")
     parser.add_argument("--mnist-plans", nargs="+", metavar="PLAN_JSON",
                         help="with --part mnist: only measure these weight-only plans (compress plan --json)")

@@ -22,6 +22,11 @@ of GCV(λ) = D(w*_λ) / (1 − df(λ)/N)², df(λ) = tr(H̃(H̃ + λI)⁻¹) the
 inputs; everything comes from one eigen-decomposition H̃ = QΛQᵀ. The sweep keeps GPTQ's own
 damping λ on H̃. A dead input of the compressed model (x̃_j ≡ 0) still has its float contribution
 w_j·x_j in g: the other inputs compensate it.
+
+Measured (benchmarks/README.md, weights only, no fine-tuning): all-MiniLM-L6-v2 at 4 bits in blocks
+of 32 0.9894 → 0.9903 mean cosine (per channel 0.9822 → 0.9839), mnist-cnn +0.0 to +1.1 points in
+six bit mixes; with GPTQ's own 1% as the ridge instead of GCV it over-fitted the calibration tokens
+(0.9889). On by default (``ReconstructSettings.input_drift``).
 """
 
 from __future__ import annotations

@@ -52,10 +52,10 @@ class ReconstructSettings:
     fraction of mean(diag H); ``block_size``: columns per lazy update; ``act_order``: sweep columns by
     descending H_jj; ``refit_scales``: re-fit the scales by least squares once the codes are fixed;
     ``second_sweep``: with ``refit_scales`` and no pruning, sweep again on the re-fitted scales;
-    ``symmetric`` False: asymmetric blocks with zero points (needs ``weight_block``); ``input_drift``:
-    reconstruct toward the float model's output on the float model's inputs (``drift.py``; the
-    true-sequential driver then collects the drift statistics); ``row_weights`` are passed
-    separately (loss-aware)."""
+    ``symmetric`` False: asymmetric blocks with zero points (needs ``weight_block``); ``input_drift``
+    (default): reconstruct toward the float model's output on the float model's inputs
+    (``drift.py``; the true-sequential driver collects the drift statistics; without them, e.g. in
+    one pass, it is plain GPTQ); ``row_weights`` are passed separately (loss-aware)."""
 
     bits: int | None = None
     weight_block: int | None = None
@@ -68,7 +68,7 @@ class ReconstructSettings:
     refit_scales: bool = True
     second_sweep: bool = False
     symmetric: bool = True
-    input_drift: bool = False
+    input_drift: bool = True
 
     def __post_init__(self) -> None:
         if self.bits is not None and not 2 <= self.bits <= 8:
