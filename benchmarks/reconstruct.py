@@ -21,11 +21,14 @@ re-fitted by least squares); on blocks ``gptq_asymmetric`` adds zero points (ORT
 ``--minilm-ablation`` also runs, on blocks of 32, GPTQ as it was before those two steps
 (``gptq_padding_counted``: padding rows in H, no re-fit), with the re-fit only off
 (``gptq_no_refit``), and with the opt-in second sweep on the re-fitted scales
-(``gptq_second_sweep``). Weight codes: ``compress.quant.weights.weight_code_range`` (−8…7 at 4 bits,
+(``gptq_second_sweep``); GPTQ includes the input-drift correction (its target is the float model's
+output, ``compress/reconstruct/drift.py``) and ``--input-drift`` adds, on every MiniLM grid and
+every mnist-cnn bit mix or plan, GPTQ without it (``gptq_no_drift``). Weight codes: ``compress.quant.weights.weight_code_range`` (−8…7 at 4 bits,
 −4…3 at 3 bits, −1…1 at 2 bits). ``--part minilm-pruning``: the pruning comparison above on MiniLM's 36 encoder
 linears (no loss-aware row), scored by the same cosine.
 
 Run: python benchmarks/reconstruct.py [--part mnist|minilm|minilm-pruning|all] [--loss-aware-minilm] [--minilm-ablation]
+     [--input-drift]
      [--grids "blocks of 32" ...] [--threads N]
      [--json benchmarks/results/reconstruct.json]
 """
@@ -100,7 +103,7 @@ def reconstructed_(model: nn.Module, settings: dict[str, ReconstructSettings], i
                    "damp_raises": sum(r.damp_raises for r in report.layers.values())}
 
 
-def mnist_quantization(model, batches, inputs, heldout) -> dict:
+def mnist_quantization(model, batches, inputs, heldout, drift: bool = False) -> dict:
     names = list(plannable_layers(model))
     convs = [n for n in names if n != "head"]
     configs = {"uniform 3 bits": dict.fromkeys(names, 3), "uniform 2 bits": dict.fromkeys(names, 2),
@@ -116,6 +119,8 @@ def mnist_quantization(model, batches, inputs, heldout) -> dict:
         settings = {n: ReconstructSettings(bits=b) for n, b in bits.items()}
         no_refit = {n: replace(s, refit_scales=False) for n, s in settings.items()}
         runs = {"gptq": (settings, {}), "gptq_one_pass": (settings, {"sequential": False}), "gptq_no_refit": (no_refit, {})}
+        if drift:
+            runs["gptq_no_drift"] = ({n: replace(s, input_drift=False) for n, s in settings.items()}, {})
         for method, (layer_settings, kwargs) in runs.items():
             compressed, info = reconstructed_(copy.deepcopy(model), layer_settings, inputs, **kwargs)
             row[method], row[method + "_info"] = accuracy(compressed, heldout), info
@@ -124,7 +129,7 @@ def mnist_quantization(model, batches, inputs, heldout) -> dict:
     return results
 
 
-def mnist_plans(model, batches, inputs, heldout, plans: list[str]) -> dict:
+def mnist_plans(model, batches, inputs, heldout, plans: list[str], drift: bool = False) -> dict:
     """Plans written by ``compress plan --json`` (weight bits per layer; weights only): round to
     nearest (max scales; MSE clip) vs GPTQ without and with the scale re-fit (the default)."""
     import json
@@ -139,8 +144,9 @@ def mnist_plans(model, batches, inputs, heldout, plans: list[str]) -> dict:
         row = {"bits": bits, "average_bits": round(sum(bits.get(n, 32) * sizes[n] for n in sizes) / sum(sizes.values()), 3)}
         row["rtn"] = accuracy(rounded_(copy.deepcopy(model), bits, mse_clip=False), heldout)
         row["rtn_mse_clip"] = accuracy(rounded_(copy.deepcopy(model), bits, mse_clip=True), heldout)
-        for method, refit in {"gptq_no_refit": False, "gptq": True}.items():
-            settings = {n: ReconstructSettings(bits=b, refit_scales=refit) for n, b in bits.items()}
+        variants = {"gptq_no_refit": {"refit_scales": False}, "gptq": {}} | ({"gptq_no_drift": {"input_drift": False}} if drift else {})
+        for method, options in variants.items():
+            settings = {n: ReconstructSettings(bits=b, **options) for n, b in bits.items()}
             compressed, info = reconstructed_(copy.deepcopy(model), settings, inputs)
             row[method], row[method + "_info"] = accuracy(compressed, heldout), info
         results[path] = row
@@ -216,7 +222,7 @@ GRIDS = {"blocks of 32": 32, "per channel": None, "blocks of 128": 128}
 
 
 def minilm(loss_aware: bool, ablation: bool = False, grids: list[str] | None = None, json_path: str | None = None,
-           report: dict | None = None) -> dict:
+           report: dict | None = None, drift: bool = False) -> dict:
     """Blocks of 32 first (the headline goal), then per channel and blocks of 128; each row printed and
     (with ``json_path``) written as soon as it is measured. Loss-aware GPTQ runs on blocks of 32 only:
     with diagonal row weights the per-row solution is unchanged, which the run checks
@@ -237,6 +243,8 @@ def minilm(loss_aware: bool, ablation: bool = False, grids: list[str] | None = N
         variants = {"gptq": (settings, {})}
         if block is not None:
             variants["gptq_asymmetric"] = ({n: replace(s, symmetric=False) for n, s in settings.items()}, {})
+        if drift:
+            variants["gptq_no_drift"] = ({n: replace(s, input_drift=False) for n, s in settings.items()}, {})
         if ablation and block == 32:
             variants["gptq_no_refit"] = ({n: replace(s, refit_scales=False) for n, s in settings.items()}, {})
             variants["gptq_padding_counted"] = (variants["gptq_no_refit"][0], {"count_padding": True})
@@ -269,6 +277,8 @@ def main() -> None:
     parser.add_argument("--loss-aware-minilm", action="store_true", help="also run loss-aware GPTQ on MiniLM")
     parser.add_argument("--minilm-ablation", action="store_true",
                         help="also run GPTQ without the scale re-fit, with padding counted and with a second sweep (blocks of 32)")
+    parser.add_argument("--input-drift", action="store_true",
+                        help="also run GPTQ without the input-drift correction (every MiniLM grid, mnist-cnn mix and plan)")
     parser.add_argument("--grids", nargs="+", choices=list(GRIDS), help="MiniLM grids to run (default: all)")
     parser.add_argument("--mnist-plans", nargs="+", metavar="PLAN_JSON",
                         help="with --part mnist: only measure these weight-only plans (compress plan --json)")
@@ -282,14 +292,15 @@ def main() -> None:
     if args.part in ("mnist", "all"):
         setup = mnist_setup()
         if args.mnist_plans:
-            report["mnist_cnn_plans"] = mnist_plans(*setup, args.mnist_plans)
+            report["mnist_cnn_plans"] = mnist_plans(*setup, args.mnist_plans, args.input_drift)
         else:
-            report["mnist_cnn_quantization"] = mnist_quantization(*setup)
+            report["mnist_cnn_quantization"] = mnist_quantization(*setup, args.input_drift)
             report["mnist_cnn_pruning"] = mnist_pruning(*setup)
         if args.json:  # written after each part, so a long MiniLM run cannot lose it
             write_json(args.json, report)
     if args.part in ("minilm", "all"):
-        report["minilm_w4"] = minilm(args.loss_aware_minilm, args.minilm_ablation, args.grids, args.json, report)
+        report["minilm_w4"] = minilm(args.loss_aware_minilm, args.minilm_ablation, args.grids, args.json, report,
+                                    args.input_drift)
     if args.part in ("minilm-pruning", "all"):
         report["minilm_pruning"] = minilm_pruning()
     if args.json:

@@ -4,6 +4,9 @@ real tokens only."""
 
 from __future__ import annotations
 
+import copy
+
+import pytest
 import torch
 from torch import nn
 
@@ -70,16 +73,21 @@ def test_statistics_count_only_real_tokens() -> None:
     assert plain["up"].count == 5 * 3 + 4 * 2  # a batch that is not (ids, mask): every row counts
 
 
-def test_sequential_driver_masks_padding() -> None:
+@pytest.mark.parametrize("drift", [False, True])
+def test_sequential_driver_masks_padding(drift: bool) -> None:
     model, batches = TinyEncoder().eval(), _batches()
     reference = TinyEncoder().eval()
     reference.load_state_dict(model.state_dict())
-    settings = {"up": ReconstructSettings(bits=3), "down": ReconstructSettings(bits=3)}
+    original = copy.deepcopy(reference)
+    settings = {"up": ReconstructSettings(bits=3, input_drift=drift), "down": ReconstructSettings(bits=3, input_drift=drift)}
     results, _ = reconstruct_model_(model, settings, batches)
     for layer in ("up", "down"):  # by hand: each layer's H from the real tokens of the model as fixed so far
-        rows = _real_rows(reference, batches, layer)
-        stats = LayerStats(2 * rows.T @ rows / rows.shape[0], rows.mean(0), rows.shape[0])
-        stats = LayerStats(stats.hessian[None], stats.mean[None], stats.count)
+        rows, floats = _real_rows(reference, batches, layer), _real_rows(original, batches, layer)
+        count = rows.shape[0]
+        stats = LayerStats((2 * rows.T @ rows / count)[None], rows.mean(0)[None], count)
+        if drift:  # paired with the float model's real tokens
+            stats = LayerStats(stats.hessian, stats.mean, count, (2 * rows.T @ floats / count)[None],
+                               (2 * floats.T @ floats / count)[None])
         expected = reconstruct_layer(getattr(reference, layer).weight, stats, settings[layer])
         torch.testing.assert_close(results[layer].weight, expected.weight, rtol=1e-5, atol=1e-6)
         with torch.no_grad():

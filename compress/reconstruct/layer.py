@@ -5,7 +5,10 @@ Objective (per output row r, per group of a grouped conv): e_r = ½·Δw_r·(H +
 H = 2·XᵀX/N, i.e. ‖Δw_r·Xᵀ‖²/N (the mean squared output error of that row) up to the damping term.
 ``LayerReconstruction.row_error`` holds e_r as predicted by the sweep (Σ (w − q)²/U_ii²/2; exact for
 the damped objective), and ``predicted_error`` = Σ_r ρ_r·e_r with the loss-aware row weights ρ
-(ρ ≡ 1 when plain): the number the planner maps to loss units.
+(ρ ≡ 1 when plain): the number the planner maps to loss units. With ``input_drift`` and drift
+statistics, the sweep runs on the drift target w* instead of w and e_r is the drift objective
+D_r(ŵ) = Σ (w·x − ŵ·x̃)²/N against the float model's inputs x, evaluated exactly from the
+statistics (``drift.py``).
 
 Sequence per group: dead inputs (H_jj = 0) zeroed; scales fixed on the original weight; columns
 optionally reordered by descending H_jj (act-order; not for 2:4, whose groups follow the original
@@ -29,6 +32,7 @@ import torch
 from compress.errors import ConfigError, InputError
 from compress.prune.masks import pruning_mask
 from compress.reconstruct.cholesky import fix_dead_inputs, inverse_factor
+from compress.reconstruct.drift import drift_objective, drift_target
 from compress.reconstruct.gptq import asymmetric_grid, codes, column_scales, grid_scales, round_to_grid
 from compress.reconstruct.sparsegpt import FixedSelector, NMSelector, UnstructuredSelector, wanda_keep
 from compress.reconstruct.stats import LayerStats
@@ -48,8 +52,10 @@ class ReconstructSettings:
     fraction of mean(diag H); ``block_size``: columns per lazy update; ``act_order``: sweep columns by
     descending H_jj; ``refit_scales``: re-fit the scales by least squares once the codes are fixed;
     ``second_sweep``: with ``refit_scales`` and no pruning, sweep again on the re-fitted scales;
-    ``symmetric`` False: asymmetric blocks with zero points (needs ``weight_block``); ``row_weights``
-    are passed separately (loss-aware)."""
+    ``symmetric`` False: asymmetric blocks with zero points (needs ``weight_block``); ``input_drift``
+    (default): reconstruct toward the float model's output on the float model's inputs
+    (``drift.py``; the true-sequential driver collects the drift statistics; without them, e.g. in
+    one pass, it is plain GPTQ); ``row_weights`` are passed separately (loss-aware)."""
 
     bits: int | None = None
     weight_block: int | None = None
@@ -62,6 +68,7 @@ class ReconstructSettings:
     refit_scales: bool = True
     second_sweep: bool = False
     symmetric: bool = True
+    input_drift: bool = True
 
     def __post_init__(self) -> None:
         if self.bits is not None and not 2 <= self.bits <= 8:
@@ -96,6 +103,7 @@ class LayerReconstruction:
     row_error: torch.Tensor
     predicted_error: float
     zero_points: torch.Tensor | None = None
+    drift_ridge: float | None = None
 
     def codes(self, bits: int) -> torch.Tensor:
         """The integer codes the exporter writes (weight reshaped to [N, K])."""
@@ -115,7 +123,8 @@ def reconstruct_layer(weight: torch.Tensor, stats: LayerStats, settings: Reconst
         raise InputError(f"weight {tuple(weight.shape)} does not match statistics of {groups} group(s) of {stats.dim} inputs")
     hessians = stats.hessian.clone()
     dead = torch.stack([fix_dead_inputs(hessians[g]) for g in range(groups)])  # [groups, K]
-    rows = rows * ~dead.repeat_interleave(per_group, dim=0)
+    drift = drift_target(rows, hessians, dead, stats) if settings.input_drift and stats.cross is not None else None
+    original, rows = rows, rows * ~dead.repeat_interleave(per_group, dim=0) if drift is None else drift.rows
     energy = torch.diagonal(hessians, dim1=1, dim2=2).repeat_interleave(per_group, dim=0)  # H_jj per row, [N, K]
     scales, zero_points = _grid(rows, settings, energy)
     block_scales = None if scales is None else scales.reshape(rows.shape[0], -1).clone()  # [N, G]
@@ -135,7 +144,8 @@ def reconstruct_layer(weight: torch.Tensor, stats: LayerStats, settings: Reconst
             result, block_scales[part] = _rescaled(rows[part], result, hessians[g], factor.damp, block_scales[part])
             if settings.second_sweep and select is None:
                 result, block_scales[part] = _swept_again(rows[part], hessians[g], result, block_scales[part], part_zeros, settings)
-        fixed.append(result.weight), errors.append(result.row_error), keeps.append(result.keep)
+        error = result.row_error if drift is None else drift_objective(original[part], result.weight, stats, g, hessians[g])
+        fixed.append(result.weight), errors.append(error), keeps.append(result.keep)
         damp, raises = max(damp, factor.damp), max(raises, factor.raises)
     row_error = torch.cat(errors)
     keep = None if select is None else torch.cat(keeps).reshape(weight.shape)
@@ -145,6 +155,7 @@ def reconstruct_layer(weight: torch.Tensor, stats: LayerStats, settings: Reconst
         keep=keep, damp=damp, damp_raises=raises, row_error=row_error,
         predicted_error=float((weights * row_error).sum()),
         zero_points=None if zero_points is None else zero_points.to(weight.dtype),
+        drift_ridge=None if drift is None else max(drift.ridges),
     )  # fmt: skip
 
 

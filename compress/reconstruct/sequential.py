@@ -7,10 +7,16 @@ layers' inputs are collected over all calibration batches from the model *as alr
 the step's last layer has read its input; then each layer is reconstructed (``layer.py``) and its new
 weight written in place. ``sequential=False`` collects every layer's statistics in one pass over the
 original model instead. Memory: one step's statistics plus one batch's activations.
+
+Layers whose settings ask for ``input_drift`` (true-sequential only) also get the drift statistics
+(``drift.py``): a copy of the model as it was before any layer changed is run on the same batch
+first, up to the same step, and its inputs to the step's layers are paired sample by sample with
+the compressed model's. Cost: that copy's memory and a second partial forward per step and batch.
 """
 
 from __future__ import annotations
 
+import copy
 import resource
 import time
 from dataclasses import dataclass
@@ -21,6 +27,7 @@ from torch import nn
 
 from compress.errors import ConfigError, InputError
 from compress.progress import progress_bar
+from compress.reconstruct.drift import DriftAccumulator
 from compress.reconstruct.layer import LayerReconstruction, ReconstructSettings, reconstruct_layer
 from compress.reconstruct.stats import StatsAccumulator, collect_layer_stats, run_forward, set_batch, supports
 
@@ -30,13 +37,14 @@ Forward = Callable[[nn.Module, object], object]
 @dataclass(frozen=True)
 class LayerReport:
     """Per layer: predicted (row-weighted) error, relative damping used and its raises, seconds of
-    the sweep, bytes of its statistics."""
+    the sweep, bytes of its statistics, the relative ridge of the input-drift target (None without)."""
 
     predicted_error: float
     damp: float
     damp_raises: int
     seconds: float
     stats_bytes: int
+    drift_ridge: float | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -77,9 +85,12 @@ def reconstruct_model_(
     steps = execution_steps(model, list(settings), batches[0], forward)
     results, reports, peak_stats = {}, {}, 0
     stats = collect_layer_stats(model, batches, list(settings), forward) if not sequential else None
+    drift = {name for name, s in settings.items() if s.input_drift} if sequential else set()
+    reference = copy.deepcopy(model) if drift else None  # the float model, before any layer changes
     with progress_bar("reconstructing layers", len(settings)) as advance:
         for step in steps:
-            step_stats = {n: stats[n] for n in step} if stats is not None else _step_stats(model, step, batches, forward)
+            step_stats = ({n: stats[n] for n in step} if stats is not None
+                          else _step_stats(model, step, batches, forward, reference, drift))
             peak_stats = max(peak_stats, sum(s.nbytes for s in step_stats.values()))
             for name in step:
                 began = time.perf_counter()
@@ -89,7 +100,7 @@ def reconstruct_model_(
                     module.weight.copy_(result.weight)
                 results[name] = result
                 reports[name] = LayerReport(result.predicted_error, result.damp, result.damp_raises,
-                                            time.perf_counter() - began, step_stats[name].nbytes)
+                                            time.perf_counter() - began, step_stats[name].nbytes, result.drift_ridge)
                 advance(1, status=f"{name}: error {result.predicted_error:.3g}")
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return results, ReconstructReport(reports, sequential, time.perf_counter() - start, peak_rss, peak_stats)
@@ -126,35 +137,48 @@ def execution_steps(model: nn.Module, names: list[str], batch: object, forward: 
     return steps
 
 
-def _step_stats(model: nn.Module, step: list[str], batches: Sequence[object], forward: Forward):
+def _step_stats(model: nn.Module, step: list[str], batches: Sequence[object], forward: Forward,
+                reference: nn.Module | None = None, drift: set[str] = frozenset()):
     """Statistics of the step's layers from the current model, each forward stopped once the last
-    of them has read its input."""
-    accumulators = {name: StatsAccumulator(model.get_submodule(name)) for name in step}
-    pending: set[str] = set()
+    of them has read its input; for the layers in ``drift``, paired with the ``reference`` model's
+    inputs to the same layers on the same batch (``DriftAccumulator``)."""
+    accumulators = {name: (DriftAccumulator if name in drift else StatsAccumulator)(model.get_submodule(name))
+                    for name in step}
+    paired = [name for name in step if name in drift]
+    for batch in batches:
+        set_batch(accumulators.values(), batch)
+        floats: dict[str, torch.Tensor] = {}
+        if paired:
+            _run_to_inputs(reference, paired, batch, forward, floats.__setitem__)
+        _run_to_inputs(model, step, batch, forward, lambda name, inputs: (
+            accumulators[name].add_pair(inputs, floats[name]) if name in floats else accumulators[name].add(inputs)))
+    return {name: acc.result() for name, acc in accumulators.items()}
+
+
+def _run_to_inputs(model: nn.Module, names: list[str], batch: object, forward: Forward,
+                   record: Callable[[str, torch.Tensor], object]) -> None:
+    """``forward(model, batch)`` without gradients, each input the layers ``names`` read passed to
+    ``record(name, input)``, stopped as soon as all of them have read one."""
+    pending = set(names)
 
     def hook(name: str):
-        def accumulate(module: nn.Module, args: tuple) -> None:
-            accumulators[name].add(args[0])
+        def capture(module: nn.Module, args: tuple) -> None:
+            record(name, args[0])
             pending.discard(name)
             if not pending:
                 raise _Captured
 
-        return accumulate
+        return capture
 
-    handles = [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in step]
+    handles = [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in names]
     try:
         with torch.no_grad():
-            for batch in batches:
-                pending.update(step)
-                set_batch(accumulators.values(), batch)
-                try:
-                    forward(model, batch)
-                except _Captured:
-                    pass
+            forward(model, batch)
+    except _Captured:
+        pass
     finally:
         for handle in handles:
             handle.remove()
-    return {name: acc.result() for name, acc in accumulators.items()}
 
 
 def _check(model: nn.Module, settings: dict[str, ReconstructSettings], batches: Sequence[object]) -> None:

@@ -47,11 +47,17 @@ class LayerStats:
     ``hessian``: [groups, d, d] float64, H_g = 2·Σ x xᵀ / N over the samples of group g (groups = 1
     for Linear and ordinary convs). ``mean``: [groups, d], Σ x / N. ``count``: N, the number of
     samples (tokens, or patches = images × output positions), the same for every group.
+    With input-drift statistics (``drift.DriftAccumulator``; else None): ``cross`` [groups, d, d],
+    C = 2·Σ x̃ xᵀ / N between the layer's input x̃ (from the compressed model, the samples of
+    ``hessian``) and the float model's input x on the same sample, and ``reference_hessian``
+    2·Σ x xᵀ / N of the float inputs.
     """
 
     hessian: torch.Tensor
     mean: torch.Tensor
     count: int
+    cross: torch.Tensor | None = None
+    reference_hessian: torch.Tensor | None = None
 
     @property
     def groups(self) -> int:
@@ -63,7 +69,8 @@ class LayerStats:
 
     @property
     def nbytes(self) -> int:
-        return self.hessian.numel() * self.hessian.element_size() + self.mean.numel() * self.mean.element_size()
+        held = (self.hessian, self.mean, self.cross, self.reference_hessian)
+        return sum(t.numel() * t.element_size() for t in held if t is not None)
 
 
 def supports(module: nn.Module) -> bool:
@@ -141,7 +148,10 @@ class StatsAccumulator:
         self.token_mask: torch.Tensor | None = None
 
     def add(self, inputs: torch.Tensor) -> None:
-        samples = layer_samples(self.module, inputs.detach(), self.token_mask)
+        self.add_samples(layer_samples(self.module, inputs.detach(), self.token_mask))
+
+    def add_samples(self, samples: torch.Tensor) -> None:
+        """Accumulate samples [groups, n, d] (``layer_samples``)."""
         for start in range(0, samples.shape[1], CHUNK_ROWS):
             chunk = samples[:, start : start + CHUNK_ROWS]
             self.products += torch.bmm(chunk.transpose(1, 2), chunk).to(torch.float64)
