@@ -32,7 +32,7 @@ def test_a_valid_recipe_prints_each_layer_and_writes_json(cli, tmp_path: Path) -
                                                "calibrator": "minmax", "percentile": 99.99, "learnable_scales": False,
                                                "act_dynamic": False, "weight_block": None, "method": "gptq",
                                                "damp": 0.01, "block_size": 128, "act_order": True,
-                                               "loss_aware": False, "symmetric": True}, "pruning": None, "lowrank": None}
+                                               "loss_aware": False, "input_drift": True, "symmetric": True}, "pruning": None, "lowrank": None}
 
 
 def test_schema_problems_all_at_once_exit_2(cli, tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ def test_every_problem_is_reported_at_once_with_its_path_value_and_what_is_allow
         "quantization.layers.default.weight_bits: 9 is not allowed (allowed: 2..8 or null)",
         "quantization.layers.re:[: invalid regular expression (unterminated character set at position 0)",
         "quantization.layers.head.bits: unknown key (allowed: weight_bits, act_bits, act_signed, calibrator, "
-        "percentile, learnable_scales, act_dynamic, weight_block, method, damp, block_size, act_order, loss_aware, symmetric)",
+        "percentile, learnable_scales, act_dynamic, weight_block, method, damp, block_size, act_order, loss_aware, input_drift, symmetric)",
         "quantization.layers.head.calibrator: 'magic' is not allowed (allowed: minmax, percentile, mse)",
         "pruning.layers.conv.0.ratio: 1.5 is not allowed (allowed: 0 <= ratio < 1)",
         "pruning.saliency: 'vibes' is not allowed (allowed: fisher, empirical-fisher, hutchinson)",
@@ -67,7 +67,7 @@ def test_every_problem_is_reported_at_once_with_its_path_value_and_what_is_allow
      "pruning.layers.head: this combination is not allowed: criterion sparsegpt is not allowed for channel pruning (allowed: magnitude, obs)"),
     (with_rules(pruning={"head": {"ratio": "half"}}), "pruning.layers.head.ratio: 'half' is not allowed (allowed: a number)"),
     (with_rules({"head": 8}), "quantization.layers.head: 8 is not allowed (allowed: null or a mapping of weight_bits, "
-     "act_bits, act_signed, calibrator, percentile, learnable_scales, act_dynamic, weight_block, method, damp, block_size, act_order, loss_aware, symmetric)"),
+     "act_bits, act_signed, calibrator, percentile, learnable_scales, act_dynamic, weight_block, method, damp, block_size, act_order, loss_aware, input_drift, symmetric)"),
     ({**MINIMAL, "quantization": [1]}, "quantization: [1] is not allowed (allowed: a mapping with keys layers)"),
     ({**MINIMAL, "model": {"spec": "x", "weights": 7}}, "model.weights: 7 is not allowed (allowed: a spec string)"),
     ({**MINIMAL, "data": {"calibration": "x", "calibration_samples": 0}},

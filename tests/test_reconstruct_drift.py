@@ -184,3 +184,12 @@ def test_driver_pairs_the_float_models_inputs() -> None:
     torch.testing.assert_close(results["second"].weight, expected.weight)
     torch.testing.assert_close(results["second"].row_error, expected.row_error)
 
+
+
+@pytest.mark.parametrize("input_drift", [True, False])
+def test_recipe_key_reaches_the_layer_settings(input_drift: bool) -> None:
+    from compress.quant.records import QuantSettings
+    from compress.reconstruct.settings import reconstruct_settings
+
+    settings = reconstruct_settings({"head": QuantSettings(weight_bits=4, act_bits=None, input_drift=input_drift)}, {})
+    assert settings["head"].input_drift is input_drift

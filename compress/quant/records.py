@@ -34,7 +34,9 @@ class QuantSettings:
     2022: scales fixed by the MSE clip, columns rounded in turn with the error compensated in the
     rest; ``damp`` is the damping as a fraction of mean(diag H), ``block_size`` the columns per lazy
     update, ``act_order`` sweeps columns by decreasing input energy, ``loss_aware`` weights the
-    predicted error by the loss's output curvature) or ``rtn`` (round to nearest, scales from
+    predicted error by the loss's output curvature, ``input_drift`` fits the float model's output on
+    its own inputs rather than the layer's weight on the compressed inputs, ``compress.reconstruct.drift``,
+    at the cost of a second copy of the model while it runs) or ``rtn`` (round to nearest, scales from
     max|W|). Float weights (``weight_bits`` None) ignore the method. ``symmetric`` False: asymmetric
     weight blocks, an integer zero point per block (``compress.quant.blocks.asymmetric_block_grid``;
     needs ``weight_block``; ONNX Runtime's MatMulNBits only, not TensorRT).
@@ -53,6 +55,7 @@ class QuantSettings:
     block_size: int = 128
     act_order: bool = True
     loss_aware: bool = False
+    input_drift: bool = True
     symmetric: bool = True
 
     def __post_init__(self) -> None:

@@ -33,7 +33,7 @@ def reconstruct_settings(quantization: dict[str, QuantSettings],
             pattern=prune.pattern if prunes else "unstructured",
             prune_method=prune.criterion if prunes else "sparsegpt",
             damp=sweep.damp, block_size=sweep.block_size, act_order=sweep.act_order,
-            symmetric=quant.symmetric if gptq else True,
+            symmetric=quant.symmetric if gptq else True, input_drift=sweep.input_drift,
         )  # fmt: skip
     return result
 
