@@ -72,13 +72,17 @@ class FinetuneSpec:
              f"{self.sharpness_every!r} must be an integer >= 0"),
             ("seed", _is_int(self.seed), f"{self.seed!r} must be an integer"),
             ("kd_layers", _is_layer_choice(self.kd_layers),
-             f"{self.kd_layers!r} must be none, blocks or a non-empty list of distinct module names"),
+             f"{self._layers_shown()!r} must be none, blocks or a non-empty list of distinct module names"),
             ("kd_layers", self.kd_layers == "none" or self.mode != "qat",
-             f"{self.kd_layers!r} must be none with mode qat (feature distillation needs a teacher)"),
+             f"{self._layers_shown()!r} must be none with mode qat (feature distillation needs a teacher)"),
             ("kd_layers_weight", _is_number(self.kd_layers_weight) and self.kd_layers_weight > 0,
              f"{self.kd_layers_weight!r} must be > 0"),
         ]
         return [(name, why) for name, ok, why in checks if not ok]
+
+    def _layers_shown(self) -> object:
+        """kd_layers as the recipe spells it (a list, not the tuple it is kept as)."""
+        return list(self.kd_layers) if isinstance(self.kd_layers, tuple) else self.kd_layers
 
     @property
     def uses_teacher(self) -> bool:
@@ -89,8 +93,7 @@ class FinetuneSpec:
         return self.kd_layers != "none"
 
     def to_dict(self) -> dict[str, object]:
-        payload = asdict(self)
-        return {**payload, "kd_layers": self.kd_layers if isinstance(self.kd_layers, str) else list(self.kd_layers)}
+        return {**asdict(self), "kd_layers": self._layers_shown()}
 
     @staticmethod
     def from_dict(payload: dict) -> FinetuneSpec:
