@@ -210,8 +210,17 @@ def _finetune(section: object, problems: Problems) -> dict | None:
     if mode == NO_FINETUNE:
         return None
     if len(problems.items) == before:
-        check_rule(FinetuneSpec, section, None, "finetune", problems)
+        _check_finetune_combination(section, problems)
     return dict(section)
+
+
+def _check_finetune_combination(section: dict, problems: Problems) -> None:
+    """Fields each legal alone may still clash (kd_layers with mode qat)."""
+    try:
+        FinetuneSpec(**section)
+    except ConfigError as exc:
+        problems.add("finetune", "this combination is not allowed: "
+                     + yaml_words(str(exc).removeprefix("invalid finetune spec: ")))
 
 
 def _export(section: object, problems: Problems) -> dict:
