@@ -12,6 +12,15 @@
 
 ``qat+kd`` mixes them: (1 − α)·task + α·KD with α = kd_weight; without labels only KD remains.
 
+Feature distillation (``kd_layers``, ``compress.finetune.features``) adds w · feature_distillation
+to the loss above, w = kd_layers_weight: for each matched module l, the squared error of the student's
+output summed over its entries, relative to the teacher's squared norm,
+    D_l = Σ_i ‖s_li − t_li‖² / Σ_i ‖t_li‖²,
+averaged over the modules (the relative form makes modules of different scale count alike; TinyBERT,
+Jiao et al. 2020, §3.1, uses the plain MSE of hidden states). For an output ``[B, T, ...]`` of a
+text batch the rows i are its real tokens (padding, attention mask 0, is left out: the model's
+output ignores it); for any other output (a Conv2d's ``[B, C, H, W]``) every entry counts.
+
 Token outputs ``[B, T, V]``: every KD loss compares one row per predicted position, ``[N, V]``,
 so it is a mean per token, not per sequence; with next-token targets the positions are those
 with a target (padding and the stream's last token are left out), else all ``B·T`` positions.
@@ -27,18 +36,23 @@ from torch.nn import functional as F
 
 from compress.curvature.losses import cross_entropy
 from compress.data.text import IGNORE_INDEX
+from compress.errors import ConfigError
 from compress.finetune.spec import FinetuneSpec
 
 
 @dataclass(frozen=True)
 class Reference:
-    """What a batch's loss compares the student's output with."""
+    """What a batch's loss compares the student's output with: labels, the teacher's output, the
+    teacher's features (with ``kd_layers``) and the batch's real tokens (text batches)."""
 
     labels: torch.Tensor | None
     teacher: torch.Tensor | None
+    teacher_features: tuple[torch.Tensor, ...] | None = None
+    tokens: torch.Tensor | None = None
 
 
-TrainingLoss = Callable[[torch.Tensor, Reference], torch.Tensor]
+Features = tuple[torch.Tensor, tuple[torch.Tensor, ...]]  # (output, features): ``WithFeatures``
+TrainingLoss = Callable[[torch.Tensor | Features, Reference], torch.Tensor]
 
 
 def logit_distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -55,6 +69,23 @@ def cosine_distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.T
 
 def mse_distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(student, teacher)
+
+
+def feature_distillation(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...],
+                         tokens: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over modules of Σ‖s − t‖² / Σ‖t‖² over the real tokens (module docstring)."""
+    return torch.stack([relative_squared_error(s, t, tokens) for s, t in zip(student, teacher, strict=True)]).mean()
+
+
+def relative_squared_error(student: torch.Tensor, teacher: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:
+    """Σ‖s − t‖² / Σ‖t‖², over the rows of real tokens when ``tokens`` [B, T] indexes the output."""
+    if student.shape != teacher.shape:
+        raise ConfigError(f"finetune.kd_layers: a module's output has shape {list(student.shape)} in the student "
+                          f"but {list(teacher.shape)} in the teacher; match modules of equal output shape")
+    if tokens is not None and student.ndim >= 3 and student.shape[:2] == tokens.shape:
+        student, teacher = student[tokens], teacher[tokens]
+    teacher = teacher.to(student.dtype)
+    return (student - teacher).square().sum() / teacher.square().sum().clamp_min(torch.finfo(student.dtype).tiny)
 
 
 def distillation_loss(spec: FinetuneSpec) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -74,7 +105,21 @@ def token_rows(output: torch.Tensor, labels: torch.Tensor | None) -> torch.Tenso
 
 
 def training_loss(spec: FinetuneSpec, has_labels: bool) -> TrainingLoss:
-    """The loss of ``spec.mode`` given whether the data has labels (checked by the caller)."""
+    """The loss of ``spec.mode`` given whether the data has labels (checked by the caller); with
+    ``kd_layers`` the model's output is ``(output, features)`` and the feature term is added."""
+    loss = _output_loss(spec, has_labels)
+    if not spec.uses_features:
+        return loss
+    weight = spec.kd_layers_weight
+
+    def with_features(output: Features, ref: Reference) -> torch.Tensor:
+        final, features = output
+        return loss(final, ref) + weight * feature_distillation(features, ref.teacher_features, ref.tokens)
+
+    return with_features
+
+
+def _output_loss(spec: FinetuneSpec, has_labels: bool) -> TrainingLoss:
     kd = distillation_loss(spec)
 
     def distill(output: torch.Tensor, ref: Reference) -> torch.Tensor:

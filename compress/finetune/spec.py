@@ -3,6 +3,13 @@
 Modes: ``qat`` trains on the task loss (cross-entropy, needs labels); ``kd`` on the distillation
 loss against a teacher; ``qat+kd`` on (1 − kd_weight)·task + kd_weight·KD (Hinton et al. 2015),
 or on KD alone when the data has no labels.
+
+Intermediate-layer (feature) distillation, ``kd_layers``: ``none`` (the default: the model's output
+only), ``blocks`` (the output of every repeated block: the entries of the model's outermost
+``nn.ModuleList`` containers, e.g. a transformer's layers) or a list of module names (any modules
+whose outputs have the same shape in teacher and student, e.g. compressed Linear/Conv2d layers).
+Their loss (``compress.finetune.losses.feature_distillation``) is added to the KD loss with weight
+``kd_layers_weight``; it needs a teacher (mode kd or qat+kd).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from compress.errors import ConfigError
 MODES = ("qat", "kd", "qat+kd")
 OPTIMIZERS = ("sgd", "adamw")
 KD_LOSSES = ("logits", "cosine", "mse")
+KD_LAYER_CHOICES = ("none", "blocks")
 
 
 @dataclass(frozen=True)
@@ -34,8 +42,12 @@ class FinetuneSpec:
     kd_weight: float = 0.5
     sharpness_every: int = 50  # steps; 0 = no tracking
     seed: int = 0
+    kd_layers: str | tuple[str, ...] = "none"  # none | blocks | module names (module docstring)
+    kd_layers_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.kd_layers, list):  # YAML and JSON give lists; the spec is frozen and hashable
+            object.__setattr__(self, "kd_layers", tuple(self.kd_layers))
         problems = [f"{name}: {why}" for name, why in self._problems()]
         if problems:
             raise ConfigError("invalid finetune spec: " + "; ".join(problems))
@@ -59,15 +71,29 @@ class FinetuneSpec:
             ("sharpness_every", _is_int(self.sharpness_every) and self.sharpness_every >= 0,
              f"{self.sharpness_every!r} must be an integer >= 0"),
             ("seed", _is_int(self.seed), f"{self.seed!r} must be an integer"),
+            ("kd_layers", _is_layer_choice(self.kd_layers),
+             f"{self._layers_shown()!r} must be none, blocks or a non-empty list of distinct module names"),
+            ("kd_layers", self.kd_layers == "none" or self.mode != "qat",
+             f"{self._layers_shown()!r} must be none with mode qat (feature distillation needs a teacher)"),
+            ("kd_layers_weight", _is_number(self.kd_layers_weight) and self.kd_layers_weight > 0,
+             f"{self.kd_layers_weight!r} must be > 0"),
         ]
         return [(name, why) for name, ok, why in checks if not ok]
+
+    def _layers_shown(self) -> object:
+        """kd_layers as the recipe spells it (a list, not the tuple it is kept as)."""
+        return list(self.kd_layers) if isinstance(self.kd_layers, tuple) else self.kd_layers
 
     @property
     def uses_teacher(self) -> bool:
         return self.mode != "qat"
 
+    @property
+    def uses_features(self) -> bool:
+        return self.kd_layers != "none"
+
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return {**asdict(self), "kd_layers": self._layers_shown()}
 
     @staticmethod
     def from_dict(payload: dict) -> FinetuneSpec:
@@ -116,6 +142,13 @@ class FinetuneResult:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_layer_choice(value: object) -> bool:
+    if isinstance(value, str):
+        return value in KD_LAYER_CHOICES
+    names = value if isinstance(value, tuple) else ()
+    return bool(names) and all(isinstance(n, str) and n for n in names) and len(set(names)) == len(names)
 
 
 def _is_number(value: object) -> bool:

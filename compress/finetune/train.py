@@ -14,6 +14,10 @@ training loss a fixed function of the weights, which the sharpness measurement n
 the loss of a global batch independent of how torchrun splits it over ranks. We freeze in every
 mode, not only QAT, for those last two reasons. Dropout stays active (seeded; under torchrun
 each rank draws its own masks, so only dropout-free models match single-process runs exactly).
+
+Feature distillation (``kd_layers``): teacher and student both run as ``WithFeatures`` over the
+matched modules (``compress.finetune.features``), so the loss, the sharpness and the gradients all
+see the same ``(output, features)``; checkpoints hold the student's own state dict.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from compress.data.source import Batch, DataSource
 from compress.errors import InputError
 from compress.finetune.checkpoint import load_latest, save_checkpoint
 from compress.finetune.distributed import barrier, process_group, wrap
+from compress.finetune.features import WithFeatures, feature_layers
 from compress.finetune.losses import Reference, TrainingLoss, training_loss
 from compress.finetune.order import epoch_order, global_batch, load_batch, rank_slice
 from compress.finetune.sharpness import (
@@ -44,6 +49,7 @@ from compress.finetune.sharpness import (
 )
 from compress.finetune.spec import FinetuneResult, FinetuneSpec, SharpnessPoint
 from compress.progress import progress_bar
+from compress.reconstruct.stats import token_mask
 
 SHARPNESS_BATCHES = 4  # global batches for the initial λ_max; tracking uses the first of them
 
@@ -83,16 +89,18 @@ def finetune_(student: nn.Module, teacher: nn.Module | None, train: DataSource, 
     checkpoint in ``checkpoint_dir`` when there is one. Seeds torch and ``random`` with spec.seed."""
     begin = time.perf_counter()
     _check_inputs(teacher, train, spec)
+    names = feature_layers(teacher, student, spec.kd_layers) if spec.uses_features else ()
+    trained = _with_features(student, names)
     with process_group() as (rank, world):
-        context = _Context(None if teacher is None else teacher.eval(), train, spec,
+        context = _Context(None if teacher is None else _with_features(teacher.eval(), names), train, spec,
                            training_loss(spec, train.has_targets), _steps_per_epoch(train, spec, world), rank, world)
         torch.manual_seed(spec.seed)
         random.seed(spec.seed)
         freeze_batchnorm_(student)
         probe = _probe_data(context) if spec.lr == "auto" or spec.sharpness_every else None
-        run = _start(student, probe, context, checkpoint_dir)
+        run = _start(trained, probe, context, checkpoint_dir)
         barrier(world)
-        _loop(wrap(student, world), student, run, probe, context, checkpoint_dir)
+        _loop(wrap(trained, world), trained, run, probe, context, checkpoint_dir)
     student.eval()
     return FinetuneResult(
         steps=run.total, epochs_run=run.total / context.steps_per_epoch, lr=run.lr,
@@ -102,7 +110,8 @@ def finetune_(student: nn.Module, teacher: nn.Module | None, train: DataSource, 
 
 
 def _start(student: nn.Module, probe: ProbeData | None, context: _Context, checkpoint_dir: Path | None) -> _Run:
-    """A fresh run (lr given or from the sharpness) or one restored from the newest checkpoint."""
+    """A fresh run (lr given or from the sharpness) or one restored from the newest checkpoint;
+    ``student`` is the trained module (``WithFeatures`` with kd_layers)."""
     spec = context.spec
     total = min(context.steps_per_epoch * spec.epochs, spec.max_steps or context.steps_per_epoch * spec.epochs)
     state = _resume_state(checkpoint_dir, spec)
@@ -112,7 +121,7 @@ def _start(student: nn.Module, probe: ProbeData | None, context: _Context, check
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     run = _Run(optimizer, scheduler, lr, initial, total, sharpness_seconds=time.perf_counter() - begin)
     if state is not None:
-        student.load_state_dict(state["model"])
+        _own(student).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         run.history = [SharpnessPoint(**point) for point in state["history"]]
@@ -123,7 +132,8 @@ def _start(student: nn.Module, probe: ProbeData | None, context: _Context, check
 
 def _loop(model: nn.Module, student: nn.Module, run: _Run, probe: ProbeData | None, context: _Context,
           checkpoint_dir: Path | None) -> None:
-    """Steps until ``run.total``: track the sharpness, step, checkpoint (rank 0)."""
+    """Steps until ``run.total``: track the sharpness, step, checkpoint (rank 0); ``model`` is
+    ``student`` or its DDP wrapper."""
     spec = context.spec
     with progress_bar(f"finetune {spec.mode} (lr {run.lr:.3g})", run.total - run.step) as advance:
         while run.step < run.total:
@@ -137,6 +147,15 @@ def _loop(model: nn.Module, student: nn.Module, run: _Run, probe: ProbeData | No
             advance(1, f"loss {run.losses[-1]:.4g} lr {run.scheduler.get_last_lr()[0]:.3g}")
             if checkpoint_dir is not None and context.rank == 0 and run.step % spec.checkpoint_every == 0:
                 save_checkpoint(checkpoint_dir, run.step, _state(student, run, context))
+
+
+def _with_features(model: nn.Module, names: tuple[str, ...]) -> nn.Module:
+    return WithFeatures(model, names) if names else model
+
+
+def _own(model: nn.Module) -> nn.Module:
+    """The model itself, not its ``WithFeatures`` wrapper (checkpoints hold its state dict)."""
+    return model.model if isinstance(model, WithFeatures) else model
 
 
 def freeze_batchnorm_(model: nn.Module) -> nn.Module:
@@ -166,10 +185,13 @@ def _steps_per_epoch(train: DataSource, spec: FinetuneSpec, world: int) -> int:
 
 def _batch_on_rank(context: _Context, indices: torch.Tensor) -> tuple[Batch, Reference]:
     shard = load_batch(context.train, rank_slice(indices, context.rank, context.world))
-    teacher = None
-    if context.spec.uses_teacher:
-        with torch.no_grad():
-            teacher = context.teacher(*shard.inputs).detach()
+    if not context.spec.uses_teacher:
+        return shard, Reference(shard.targets, None)
+    with torch.no_grad():
+        teacher = context.teacher(*shard.inputs)
+    if isinstance(context.teacher, WithFeatures):
+        output, features = teacher
+        return shard, Reference(shard.targets, output, features, token_mask(shard.inputs))
     return shard, Reference(shard.targets, teacher)
 
 
@@ -234,7 +256,7 @@ def _resume_state(checkpoint_dir: Path | None, spec: FinetuneSpec) -> dict | Non
 
 def _state(student: nn.Module, run: _Run, context: _Context) -> dict:
     epoch, position = divmod(run.step, context.steps_per_epoch)
-    return {"model": student.state_dict(), "optimizer": run.optimizer.state_dict(),
+    return {"model": _own(student).state_dict(), "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(), "spec": context.spec.to_dict(), "lr": run.lr,
             "initial_sharpness": run.initial_sharpness, "data": {"epoch": epoch, "position": position},
             "history": [asdict(point) for point in run.history], "losses": list(run.losses)}

@@ -26,6 +26,7 @@ TYPES = {
     "str": (lambda v: isinstance(v, str), "a string"),
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "None": (lambda v: v is None, "null"),
+    "tuple[str, ...]": (lambda v: isinstance(v, list), "a list of strings"),
 }
 
 

@@ -199,6 +199,7 @@ def _finetune(section: object, problems: Problems) -> dict | None:
         problems.refuse("finetune", section, "null or a mapping")
         return None
     allowed = field_names(FinetuneSpec)
+    before = len(problems.items)
     problems.unknown_keys("finetune", section, allowed)
     mode = section.get("mode", FinetuneSpec.mode)
     if mode not in (NO_FINETUNE, *MODES):
@@ -206,7 +207,20 @@ def _finetune(section: object, problems: Problems) -> dict | None:
     for name, value in section.items():
         if name in allowed and name != "mode":
             check_field(FinetuneSpec, name, value, f"finetune.{name}", problems)
-    return None if mode == NO_FINETUNE else dict(section)
+    if mode == NO_FINETUNE:
+        return None
+    if len(problems.items) == before:
+        _check_finetune_combination(section, problems)
+    return dict(section)
+
+
+def _check_finetune_combination(section: dict, problems: Problems) -> None:
+    """Fields each legal alone may still clash (kd_layers with mode qat)."""
+    try:
+        FinetuneSpec(**section)
+    except ConfigError as exc:
+        problems.add("finetune", "this combination is not allowed: "
+                     + yaml_words(str(exc).removeprefix("invalid finetune spec: ")))
 
 
 def _export(section: object, problems: Problems) -> dict:
