@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from compress.curvature.batching import curvature_batch_size
 from compress.curvature.gauss_newton import estimate_gauss_newton_traces
 from compress.curvature.gram import gram_applies, gram_lanczos, spectral_density
 from compress.curvature.kfac_estimate import KRONECKER_METHODS, kronecker_curvature
@@ -33,7 +34,7 @@ METHODS = ("auto", "hutchinson", "gauss-newton", "kfac", "kflr")
 @dataclass(frozen=True)
 class CurvatureSpec:
     loss: str = "auto"  # ce when the data has targets, else distill
-    batch_size: int = 128
+    batch_size: int = 128  # at most; token data is read in smaller batches when padding dominates (batching.py)
     max_samples: int | None = None  # None: all the given data; else a seeded random subset
     method: str = "auto"  # gauss-newton for distill (its Hessian), else hutchinson; kfac/kflr: Kronecker-factored
     product: str = "reverse-over-reverse"  # with reuse_graphs, the cheapest product measured here
@@ -66,6 +67,7 @@ def estimate_curvature(model: nn.Module, data: DataSource, spec: CurvatureSpec =
     if chosen is not None:
         data = data.subset(chosen, f"{data.name}[random {len(chosen)}]")
         batch_size = subset_batch_size(len(chosen), batch_size)
+    batch_size = curvature_batch_size(data, batch_size)
     model = model.eval()
     operator = prepare_operator(model, data, loss, batch_size, spec.product, spec.allow_nondeterministic,
                                 spec.reuse_graphs)
