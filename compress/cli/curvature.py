@@ -35,7 +35,9 @@ def add_model_data_options(parser: argparse.ArgumentParser, max_samples: int | N
     group.add_argument("--weights", metavar="PATH", help="state_dict file to load into MODEL (weights_only)")
     add_text_options(group)
     group.add_argument("--max-samples", type=int, default=max_samples, metavar="N", help=max_samples_help)
-    group.add_argument("--batch-size", type=int, default=128, metavar="N", help="batch size (default 128)")
+    group.add_argument("--batch-size", type=int, default=128, metavar="N",
+                       help="batch size (default 128; token data is read in batches halved while more than a "
+                            "quarter of the slots would be padding, down to 16)")
 
 
 def add_text_options(group: argparse._ActionsContainer, task: bool = True) -> None:
