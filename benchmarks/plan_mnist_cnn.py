@@ -127,6 +127,7 @@ def main() -> None:
             points.append((predicted(plan_for, allocation),
                            measure(base, allocation, heldout, calibration, method)["loss"] - reference["loss"]))
         report["spearman_predicted_vs_measured"][kind] = float(spearmanr(*zip(*points)).statistic)
+        report.setdefault("predicted_vs_measured_points", {})[kind] = [[float(p), float(m)] for p, m in points]
     for budget in (3.0, 2.5):
         row = report["budgets"][str(budget)]
         for bits in sorted({int(np.floor(budget)), int(np.ceil(budget))}):
