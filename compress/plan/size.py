@@ -86,15 +86,20 @@ class SizeModel:
 
     def total_bits(self, choices: dict[str, LayerOption]) -> float:
         """The deployed model's stored bits for one option per planned layer."""
-        folded = any(o.bits is not None or o.act_bits is not None for o in choices.values())
+        folded = _folds_batchnorm(choices)
         return self.fixed_bits + sum(self.layer_bits(n, o, folded) for n, o in choices.items())
 
     def graph_bytes(self, choices: dict[str, LayerOption]) -> int:
         """The predicted ONNX graph beside the stored bits (``costs.graph_bytes``): a layer has a
         bias where it has one or apply folds a BatchNorm into it."""
-        folded = any(o.bits is not None or o.act_bits is not None for o in choices.values())
+        folded = _folds_batchnorm(choices)
         return graph_bytes((option, self.model.get_submodule(name).bias is not None or (name in self.norms and folded))
                            for name, option in choices.items())
+
+
+def _folds_batchnorm(choices: dict[str, LayerOption]) -> bool:
+    """Apply folds the BatchNorms into their layers when any planned layer is quantized."""
+    return any(o.bits is not None or o.act_bits is not None for o in choices.values())
 
 
 def size_model(model: nn.Module, names: list[str], channels: ChannelPlan) -> SizeModel:

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from compress.atomic import atomic_path
-from compress.export.compact_graph import PARAMETER_SUFFIXES, node_labels
 from compress.backends.ort.session import ort_session
+from compress.export.compact_graph import PARAMETER_SUFFIXES, node_labels
 
 FUSED_OPS = (
     "QLinearConv", "QLinearMatMul", "QGemm", "MatMulInteger", "MatMulIntegerToFloat", "ConvInteger",
