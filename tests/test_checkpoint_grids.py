@@ -202,3 +202,20 @@ def test_the_json_is_a_few_hundred_bytes_per_layer_whatever_the_width(tmp_path: 
         sizes[width] = written.files["info_bytes"]
     assert abs(sizes[256] - sizes[32]) < 16, sizes
     assert sizes[256] / 36 < 1500, sizes
+
+
+def test_eval_and_the_report_show_the_checkpoint_directory_on_disk(tmp_path: Path) -> None:
+    from compress.pipeline.evaluate import evaluate_model
+    from compress.report.inputs import ReportInputs, Variant
+    from compress.report.tables import variants_table
+
+    path, model, _ = _saved(tmp_path, _spec(tmp_path))
+    labels = torch.arange(4) % 10
+    result = evaluate_model(str(path), (_inputs(), labels))
+    assert result.checkpoint_bytes == sum(p.stat().st_size for p in path.iterdir())
+    assert evaluate_model(model, (_inputs(), labels)).checkpoint_bytes is None
+    inputs = ReportInputs("m", (Variant("fp32", "accuracy", 0.9, 0.08),
+                                Variant("ckpt", "accuracy", 0.9, 0.02, checkpoint_bytes=result.checkpoint_bytes)))
+    table = variants_table(inputs)
+    assert "checkpoint files (MB, on disk)" in table.headers
+    assert table.rows[1][table.headers.index("checkpoint files (MB, on disk)")] == f"{result.checkpoint_bytes / 1e6:.4g}"

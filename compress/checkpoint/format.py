@@ -97,6 +97,15 @@ def is_checkpoint(path: Path) -> bool:
     return path.is_dir() and (path / INFO_FILE).is_file()
 
 
+def directory_bytes(path: Path) -> int:
+    """Bytes on disk of the checkpoint directory ``path``, measured, whatever its version:
+    ``compressed.json``, the tensor file and its layout (or a version-1 ``weights.pt``)."""
+    from compress.pack.state import layout_path
+
+    files = (INFO_FILE, WEIGHTS_FILE, layout_path(path / WEIGHTS_FILE).name, PICKLED_WEIGHTS_FILE)
+    return sum((path / name).stat().st_size for name in files if (path / name).is_file())
+
+
 def save_checkpoint(model: nn.Module, info: CheckpointInfo, out_dir: Path) -> CheckpointInfo:
     """Write the packed weights then the info (its quantization records without the weight
     grids, ``quant_grids.stored_quant``), each atomically: a crash leaves no directory that looks
