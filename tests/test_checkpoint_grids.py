@@ -217,5 +217,5 @@ def test_eval_and_the_report_show_the_checkpoint_directory_on_disk(tmp_path: Pat
     inputs = ReportInputs("m", (Variant("fp32", "accuracy", 0.9, 0.08),
                                 Variant("ckpt", "accuracy", 0.9, 0.02, checkpoint_bytes=result.checkpoint_bytes)))
     table = variants_table(inputs)
-    assert "checkpoint files (MB, on disk)" in table.headers
-    assert table.rows[1][table.headers.index("checkpoint files (MB, on disk)")] == f"{result.checkpoint_bytes / 1e6:.4g}"
+    assert "checkpoint on disk (MB)" in table.headers
+    assert table.rows[1][table.headers.index("checkpoint on disk (MB)")] == f"{result.checkpoint_bytes / 1e6:.4g}"

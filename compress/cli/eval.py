@@ -53,7 +53,7 @@ def _print_result(result: "object") -> None:
     files = [] if result.checkpoint_bytes is None else [f"{result.checkpoint_bytes / 1e6:.3f}"]
     for column in ("samples", result.metric, *(["KL / token"] if kl else []), "params", "size (MB)",
                    *(["+ ONNX graph (MB, predicted)"] if graph else []),
-                   *(["checkpoint files (MB, on disk)"] if files else []), "seconds"):
+                   *(["on disk (MB)"] if files else []), "seconds"):
         table.add_column(column, justify="right")
     value = f"{100 * result.value:.2f}%" if result.metric == "accuracy" else f"{result.value:.5f}"
     table.add_row(str(result.num_samples), value, *kl, f"{result.num_params:,}", f"{result.size_mb:.3f}", *graph,

@@ -47,7 +47,7 @@ def variants_table(inputs: ReportInputs) -> Table:
     graph = any(v.graph_bytes is not None for v in inputs.variants)
     files = any(v.checkpoint_bytes is not None for v in inputs.variants)
     headers = ("variant", "quality", "size (MB)", *(["+ ONNX graph (MB, predicted)"] if graph else []),
-               *(["checkpoint files (MB, on disk)"] if files else []),
+               *(["checkpoint on disk (MB)"] if files else []),
                *(f"{b} batch {n}: median / p90 ms" for b, n in keys))
     rows = []
     for variant in inputs.variants:
