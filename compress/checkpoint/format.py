@@ -50,7 +50,8 @@ GRIDS_IN_WEIGHTS = 3  # the first version whose JSON leaves the weight grids to 
 class CheckpointFiles:
     """Bytes on disk of a checkpoint directory: the tensor file (of which ``header_bytes`` are
     safetensors' own header), its layout JSON and ``compressed.json`` itself; ``total_bytes``:
-    the three files, the whole directory."""
+    the three together, the checkpoint (``apply``'s resumable fine-tuning state under
+    ``checkpoints/`` is no part of it)."""
 
     tensor_bytes: int
     header_bytes: int
