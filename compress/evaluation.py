@@ -27,7 +27,9 @@ class EvalResult:
     perplexity is set; ``mean_token_kl``: a causal LM's mean per-token KL to its reference
     (None for other models or without a reference). ``size_mb`` is the stored weights;
     ``graph_bytes`` the predicted ONNX graph beside them (``onnx_graph_bytes``), a fixed cost
-    each exported file adds (None for a float model)."""
+    each exported file adds (None for a float model); ``checkpoint_bytes``: measured, the whole
+    checkpoint directory the model was loaded from (tensors, their layout and ``compressed.json``;
+    None for a model that is no checkpoint)."""
 
     model: str
     data: str
@@ -39,6 +41,7 @@ class EvalResult:
     seconds: float
     mean_token_kl: float | None = None
     graph_bytes: int | None = None
+    checkpoint_bytes: int | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {**asdict(self), self.metric: self.value}

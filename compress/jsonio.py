@@ -8,6 +8,11 @@ from pathlib import Path
 from compress.atomic import write_text
 
 
+def json_text(payload: object) -> str:
+    """``payload`` as ``write_json`` writes it: indented JSON with sorted keys, a final newline."""
+    return json.dumps(payload, indent=2, sort_keys=True) + "\n"
+
+
 def write_json(path: str | Path, payload: object) -> None:
-    """``payload`` as indented JSON with sorted keys at ``path`` (``compress.atomic``)."""
-    write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    """``json_text(payload)`` at ``path`` (``compress.atomic``)."""
+    write_text(path, json_text(payload))

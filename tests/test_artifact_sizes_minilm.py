@@ -2,8 +2,9 @@
 ``test_artifact_sizes.py``: ``recipes/minilm-w4-weight-only.yaml``'s grid (4-bit weight blocks of
 16 on every encoder Linear, float activations; rounded to nearest, since the size depends only on
 the grid), saved as a checkpoint, reloaded bit-exact and exported for ONNX Runtime (MatMulNBits):
-the tensor file within 10% of the reported size, the whole ``.onnx`` within 15% of the reported
-weights plus the predicted graph (about 20 s: MiniLM is 23M parameters)."""
+the tensor file, and since checkpoint format 3 the whole checkpoint directory with its JSON,
+within 10% of the reported size, the whole ``.onnx`` within 15% of the reported weights plus the
+predicted graph (about 20 s: MiniLM is 23M parameters)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def test_minilm_w4_artifacts_have_the_reported_size(tmp_path: Path) -> None:
     settings = recipe.quant_settings(compressible_layers(model))
     assert {(s.weight_bits, s.weight_block, s.act_bits) for s in settings.values()} == {(4, 16, None)}
     records = quantize_model_(model, settings, [])
-    save_checkpoint(model, CheckpointInfo(recipe.model["spec"], None, {}, records.to_dict()), tmp_path / "ckpt")
+    written = save_checkpoint(model, CheckpointInfo(recipe.model["spec"], None, {}, records.to_dict()), tmp_path / "ckpt")
     reloaded, _ = load_checkpoint(tmp_path / "ckpt")
     data = load_data("builtin:sentences", "heldout", "heldout")
     inputs = tuple(data.inputs)
@@ -42,6 +43,9 @@ def test_minilm_w4_artifacts_have_the_reported_size(tmp_path: Path) -> None:
     reported = model_size(reloaded)[1] * 1e6
     tensor_bytes = (tmp_path / "ckpt" / WEIGHTS_FILE).stat().st_size
     assert abs(tensor_bytes / reported - 1) <= 0.10, f"{tensor_bytes} bytes vs {reported:.0f} reported"
+    directory = sum(path.stat().st_size for path in (tmp_path / "ckpt").iterdir())  # the JSON no longer repeats the scales
+    assert written.files["total_bytes"] == directory and abs(directory / reported - 1) <= 0.10, \
+        f"checkpoint directory {directory} bytes vs {reported:.0f} reported"
     artifact = export_model(reloaded, data, tmp_path / "model.onnx", "ort")
     file_bytes = artifact.onnx.stat().st_size
     graph = onnx_graph_bytes(reloaded)

@@ -1,4 +1,4 @@
-"""The checkpoint directory: packed safetensors weights (format 2) reload into the same outputs;
+"""The checkpoint directory: packed safetensors weights (format 2 on) reload into the same outputs;
 format-1 directories (a pickled ``weights.pt``) still load; a newer format is refused in one line."""
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ def test_packed_checkpoint_reloads_to_equal_outputs(tmp_path: Path) -> None:
 
 def test_format_one_directories_still_load(tmp_path: Path) -> None:
     path, model = _saved(tmp_path)
-    reloaded, _ = load_checkpoint(path)
+    reloaded, restored = load_checkpoint(path)
     torch.save(reloaded.state_dict(), path / PICKLED_WEIGHTS_FILE)
     (path / WEIGHTS_FILE).unlink()
     info = json.loads((path / INFO_FILE).read_text())
-    (path / INFO_FILE).write_text(json.dumps({**info, "version": 1}))
+    (path / INFO_FILE).write_text(json.dumps({**info, "version": 1, "quant": restored.quant}))  # grids in the JSON
     old, _ = load_checkpoint(path)
     assert torch.equal(_outputs(old), _outputs(model))
 

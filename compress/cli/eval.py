@@ -50,10 +50,12 @@ def _print_result(result: "object") -> None:
     table = Table(title=f"compress eval: {result.model} on {result.data}")
     kl = [] if result.mean_token_kl is None else [f"{result.mean_token_kl:.4g}"]
     graph = [] if result.graph_bytes is None else [f"{result.graph_bytes / 1e6:.3f}"]
+    files = [] if result.checkpoint_bytes is None else [f"{result.checkpoint_bytes / 1e6:.3f}"]
     for column in ("samples", result.metric, *(["KL / token"] if kl else []), "params", "size (MB)",
-                   *(["+ ONNX graph (MB, predicted)"] if graph else []), "seconds"):
+                   *(["+ ONNX graph (MB, predicted)"] if graph else []),
+                   *(["on disk (MB)"] if files else []), "seconds"):
         table.add_column(column, justify="right")
     value = f"{100 * result.value:.2f}%" if result.metric == "accuracy" else f"{result.value:.5f}"
     table.add_row(str(result.num_samples), value, *kl, f"{result.num_params:,}", f"{result.size_mb:.3f}", *graph,
-                  f"{result.seconds:.2f}")
+                  *files, f"{result.seconds:.2f}")
     Console().print(table)

@@ -6,10 +6,12 @@
     weights.layout.json    which tensor is where, its dtype, shape, bit width, and the SHA-256
                            of the tensor file
 
-``read_packed_state`` returns a state dict that the rebuilt quantized model (same records)
-loads with ``strict=True`` and that makes it compute bit for bit what the written model
-computed: a weight comes back as its dequantized value (``compress.pack.codes``), not as the
-float weight it was rounded from, which is what the model stores at its real size.
+``read_packed`` returns the state dict and, per packed weight, the grid it was coded on (its
+scales and zero points as the layer held them, whether or not the state dict holds them too);
+``read_packed_state`` the state dict alone. The rebuilt quantized model (same records) loads that
+state dict with ``strict=True`` and computes bit for bit what the written model computed: a
+weight comes back as its dequantized value (``compress.pack.codes``), not as the float weight it
+was rounded from, which is what the model stores at its real size.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ LAYOUT_SUFFIX = ".layout.json"
 @dataclass(frozen=True)
 class PackedSize:
     """Bytes on disk: the tensor file (of which ``header_bytes`` are safetensors' own header)
-    and the layout JSON beside it."""
+    and the layout JSON beside it (``metadata_bytes``: that file only; a checkpoint directory adds
+    its own JSON, ``compress.checkpoint.format.CheckpointFiles``)."""
 
     tensor_bytes: int
     header_bytes: int
@@ -136,9 +139,35 @@ def _scales_entry(weight_name: str, scales: torch.Tensor, state: dict[str, torch
     return f"{weight_name}.scales"
 
 
+@dataclass(frozen=True)
+class WeightGrid:
+    """The grid a packed weight's codes are on: ``scales`` (float32, per output channel [N] or
+    per block [N, K/B]) and the ``zero_points`` of asymmetric blocks ([N, K/B], integer-valued
+    float32; None for symmetric codes), exactly as ``QuantLayer.weight_scales`` /
+    ``weight_zero_points`` gave them when the file was written."""
+
+    scales: torch.Tensor
+    zero_points: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class PackedState:
+    """What a packed tensor file holds: the state dict, and the grid of each packed weight by its
+    state-dict name."""
+
+    state: dict[str, torch.Tensor]
+    grids: dict[str, WeightGrid]
+
+
 def read_packed_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict written by ``write_packed_state``; InputError (one line) for a missing,
-    truncated or edited file, or a layout that does not match its tensors."""
+    """The state dict written by ``write_packed_state`` (``read_packed``)."""
+    return read_packed(path).state
+
+
+def read_packed(path: str | Path) -> PackedState:
+    """The state dict written by ``write_packed_state`` and the grids of its packed weights;
+    InputError (one line) for a missing, truncated or edited file, or a layout that does not
+    match its tensors."""
     path = Path(path)
     layout = _read_layout(path)
     blobs = _read_blobs(path, layout)
@@ -151,13 +180,15 @@ def read_packed_state(path: str | Path) -> dict[str, torch.Tensor]:
         cursor[entry.blob] = start + entry.size
         if entry.codes is None:
             plain[entry.name] = pieces[entry.name].reshape(entry.shape).clone()
-    state = {}
+    state, grids = {}, {}
     for entry in layout.entries:
         if entry.codes is not None:
             state[entry.name] = _decoded(entry, pieces[entry.name], plain, path)
+            grids[entry.name] = WeightGrid(plain[entry.codes.scales],
+                                           None if entry.codes.zero_points is None else plain[entry.codes.zero_points])
         elif entry.in_state:
             state[entry.name] = plain[entry.name]
-    return state
+    return PackedState(state, grids)
 
 
 def _decoded(entry: Entry, payload: torch.Tensor, plain: dict[str, torch.Tensor], path: Path) -> torch.Tensor:

@@ -22,7 +22,11 @@ def evaluate_model(model: "str | nn.Module", data: Any, reference: "str | nn.Mod
     ``task`` / ``seq_len``: an ``hf:`` model's head and the tokens per block of causal-LM text.
     A causal LM's KL is measured against ``reference`` (default for a checkpoint: its
     uncompressed model; none for a float model without one); a reference spec is loaded with the
-    same ``task``."""
+    same ``task``. A checkpoint directory's result has its bytes on disk (``checkpoint_bytes``)."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from compress.checkpoint.format import directory_bytes, is_checkpoint
     from compress.checkpoint.load import reference_model
     from compress.errors import InputError
     from compress.evaluation import evaluate
@@ -44,4 +48,7 @@ def evaluate_model(model: "str | nn.Module", data: Any, reference: "str | nn.Mod
         if ref is None and not source.has_targets:
             raise InputError(f"data {source.name} has no labels: give reference=MODEL, the model to compare "
                              f"{label}'s outputs with (a model compared with itself scores 1 whatever it is)")
-    return evaluate(module, name or label, source, ref, batch_size)
+    result = evaluate(module, name or label, source, ref, batch_size)
+    if isinstance(model, str) and is_checkpoint(Path(model)):
+        result = replace(result, checkpoint_bytes=directory_bytes(Path(model)))
+    return result

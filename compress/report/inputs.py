@@ -31,6 +31,7 @@ class Variant:
     size_mb: float | None
     latency: tuple[Latency, ...] = ()
     graph_bytes: int | None = None  # the predicted ONNX graph an exported file adds to size_mb
+    checkpoint_bytes: int | None = None  # measured: the checkpoint directory evaluated, JSON included
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,7 @@ def _variants(evals: dict[str, dict], latency: dict | None) -> tuple[Variant, ..
         metric = _field(result, "metric", f"eval result {name}")
         variants.append(Variant(name, metric, float(_field(result, "value", f"eval result {name}")),
                                 float(_field(result, "size_mb", f"eval result {name}")), tuple(timings.get(name, ())),
-                                result.get("graph_bytes")))
+                                result.get("graph_bytes"), result.get("checkpoint_bytes")))
     variants += [Variant(name, "accuracy", None, None, tuple(times)) for name, times in timings.items()
                  if name not in evals]
     return tuple(variants)

@@ -45,14 +45,18 @@ def variants_table(inputs: ReportInputs) -> Table:
     base = baseline(inputs)
     keys = latency_keys(inputs)
     graph = any(v.graph_bytes is not None for v in inputs.variants)
+    files = any(v.checkpoint_bytes is not None for v in inputs.variants)
     headers = ("variant", "quality", "size (MB)", *(["+ ONNX graph (MB, predicted)"] if graph else []),
+               *(["checkpoint on disk (MB)"] if files else []),
                *(f"{b} batch {n}: median / p90 ms" for b, n in keys))
     rows = []
     for variant in inputs.variants:
         reduction = size_reduction(variant, base)
         size = _num(variant.size_mb) + (f" ({reduction:.2f}× smaller)" if reduction and variant is not base else "")
         graph_mb = [] if not graph else [_num(None if variant.graph_bytes is None else variant.graph_bytes / 1e6)]
-        rows.append((variant.name, _quality(variant), size, *graph_mb, *(_latency(variant, base, b, n) for b, n in keys)))
+        files_mb = [] if not files else [_num(None if variant.checkpoint_bytes is None else variant.checkpoint_bytes / 1e6)]
+        rows.append((variant.name, _quality(variant), size, *graph_mb, *files_mb,
+                     *(_latency(variant, base, b, n) for b, n in keys)))
     return Table(f"Variants (baseline: {base.name if base else '—'})", headers, tuple(rows))
 
 
