@@ -47,15 +47,19 @@ class EvalResult:
         return {**asdict(self), self.metric: self.value}
 
 
+GRID_TENSORS = ("weight_scale", "fixed_weight_scales", "fixed_weight_zero_points")  # a quantized weight's grid, counted with it
+
+
 def model_size(model: "nn.Module", implied_zeros: bool = True) -> tuple[int, float]:
     """(number of parameters, megabytes (1e6 bytes) of parameters and buffers as stored). A
-    quantized layer's weight counts at its bit width with its scales, and with its zeros as
+    quantized layer's weight counts at its bit width with its scales (per channel or per block) and
+    zero points, and with its zeros as
     unstructured sparsity (a 1-bit keep-mask), as the planner counts it (``plan/costs.py``);
     ``implied_zeros`` False: zeros stored as codes like any other (a TensorRT file's dense int8)."""
     num_params = sum(p.numel() for p in model.parameters())
     compressed = {id(m.weight): m for m in model.modules() if getattr(getattr(m, "settings", None), "weight_bits", None)}
-    scales = {id(s) for m in compressed.values() if (s := getattr(m, "fixed_weight_scales", None)) is not None}
-    tensors = [t for t in [*model.parameters(), *model.buffers()] if id(t) not in scales]  # scales: with their weight
+    grids = {id(t) for m in compressed.values() for attribute in GRID_TENSORS if (t := getattr(m, attribute, None)) is not None}
+    tensors = [t for t in [*model.parameters(), *model.buffers()] if id(t) not in grids]  # grids: with their weight
     size_bits = sum(_stored_bits(compressed[id(t)], implied_zeros) if id(t) in compressed else t.numel() * t.element_size() * 8
                     for t in tensors)
     return num_params, size_bits / 8e6
@@ -78,7 +82,9 @@ def onnx_graph_bytes(model: "nn.Module", implied_zeros: bool = True) -> int | No
 def _stored_bits(layer: "nn.Module", implied_zeros: bool) -> float:
     from compress.plan.costs import storage_bits
 
-    return storage_bits(layer.weight.numel(), layer.weight.shape[0], _layer_option(layer, implied_zeros))
+    zero_points = layer.weight_zero_points()
+    return storage_bits(layer.weight.numel(), layer.weight_scales().numel(), _layer_option(layer, implied_zeros),
+                        0 if zero_points is None else zero_points.numel())
 
 
 def _layer_option(layer: "nn.Module", implied_zeros: bool):

@@ -5,7 +5,8 @@ bits with a mask zeroing the fraction s stores, per weight, the smaller of b bit
 zeros included) and 1 + (1 − s)·b bits (a keep-mask and the non-zero codes): the rule the
 checkpoint and the ONNX file follow (``compress.pack.codes.encode_codes``), so unstructured and
 2:4 sparsity save only where the mask pays for itself (channel pruning removes whole rows and
-columns, so needs none); plus one fp32 scale per output channel when quantized. Float weights
+columns, so needs none); plus one fp32 scale per output channel when quantized (per block of a row with
+``weight_block``, with an fp32 zero point per block for asymmetric blocks). Float weights
 take 32 bits each, zeros included: no artifact stores a float weight as mask and values.
 
 The ONNX file adds its graph to the weights (``graph_bytes``): the nodes the exporter writes for
@@ -42,11 +43,12 @@ def code_bits(option: LayerOption) -> float:
     return min(option.bits, 1 + (1 - sparsity) * option.bits) if sparsity > 0 else option.bits
 
 
-def storage_bits(num_weights: int, out_channels: int, option: LayerOption) -> float:
+def storage_bits(num_weights: int, scale_count: int, option: LayerOption, zero_point_count: int = 0) -> float:
     """Bits of a stored weight tensor of ``num_weights`` entries (already narrowed by any channel
-    removal) and ``out_channels`` rows."""
-    scales = 0 if option.bits is None else out_channels * SCALE_BITS
-    return num_weights * code_bits(option) + scales
+    removal) with ``scale_count`` fp32 scales (one per output row, or per block of a row) and
+    ``zero_point_count`` fp32 zero points (asymmetric blocks) when quantized."""
+    grid = 0 if option.bits is None else (scale_count + zero_point_count) * SCALE_BITS
+    return num_weights * code_bits(option) + grid
 
 
 def effective_bits(option: LayerOption, kept_fraction: float = 1.0) -> float:
