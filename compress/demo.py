@@ -28,6 +28,7 @@ INT8_RECIPE = {"version": 1, "model": {"spec": MODEL}, "data": {"calibration": D
 def run_demo(work: Path, announce: Callable[[str], None] = print) -> Path:
     """Run every stage into ``work`` (``announce`` is told each stage as it starts); returns the
     report's HTML path."""
+    from compress.checkpoint.format import read_info
     from compress.jsonio import write_json
     from compress.pipeline.apply import apply_to_checkpoint
     from compress.pipeline.evaluate import evaluate_model
@@ -44,8 +45,8 @@ def run_demo(work: Path, announce: Callable[[str], None] = print) -> Path:
     _write_yaml(INT8_RECIPE, work / "int8.yaml")
     for name, recipe in (("plan", "recipe.yaml"), ("int8", "int8.yaml")):
         announce(f"apply {recipe}")
-        applied = apply_to_checkpoint(str(work / recipe), work / name)
-        write_json(work / f"{name}.apply.json", applied.checkpoint_info().to_dict())
+        apply_to_checkpoint(str(work / recipe), work / name)
+        write_json(work / f"{name}.apply.json", read_info(work / name).to_dict())
         announce(f"eval {name}")
         write_json(work / f"{name}.eval.json", evaluate_model(str(work / name), DATA).to_dict())
         announce(f"export {name} (ort)")

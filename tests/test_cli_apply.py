@@ -29,6 +29,7 @@ def test_apply_writes_a_checkpoint_that_reloads_without_the_recipe(cli, tmp_path
     result = cli("apply", str(recipe), "-o", str(out), "--json", str(tmp_path / "apply.json"))
     assert result.code == 0, result.err
     info = json.loads((out / "compressed.json").read_text())
+    assert json.loads((tmp_path / "apply.json").read_text()) == info  # --json: the checkpoint's JSON as written
     assert info["prune"]["groups"]["conv.0"]["kept"] == 16 and info["finetune"]["steps"] == 4
     model = load_model(str(out))  # no recipe needed
     assert model.conv[0].weight.shape[0] == 16 and model.block.dw[0].weight.shape[0] == 16

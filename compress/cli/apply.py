@@ -5,6 +5,7 @@ recipe. argv → ``compress.pipeline.apply`` → print."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -35,10 +36,11 @@ def run(args: argparse.Namespace) -> int:
     applied = apply_to_checkpoint(recipe, args.output, args.resume, args.force, args.batch_size, source=args.recipe)
     if is_rank_zero():
         _print(applied, args.output)
-        if args.json:
+        if args.json:  # the checkpoint's own JSON as written (weight grids left to its weights file)
+            from compress.checkpoint.format import read_info
             from compress.jsonio import write_json
 
-            write_json(args.json, applied.checkpoint_info().to_dict())
+            write_json(args.json, read_info(Path(args.output)).to_dict())
     return 0
 
 
