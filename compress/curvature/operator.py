@@ -118,15 +118,22 @@ class CurvatureOperator:
         return output
 
     def pull_back(self, index: int, directions: torch.Tensor, output: torch.Tensor | None = None) -> torch.Tensor:
-        """Jᵀ u for each of the k rows u of ``directions`` (k x batch output), one backward pass
-        through the batch's forward graph (``output``, default ``self.output(index)``; batched
-        gradients when k > 1): k x dim."""
+        """Jᵀ u for each of the k rows u of ``directions`` (k x batch output), flat: k x dim
+        (``pull_back_params``)."""
+        return self._flatten_batched(self.pull_back_params(index, directions, output), len(directions))
+
+    def pull_back_params(self, index: int, directions: torch.Tensor,
+                         output: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
+        """Jᵀ u for each of the k rows u of ``directions`` (k x batch output), per parameter (k x
+        shape; None where the output does not use it): one backward pass through the batch's
+        forward graph (``output``, default ``self.output(index)``; batched gradients when k > 1)."""
         output, leaves = self.output(index) if output is None else output, list(self._leaves.values())
         batched = len(directions) > 1
         with torch.enable_grad(), _math_attention():
             pulled = torch.autograd.grad(output, leaves, directions if batched else directions[0],
                                          retain_graph=self.reuse_graphs, allow_unused=True, is_grads_batched=batched)
-        return self._flatten_batched(dict(zip(self.layout.names, pulled)), len(directions))
+        return {name: None if value is None else value if batched else value[None]
+                for name, value in zip(self.layout.names, pulled)}
 
     def push_forward(self, index: int, tangents: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(the batch's output, J v for each of the k tangents, k x output): forward-mode AD with
