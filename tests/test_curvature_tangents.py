@@ -1,6 +1,7 @@
-"""Jacobian-vector products with cached bilinear primals (``compress.curvature.tangents``)
-against ``torch.func.jvp``, on nets with linear layers (with and without bias, frozen), 1-3d
-convolutions with strides, padding, dilation and groups, and a tiny BERT encoder with padding."""
+"""Jacobian-vector products with cached primals (``compress.curvature.tangents``) against
+``torch.func.jvp``, on nets with linear layers (with and without bias, frozen), 1-3d convolutions
+with strides, padding, dilation and groups, an in-place change of a cached output, elementwise
+activations, and a tiny BERT encoder with padding."""
 
 import pytest
 import torch
@@ -21,7 +22,9 @@ class _ConvNet(nn.Module):
         self.head = nn.Linear(2 * 8 * 8, 5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.tanh(self.conv1d(x))  # (B, 4, 32)
+        h = self.conv1d(x)
+        h.mul_(0.5)  # in place on a cached output: recomputed every pass, still exact
+        h = torch.tanh(h)  # (B, 4, 32)
         h = torch.nn.functional.gelu(self.conv2d(h.view(-1, 4, 8, 4).repeat(1, 1, 1, 2)))  # (B, 6, 8, 8)
         h = self.conv3d(h.unsqueeze(2)).squeeze(2)  # (B, 2, 8, 8)
         return self.head(h.flatten(1))
@@ -47,16 +50,16 @@ def _cases() -> dict:
     ids = torch.randint(0, 40, (3, 9), generator=generator)
     mask = torch.ones(3, 9, dtype=torch.long)
     mask[1, 5:], mask[2, 2:] = 0, 0  # padded sequences
-    return {
-        "mlp": (_mlp, (torch.randn(5, 7, generator=generator),), lambda out: out),
-        "conv": (_ConvNet, (torch.randn(2, 3, 64, generator=generator),), lambda out: out),
-        "bert": (_tiny_bert, (ids, mask), lambda out: out.last_hidden_state),
+    return {  # the model, its inputs, its output, and its linear/conv layers + activation calls
+        "mlp": (_mlp, (torch.randn(5, 7, generator=generator),), lambda out: out, 3 + 2),
+        "conv": (_ConvNet, (torch.randn(2, 3, 64, generator=generator),), lambda out: out, 4 + 2),
+        "bert": (_tiny_bert, (ids, mask), lambda out: out.last_hidden_state, 2 * 6 + 1 + 2 + 1),  # + pooler, its tanh
     }
 
 
 def _setup(name: str):
     torch.manual_seed(0)
-    build, inputs, pick = _cases()[name]
+    build, inputs, pick, _ = _cases()[name]
     model = build().double().eval()
     inputs = tuple(x.double() if x.is_floating_point() else x for x in inputs)
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
@@ -99,8 +102,7 @@ def test_cached_jvp_equals_torch_func_jvp(name: str) -> None:
             assert (product - reference).abs().max().item() < 1e-12 * scale
             uncached = jacobian_vector_product(forward, params, tangent)[1]
             assert (uncached - reference).abs().max().item() < 1e-12 * scale
-    bilinear = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
-    assert len(primals) == len(bilinear)
+    assert len(primals) == _cases()[name][3]  # one entry per intercepted call
 
 
 @pytest.mark.parametrize("name", ["mlp", "conv"])
@@ -113,15 +115,18 @@ def test_cached_primals_save_one_product_per_bilinear_call(name: str) -> None:
             jacobian_vector_product(forward, params, _tangent(params, seed), primals)
         counts.append(counter.count)
     layers = sum(isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) for m in model.modules())
-    assert counts[0] - counts[1] == layers  # the primal product of every layer, once
+    changed_in_place = 1 if name == "conv" else 0  # conv1d's output: recomputed every pass
+    assert counts[0] - counts[1] == layers - changed_in_place  # the primal product of every other layer
     with _MatrixProducts() as counter:
         jvp(forward, (params,), (_tangent(params, 0),))
     assert counter.count >= counts[0]  # torch.func.jvp runs at least as many
 
 
 def test_a_cache_from_another_forward_is_refused() -> None:
+    _, conv_params, conv_forward = _setup("conv")
+    primals: list = []
+    jacobian_vector_product(conv_forward, conv_params, _tangent(conv_params, 0), primals)
     _, params, forward = _setup("mlp")
-    primals = [torch.zeros(5, 99, dtype=torch.float64)]  # not this net's first layer's output
     with pytest.raises(RuntimeError, match="changed between passes"):
         jacobian_vector_product(forward, params, _tangent(params, 0), primals)
 
