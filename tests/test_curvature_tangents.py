@@ -24,14 +24,15 @@ class _ConvNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1d(x)
         h.mul_(0.5)  # in place on a cached output: recomputed every pass, still exact
-        h = torch.tanh(h)  # (B, 4, 32)
+        h = torch.tanh(h) + h  # (B, 4, 32); the add reads the changed output itself
         h = torch.nn.functional.gelu(self.conv2d(h.view(-1, 4, 8, 4).repeat(1, 1, 1, 2)))  # (B, 6, 8, 8)
         h = self.conv3d(h.unsqueeze(2)).squeeze(2)  # (B, 2, 8, 8)
         return self.head(h.flatten(1))
 
 
 def _mlp() -> nn.Module:
-    model = nn.Sequential(nn.Linear(7, 16), nn.Tanh(), nn.Linear(16, 16, bias=False), nn.GELU(), nn.Linear(16, 3))
+    model = nn.Sequential(nn.Linear(7, 16), nn.Tanh(), nn.Linear(16, 16, bias=False), nn.GELU(), nn.Linear(16, 3),
+                          nn.ReLU(inplace=True))  # changes the cached output of the last layer in place
     model[2].weight.requires_grad_(False)  # frozen: no tangent for it
     return model
 
@@ -50,16 +51,16 @@ def _cases() -> dict:
     ids = torch.randint(0, 40, (3, 9), generator=generator)
     mask = torch.ones(3, 9, dtype=torch.long)
     mask[1, 5:], mask[2, 2:] = 0, 0  # padded sequences
-    return {  # the model, its inputs, its output, and its linear/conv layers + activation calls
-        "mlp": (_mlp, (torch.randn(5, 7, generator=generator),), lambda out: out, 3 + 2),
-        "conv": (_ConvNet, (torch.randn(2, 3, 64, generator=generator),), lambda out: out, 4 + 2),
-        "bert": (_tiny_bert, (ids, mask), lambda out: out.last_hidden_state, 2 * 6 + 1 + 2 + 1),  # + pooler, its tanh
+    return {  # the model, its inputs, its output, its linear/conv layers + activation calls, those changed in place
+        "mlp": (_mlp, (torch.randn(5, 7, generator=generator),), lambda out: out, 3 + 2, 1),
+        "conv": (_ConvNet, (torch.randn(2, 3, 64, generator=generator),), lambda out: out, 4 + 2, 1),
+        "bert": (_tiny_bert, (ids, mask), lambda out: out.last_hidden_state, 2 * 6 + 1 + 2 + 1, 0),  # + pooler, tanh
     }
 
 
 def _setup(name: str):
     torch.manual_seed(0)
-    build, inputs, pick, _ = _cases()[name]
+    build, inputs, pick, _, _ = _cases()[name]
     model = build().double().eval()
     inputs = tuple(x.double() if x.is_floating_point() else x for x in inputs)
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
@@ -115,7 +116,7 @@ def test_cached_primals_save_one_product_per_bilinear_call(name: str) -> None:
             jacobian_vector_product(forward, params, _tangent(params, seed), primals)
         counts.append(counter.count)
     layers = sum(isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) for m in model.modules())
-    changed_in_place = 1 if name == "conv" else 0  # conv1d's output: recomputed every pass
+    changed_in_place = _cases()[name][4]  # those outputs are recomputed every pass
     assert counts[0] - counts[1] == layers - changed_in_place  # the primal product of every other layer
     with _MatrixProducts() as counter:
         jvp(forward, (params,), (_tangent(params, 0),))

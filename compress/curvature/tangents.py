@@ -62,7 +62,8 @@ class _CachedPrimalTangents(TorchFunctionMode):
         kwargs = dict(kwargs or {})
         if func in BILINEAR:
             return self._bilinear(func, list(args), kwargs)
-        if func in ELEMENTWISE and args and not kwargs.get("inplace", False):
+        in_place = kwargs.get("inplace", False) or any(arg is True for arg in args[1:])  # F.relu(x, True)
+        if func in ELEMENTWISE and args and not in_place:
             return self._elementwise(func, args[0], args[1:], kwargs)
         return func(*args, **kwargs)
 
