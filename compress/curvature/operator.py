@@ -52,7 +52,7 @@ class CurvatureOperator:
     layout: ParamLayout = field(init=False)
     _graphs: dict = field(init=False, default_factory=dict)  # batch index -> gradient with its graph
     _outputs: dict = field(init=False, default_factory=dict)  # batch index -> output with its forward graph
-    _primals: dict = field(init=False, default_factory=dict)  # batch index -> its bilinear layers' outputs
+    _primals: dict = field(init=False, default_factory=dict)  # batch index -> its J v cache (tangents.py)
 
     def __post_init__(self) -> None:
         self.layout = ParamLayout.of(self.model)
@@ -137,8 +137,8 @@ class CurvatureOperator:
 
     def push_forward(self, index: int, tangents: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(the batch's output, J v for each of the k tangents, k x output): forward-mode AD with
-        the bilinear layers' primal outputs cached per batch when ``reuse_graphs``
-        (``compress.curvature.tangents``; memory: those outputs), so later products compute
+        the linear/convolution outputs and activations cached per batch when ``reuse_graphs``
+        (``compress.curvature.tangents``; memory: those values), so later products compute
         tangents only."""
         batch = self.batches[index]
         primals = self._primals.setdefault(index, []) if self.reuse_graphs else None
