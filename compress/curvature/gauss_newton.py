@@ -14,7 +14,7 @@ For self-distillation at the start point G is the Hessian exactly; for ReLU nets
 Hessian block equals its GGN block; for smooth nets with cross-entropy they differ.
 
 ``probes_per_pass`` probes go through each batch's kept forward graph in one batched backward
-pass (``CurvatureOperator.pull_back``).
+pass (``CurvatureOperator.pull_back_params``).
 """
 
 from __future__ import annotations
@@ -70,6 +70,6 @@ def _probe_samples(operator: CurvatureOperator, factor: Callable, generator: tor
         output = operator.output(index)
         probes = rademacher(count * output.numel(), generator, output.dtype).view(count, *output.shape)
         directions = torch.stack([factor(output, probe) for probe in probes]) / operator.total_samples**0.5
-        pulled = operator.pull_back(index, directions, output)
-        samples[:, operator.batch_ids[index]] = torch.stack([operator.layout.block_dots(p, p) for p in pulled])
+        pulled = operator.pull_back_params(index, directions, output)
+        samples[:, operator.batch_ids[index]] = operator.layout.block_squared_norms(pulled, count)
     return samples

@@ -11,8 +11,9 @@ Hv = Σ_b (n_b / N) ∇²ℓ_b(θ) v, computed per batch without forming ∇²�
 - ``ggn``: Gauss-Newton product Gv = Jᵀ ∇²_f ℓ J v (Schraudolph 2002), jvp → output Hessian → vjp.
 
 ``matmat`` multiplies k vectors in one pass per batch (batched gradients through the kept graphs,
-``vmap`` over forward-mode tangents); ``pull_back`` (Jᵀu) and ``push_forward`` (Jv) are the
-output-space halves the Gauss-Newton probes and the Gram spectrum use.
+``vmap`` over forward-mode tangents); ``pull_back`` / ``pull_back_all`` (Jᵀu) and ``push_forward``
+(Jv, tangents only after the first call, ``compress.curvature.tangents``) are the output-space
+halves the Gauss-Newton probes and the Gram spectrum use.
 
 The model is evaluated in eval mode at fixed weights. Under ``torch.distributed`` each rank holds
 a shard of the batches and products are summed across ranks, so every rank sees the same Hv.
@@ -31,6 +32,7 @@ from torch.func import functional_call, grad, jvp, vmap
 from compress.curvature.distributed import all_reduce_sum
 from compress.curvature.losses import LossFn
 from compress.curvature.params import ParamLayout
+from compress.curvature.tangents import jacobian_vector_product
 from compress.data.source import Batch
 
 @dataclass
@@ -50,6 +52,7 @@ class CurvatureOperator:
     layout: ParamLayout = field(init=False)
     _graphs: dict = field(init=False, default_factory=dict)  # batch index -> gradient with its graph
     _outputs: dict = field(init=False, default_factory=dict)  # batch index -> output with its forward graph
+    _primals: dict = field(init=False, default_factory=dict)  # batch index -> its J v cache (tangents.py)
 
     def __post_init__(self) -> None:
         self.layout = ParamLayout.of(self.model)
@@ -115,23 +118,51 @@ class CurvatureOperator:
         return output
 
     def pull_back(self, index: int, directions: torch.Tensor, output: torch.Tensor | None = None) -> torch.Tensor:
-        """Jᵀ u for each of the k rows u of ``directions`` (k x batch output), one backward pass
-        through the batch's forward graph (``output``, default ``self.output(index)``; batched
-        gradients when k > 1): k x dim."""
+        """Jᵀ u for each of the k rows u of ``directions`` (k x batch output), flat: k x dim
+        (``pull_back_params``)."""
+        return self._flatten_batched(self.pull_back_params(index, directions, output), len(directions))
+
+    def pull_back_params(self, index: int, directions: torch.Tensor,
+                         output: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
+        """Jᵀ u for each of the k rows u of ``directions`` (k x batch output), per parameter (k x
+        shape; None where the output does not use it): one backward pass through the batch's
+        forward graph (``output``, default ``self.output(index)``; batched gradients when k > 1)."""
         output, leaves = self.output(index) if output is None else output, list(self._leaves.values())
         batched = len(directions) > 1
         with torch.enable_grad(), _math_attention():
             pulled = torch.autograd.grad(output, leaves, directions if batched else directions[0],
                                          retain_graph=self.reuse_graphs, allow_unused=True, is_grads_batched=batched)
-        return self._flatten_batched(dict(zip(self.layout.names, pulled)), len(directions))
+        return {name: None if value is None else value if batched else value[None]
+                for name, value in zip(self.layout.names, pulled)}
 
     def push_forward(self, index: int, tangents: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the batch's output, J v for each of the k tangents, k x output): forward-mode AD,
-        ``vmap``-ed over the tangents so the primal pass is shared."""
+        """(the batch's output, J v for each of the k tangents, k x output): forward-mode AD with
+        the linear/convolution outputs and activations cached per batch when ``reuse_graphs``
+        (``compress.curvature.tangents``; memory: those values), so later products compute
+        tangents only."""
         batch = self.batches[index]
-        outputs = vmap(lambda t: jvp(lambda p: self._forward(p, batch), (self.params,), (t,)), out_dims=(None, 0))
+        primals = self._primals.setdefault(index, []) if self.reuse_graphs else None
+        count = len(next(iter(tangents.values())))
         with _math_attention():
-            return outputs(tangents)
+            products = [jacobian_vector_product(lambda p: self._forward(p, batch), self.params,
+                                                {name: t[row] for name, t in tangents.items()}, primals)
+                        for row in range(count)]
+        return products[0][0], torch.stack([tangent for _, tangent in products])
+
+    def pull_back_all(self, directions: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Σ_b J_bᵀ u_b per parameter (k x shape) for k directions per batch (``directions[b]``:
+        k x batch b's output): one backward pass through all batches' forward graphs, the sum
+        accumulated by autograd (no flat copies per batch)."""
+        leaves, count = list(self._leaves.values()), len(directions[0])
+        outputs = [self.output(index) for index in range(len(self.batches))]
+        batched = count > 1
+        with torch.enable_grad(), _math_attention():
+            pulled = torch.autograd.grad(outputs, leaves, [u if batched else u[0] for u in directions],
+                                         retain_graph=self.reuse_graphs, allow_unused=True,
+                                         is_grads_batched=batched)
+        return {name: torch.zeros(count, *shape, dtype=self.dtype) if value is None
+                else value if batched else value[None]
+                for name, shape, value in zip(self.layout.names, self.layout.shapes, pulled)}
 
     def unflatten_batched(self, vectors: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-parameter k x shape views of k flat vectors (k x dim)."""

@@ -6,6 +6,7 @@ coordinates of those parameters in the flat vector.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import torch
@@ -53,3 +54,17 @@ class ParamLayout:
         """Per-layer inner products <a_i, b_i>, in ``layers`` order (float64)."""
         products = (a.double() * b.double())
         return torch.stack([products[start:stop].sum() for start, stop in self.layers.values()])
+
+    def block_squared_norms(self, tensors: dict[str, torch.Tensor | None], count: int) -> torch.Tensor:
+        """Per-layer ‖a_i‖² of k vectors given per parameter (k x shape each; None: zero), in
+        ``layers`` order, accumulated in float64 without a flat copy: k x layers."""
+        norms = torch.zeros(count, len(self.layers), dtype=torch.float64)
+        offset = 0
+        starts = [start for start, _ in self.layers.values()]
+        for name, shape in zip(self.names, self.shapes):
+            value = tensors[name]
+            if value is not None:
+                layer = bisect.bisect_right(starts, offset) - 1
+                norms[:, layer] += torch.linalg.vector_norm(value.reshape(count, -1), dim=1, dtype=torch.float64) ** 2
+            offset += shape.numel()
+        return norms
