@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from compress.errors import ConfigError
+from compress.errors import ConfigError, InputError
 from compress.data.source import TensorData
 from compress.plan.absorbed import AbsorbedPrices, absorbable, auto_pricing
 from compress.plan.make import PlanEvidence, PlanSpec, layer_options, make_plan
@@ -128,3 +128,5 @@ def test_pricing_is_checked_and_auto_follows_the_cost_rule() -> None:
                      PlanEvidence(reconstruction=prices.reconstruction))
     assert plan.pricing == "absorbed" and plan.layers["0"].omega_absorbed is not None
     assert make_plan(model, curvature, PlanSpec(budgets={"avg_bits": 4.0})).pricing == "isolated"  # nothing reconstructed
+    with pytest.raises(InputError, match="absorbed pricing needs"):
+        make_plan(model, curvature, PlanSpec(budgets={"avg_bits": 4.0}, pricing="absorbed"))

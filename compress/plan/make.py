@@ -330,12 +330,14 @@ def make_plan(model: nn.Module, curvature: Curvature, spec: PlanSpec, evidence: 
 
 def _pricing(spec: PlanSpec, options: dict[str, list[LayerOption]], layers: dict[str, nn.Module],
              evidence: PlanEvidence) -> str:
-    """The pricing used: isolated without reconstructions in the evidence (nothing to absorb),
-    else ``spec.pricing`` with ``auto`` resolved by its cost rule (``absorbed.auto_pricing``)."""
-    if evidence.reconstruction is None or spec.pricing == "isolated":
+    """``spec.pricing``, ``auto`` resolved: isolated without reconstructions in the evidence (apply's
+    drift rule re-fits reconstructed layers only), else by its cost rule (``absorbed.auto_pricing``)."""
+    if evidence.reconstruction is None:
+        if spec.pricing == "absorbed":
+            raise InputError("absorbed pricing needs the reconstructions apply deploys (evidence.reconstruction)")
         return "isolated"
-    if spec.pricing == "absorbed":
-        return "absorbed"
+    if spec.pricing != "auto":
+        return spec.pricing
     return auto_pricing(options, max(layer.weight[0].numel() for layer in layers.values()))
 
 
