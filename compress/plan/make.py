@@ -147,8 +147,8 @@ class LayerPlan:
     trace_converged: bool = True  # False: the trace's 95% bar reaches 0; its upper end was used
     omega_first_order: float | None = None  # Ω of the chosen option rounded to nearest / magnitude-masked
     omega_reconstructed: float | None = None  # Ω of it as apply reconstructs it (None: not reconstructed)
-    omega_absorbed: float | None = None  # Ω of it after the downstream drift re-fit (absorbed.py; None: not so priced)
     rank: int | None = None  # factorised at this rank (per group); None: kept whole
+    omega_absorbed: float | None = None  # Ω of it after the downstream drift re-fit (absorbed.py; None: not so priced)
 
     def option(self) -> LayerOption:
         return LayerOption(self.weight_bits, self.sparsity, self.pattern, self.act_bits, self.input_sparsity,
