@@ -9,12 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from compress.errors import ConfigError, InputError
 from compress.data.source import TensorData
+from compress.errors import ConfigError, InputError
 from compress.plan.absorbed import AbsorbedPrices, absorbable, auto_pricing
 from compress.plan.make import PlanEvidence, PlanSpec, layer_options, make_plan
-from compress.plan.measured import SingleLayerLoss, mean_loss
+from compress.plan.measured import SingleLayerLoss
 from compress.plan.reconstructed import Reconstructions
+from compress.plan.recipe import plan_recipe
 from compress.reconstruct.layer import ReconstructSettings
 from compress.reconstruct.sequential import reconstruct_model_
 from compress.vocab.options import LayerOption
@@ -56,7 +57,7 @@ def test_absorbed_loss_equals_apply_with_the_layer_after_refitted_in_float() -> 
     expected = measure.loss_change(applied.eval())
     got = prices.delta_loss("0", TWO_BIT)
     assert abs(got - expected) <= 1e-5 * abs(expected) + 1e-7, (got, expected)
-    assert got < 0.7 * measure._compressed_loss({"0": TWO_BIT}, reconstruct=True)  # the re-fit absorbed part
+    assert got < 0.7 * measure("0", TWO_BIT)  # the re-fit absorbed part
 
 
 def test_absorbed_loss_matches_a_least_squares_refit_written_here() -> None:
@@ -110,7 +111,7 @@ def test_the_last_layer_keeps_its_isolated_price() -> None:
     model, data = _net()
     prices, measure, _ = _prices(model, data)
     assert prices.omega("2", TWO_BIT) == prices.reconstruction.omega("2", TWO_BIT, 1.0, model[2].weight.numel())
-    assert prices.delta_loss("2", TWO_BIT) == pytest.approx(measure._compressed_loss({"2": TWO_BIT}, reconstruct=True))
+    assert prices.delta_loss("2", TWO_BIT) == pytest.approx(measure("2", TWO_BIT))
 
 
 def test_pricing_is_checked_and_auto_follows_the_cost_rule() -> None:
@@ -127,6 +128,8 @@ def test_pricing_is_checked_and_auto_follows_the_cost_rule() -> None:
     plan = make_plan(model, curvature, PlanSpec(budgets={"avg_bits": 4.0}),
                      PlanEvidence(reconstruction=prices.reconstruction))
     assert plan.pricing == "absorbed" and plan.layers["0"].omega_absorbed is not None
+    recorded = plan_recipe(plan, "model.py:net", "data.py:digits", None)["plan"]  # the recipe says how it priced
+    assert recorded["pricing"] == "absorbed" and recorded["layers"]["0"]["omega_absorbed"] == plan.layers["0"].omega_absorbed
     assert make_plan(model, curvature, PlanSpec(budgets={"avg_bits": 4.0})).pricing == "isolated"  # nothing reconstructed
     with pytest.raises(InputError, match="absorbed pricing needs"):
         make_plan(model, curvature, PlanSpec(budgets={"avg_bits": 4.0}, pricing="absorbed"))

@@ -34,7 +34,7 @@ one eigen-decomposition per downstream layer — i.e. about half an ``apply`` pe
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
