@@ -13,8 +13,10 @@ input statistics (``evidence.reconstruction``).
 
 Ω prices what apply deploys: where apply reconstructs an option (GPTQ by default, ``reconstructed.py``)
 and the evidence carries the reconstructions, Ω is the reconstructed weight's predicted loss change;
-each layer records both that and the round-to-nearest Ω. With a latency table and no latency budget,
-the plan is never slower than float in that table (Σ latency ≤ Σ FP32 latency) and, of plans of equal
+each layer records both that and the round-to-nearest Ω. With ``pricing: absorbed`` (``absorbed.py``;
+``auto`` where cheap) a reconstructed option is priced — Ω and measured ΔL — after apply's input-drift
+rule has re-fitted the layers behind it, since apply lets them absorb part of its error.
+With a latency table and no latency budget, the plan is never slower than float in that table (Σ latency ≤ Σ FP32 latency) and, of plans of equal
 predicted loss — equal to within the data's loss resolution (``PlanEvidence.loss_resolution``) — the
 faster wins (``allocation.py``'s tie-break; the whole-plan verification keeps the same rule).
 With a backend that times whole plans (``PlanEvidence.plan_latency``), measured sensitivities and no
