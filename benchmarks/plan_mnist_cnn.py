@@ -13,8 +13,11 @@ the hybrid max(Ω, measured single-layer ΔL).
 every random allocation) is applied by true-sequential GPTQ over the calibration digits, and the
 planner's Ω is the reconstructed weight's (``compress/plan/reconstructed.py``), as in
 ``compress plan``. ``--method rtn`` (the default here) rounds to nearest on both sides.
+``--pricing`` is ``PlanSpec.pricing`` (``auto``, the default, is ``absorbed`` on this model: each
+reconstructed option priced after the layers behind it are re-fitted by apply's drift rule,
+``compress/plan/absorbed.py``; ``isolated``: each layer alone on the float model).
 
-Run: python benchmarks/plan_mnist_cnn.py [--method rtn|gptq] [--json out.json]
+Run: python benchmarks/plan_mnist_cnn.py [--method rtn|gptq] [--pricing auto|absorbed|isolated] [--json out.json]
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import time
 
 import numpy as np
 import torch
@@ -93,6 +97,7 @@ def predicted(plan_for, allocation: dict[str, LayerOption]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", choices=("rtn", "gptq"), default="rtn")
+    parser.add_argument("--pricing", choices=("auto", "absorbed", "isolated"), default="auto")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     method = args.method
@@ -105,11 +110,15 @@ def main() -> None:
     reconstruction = Reconstructions(base, list(calibration.batches(256))) if method == "gptq" else None
     measured = SingleLayerLoss(base, calibration, "ce", 256, reconstruction)  # every option measured: random plans use them
     measured.measure_all([(n, o) for n, opts in layer_options(base, PlanSpec({}, bits=BITS)).items() for o in opts])
-    report = {"method": method, "fp32": reference, "budgets": {}, "spearman_predicted_vs_measured": {}}
+    report = {"method": method, "fp32": reference, "budgets": {}, "spearman_predicted_vs_measured": {}, "pricing": {}}
     for kind, extra, verify in (("trace", None, 1), ("hybrid", measured, 1), ("hybrid_verified", measured, 8)):
         def plan_for(budget: float, extra=extra, verify=verify):
-            return make_plan(base, curvature, PlanSpec(budgets={"avg_bits": budget}, bits=BITS, verify=verify),
+            return make_plan(base, curvature, PlanSpec(budgets={"avg_bits": budget}, bits=BITS, verify=verify,
+                                                       pricing=args.pricing),
                              PlanEvidence(measure=extra, reconstruction=reconstruction))
+
+        started = time.perf_counter()
+        report["pricing"][kind] = {"pricing": plan_for(100.0).pricing, "seconds": time.perf_counter() - started}
 
         for budget in (3.0, 2.5):
             plan = plan_for(budget)

@@ -72,6 +72,10 @@ def _budget_options(group) -> None:
                        help="hybrid only: measure the whole-plan calibration loss of the K allocations with the "
                        "least predicted loss and keep the best (default 8, or 1 where a layer has more than "
                        "2,048 inputs per output: each check reconstructs the whole model; 1 turns it off)")
+    group.add_argument("--pricing", choices=("auto", "absorbed", "isolated"), default="auto",
+                       help="absorbed: price each reconstructed option after apply's input-drift correction has "
+                       "re-fitted the layers behind it (about half an apply per option); isolated: each layer "
+                       "alone; auto (default): absorbed where that costs no more than verifying 8 plans")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,7 +121,7 @@ def _plan_spec(args: argparse.Namespace, how):
                      sparsities=_floats(args.sparsities, "sparsities"), patterns=_patterns(args.patterns),
                      **chosen, ranks=_floats(args.ranks, "ranks") if args.ranks else (),
                      overrides=tuple(parse_override(o) for o in args.override), sparsity_limit=args.sparsity_limit,
-                     verify=VERIFY if args.verify is None else args.verify)
+                     verify=VERIFY if args.verify is None else args.verify, pricing=args.pricing)
 
 
 def _write_plan(args, model, curvature, spec, evidence, output) -> int:

@@ -13,8 +13,10 @@ input statistics (``evidence.reconstruction``).
 
 Ω prices what apply deploys: where apply reconstructs an option (GPTQ by default, ``reconstructed.py``)
 and the evidence carries the reconstructions, Ω is the reconstructed weight's predicted loss change;
-each layer records both that and the round-to-nearest Ω. With a latency table and no latency budget,
-the plan is never slower than float in that table (Σ latency ≤ Σ FP32 latency) and, of plans of equal
+each layer records both that and the round-to-nearest Ω. With ``pricing: absorbed`` (``absorbed.py``;
+``auto`` where cheap) a reconstructed option is priced — Ω and measured ΔL — after apply's input-drift
+rule has re-fitted the layers behind it, since apply lets them absorb part of its error.
+With a latency table and no latency budget, the plan is never slower than float in that table (Σ latency ≤ Σ FP32 latency) and, of plans of equal
 predicted loss — equal to within the data's loss resolution (``PlanEvidence.loss_resolution``) — the
 faster wins (``allocation.py``'s tie-break; the whole-plan verification keeps the same rule).
 With a backend that times whole plans (``PlanEvidence.plan_latency``), measured sensitivities and no
@@ -33,6 +35,7 @@ from torch import nn
 
 from compress.curvature.result import Curvature
 from compress.errors import ConfigError, InputError
+from compress.plan.absorbed import PRICINGS, AbsorbedPrices, absorbable, auto_pricing
 from compress.plan.allocation import Allocation, allocate, best_allocations
 from compress.plan.channels import ChannelPlan, channel_plan
 from compress.plan.costs import FLOAT_BITS, bops, effective_bits
@@ -67,6 +70,7 @@ class PlanSpec:
     sparsity_limit: str = "exclude"  # what to do with options pruning past a layer's limit
     verify: int = 1  # with measurements: the best of this many least-Ω allocations by actual loss
     ranks: tuple[float, ...] = ()  # rank ratios offered per Conv2d/Linear layer (ranks.py); () = none
+    pricing: str = "auto"  # isolated | absorbed (downstream drift re-fit, absorbed.py) | auto (absorbed where cheap)
 
     def __post_init__(self) -> None:
         problems = []
@@ -86,6 +90,8 @@ class PlanSpec:
                             f"(allowed: {', '.join(SPARSITY_LIMIT_MODES)})")
         if not isinstance(self.ranks, tuple) or not all(isinstance(r, (int, float)) and 0 < r < 1 for r in self.ranks):
             problems.append(f"ranks {self.ranks!r} are not allowed (allowed: a tuple of rank ratios in (0, 1))")
+        if self.pricing not in PRICINGS:
+            problems.append(f"pricing {self.pricing!r} is not allowed (allowed: {', '.join(PRICINGS)})")
         if not isinstance(self.verify, int) or self.verify < 1:
             problems.append(f"verify {self.verify!r} is not allowed (allowed: an integer >= 1)")
         if not all(isinstance(o, Override) for o in self.overrides):
@@ -144,6 +150,7 @@ class LayerPlan:
     omega_first_order: float | None = None  # Ω of the chosen option rounded to nearest / magnitude-masked
     omega_reconstructed: float | None = None  # Ω of it as apply reconstructs it (None: not reconstructed)
     rank: int | None = None  # factorised at this rank (per group); None: kept whole
+    omega_absorbed: float | None = None  # Ω of it after the downstream drift re-fit (absorbed.py; None: not so priced)
 
     def option(self) -> LayerOption:
         return LayerOption(self.weight_bits, self.sparsity, self.pattern, self.act_bits, self.input_sparsity,
@@ -168,6 +175,7 @@ class Plan:
     loss_resolution: float = 0.0  # predicted-loss differences counted as ties (the faster wins them)
     speed_checked: list[dict] | None = None  # plans timed whole on the backend (``speed.py``), one chosen
     act_signed: bool = True  # int8 activations symmetric (False: asymmetric uint8, for ORT CPU)
+    pricing: str = "isolated"  # how reconstructed options were priced: isolated, or absorbed (absorbed.py)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -244,10 +252,11 @@ def option_omegas(name: str, layer: nn.Module, info, option: LayerOption, eviden
     return first_order, evidence.reconstruction.omega(name, option, trace, info.num_params)
 
 
-def predicted_loss(omegas: tuple[float, float | None], option: LayerOption, spec: PlanSpec,
+def predicted_loss(omegas: tuple[float | None, ...], option: LayerOption, spec: PlanSpec,
                    evidence: PlanEvidence, limit: float | None) -> float:
-    """Ω of what apply deploys (``option_omegas``) with the sparsity-limit rule applied; inf = excluded."""
-    omega = omegas[0] if omegas[1] is None else omegas[1]
+    """Ω of what apply deploys — the last of (first-order, reconstructed, absorbed) Ω that is not
+    None (``option_omegas``, ``absorbed.py``) — with the sparsity-limit rule applied; inf = excluded."""
+    omega = [value for value in omegas if value is not None][-1]
     own = max(option.sparsity, option.input_sparsity)
     if limit is None or own <= limit or spec.sparsity_limit == "off":
         return omega
@@ -274,12 +283,16 @@ def make_plan(model: nn.Module, curvature: Curvature, spec: PlanSpec, evidence: 
     allowed = restrict_options(options, spec.overrides)
     width = max(len(o) for o in options.values())
     omega = np.full((len(names), width), np.inf)
-    omegas: dict[tuple[str, LayerOption], tuple[float, float | None]] = {}
+    omegas: dict[tuple[str, LayerOption], tuple[float, float | None, float | None]] = {}
+    pricing = _pricing(spec, options, layers, evidence)
+    absorbed = _absorbed_prices(pricing, options, curvature, evidence)
     for row, name in enumerate(names):
         limit = None if evidence.sparsity_limits is None else evidence.sparsity_limits[name]
         for column, option in enumerate(options[name]):
             kept = channels.kept_rows_columns(name, option)
-            omegas[(name, option)] = option_omegas(name, layers[name], curvature.layers[name], option, evidence, kept)
+            price = absorbed.omega(name, option) if absorbed is not None and absorbable(option) else None
+            omegas[(name, option)] = (*option_omegas(name, layers[name], curvature.layers[name], option, evidence, kept),
+                                      price)
             omega[row, column] = predicted_loss(omegas[(name, option)], option, spec, evidence, limit)
     _require_costs(spec, evidence)
     sizes = size_model(model, names, channels)
@@ -314,7 +327,41 @@ def make_plan(model: nn.Module, curvature: Curvature, spec: PlanSpec, evidence: 
     plan = _plan(names, layers, options, curvature, spec, evidence, omega, costs, allocation, verified, sizes,
                  channels, omegas)
     return replace(plan, float_latency_ms=float_latency, loss_resolution=evidence.loss_resolution,
-                   speed_checked=speed, act_signed=signed)
+                   speed_checked=speed, act_signed=signed, pricing=pricing)
+
+
+def _pricing(spec: PlanSpec, options: dict[str, list[LayerOption]], layers: dict[str, nn.Module],
+             evidence: PlanEvidence) -> str:
+    """``spec.pricing``, ``auto`` resolved: isolated without reconstructions in the evidence (apply's
+    drift rule re-fits reconstructed layers only), else by its cost rule (``absorbed.auto_pricing``)."""
+    if evidence.reconstruction is None:
+        if spec.pricing == "absorbed":
+            raise InputError("absorbed pricing needs the reconstructions apply deploys (evidence.reconstruction)")
+        return "isolated"
+    if spec.pricing != "auto":
+        return spec.pricing
+    return auto_pricing(options, max(layer.weight[0].numel() for layer in layers.values()))
+
+
+def _absorbed_prices(pricing: str, options: dict[str, list[LayerOption]], curvature: Curvature,
+                     evidence: PlanEvidence) -> AbsorbedPrices | None:
+    """With absorbed pricing: every absorbable option re-fitted downstream (a progress bar; cached
+    in the evidence's reconstructions) and the measured single-layer ΔL of those options the absorbed
+    ΔL (``evidence.measure.absorbed``); else None, and the measured ΔL isolated."""
+    measure = evidence.measure
+    absorbed = None
+    if pricing == "absorbed":
+        from compress.progress import progress_bar
+
+        absorbed = AbsorbedPrices(evidence.reconstruction, curvature, None if measure is None else measure.loss_change)
+        wanted = [(name, option) for name, opts in options.items() for option in opts if absorbable(option)]
+        with progress_bar("pricing options after the downstream drift re-fit", len(wanted)) as advance:
+            for name, option in wanted:
+                absorbed.refitted(name, option)
+                advance(1)
+    if measure is not None:
+        measure.absorbed = absorbed
+    return absorbed
 
 
 def _solve_lazily(omega: np.ndarray, disallowed: np.ndarray, costs: dict[str, np.ndarray], budgets: dict[str, float],
@@ -417,11 +464,11 @@ def _with_measurements(omega: np.ndarray, names: list[str], options: dict[str, l
     """max(Ω, measured ΔL) wherever a measurement exists (excluded options stay inf)."""
     if measure is None:
         return omega
-    result = omega.copy()
+    result, measured = omega.copy(), measure.cache
     for row, name in enumerate(names):
         for column, option in enumerate(options[name]):
-            if (name, option) in measure.cache:
-                result[row, column] = max(result[row, column], measure.cache[(name, option)])
+            if (name, option) in measured:
+                result[row, column] = max(result[row, column], measured[(name, option)])
     return result
 
 
@@ -482,6 +529,7 @@ def _plan(names, layers, options, curvature, spec, evidence, omega, costs, alloc
             latency_ms=float(costs["latency_ms"][row, column]) if "latency_ms" in costs else None,
             considered={o.label(): float(omega[row, i]) for i, o in enumerate(options[name])},
             omega_first_order=omegas[(name, option)][0], omega_reconstructed=omegas[(name, option)][1],
+            omega_absorbed=omegas[(name, option)][2],
             rank=option.rank,
         )
     totals = {key: float(table[rows, columns].sum()) for key, table in costs.items() if key != "storage_bits"}

@@ -12,7 +12,9 @@ objective, so only the options a solve picks need measuring (a few rounds of one
 
 The layer is compressed as apply compresses it: with the reconstructed weight (GPTQ / SparseGPT,
 ``reconstructed.Reconstructions``, shared with Ω so each option is reconstructed once) where apply
-reconstructs the option, else rounded to nearest / magnitude-masked.
+reconstructs the option, else rounded to nearest / magnitude-masked. With absorbed pricing
+(``absorbed.py``, set by the planner as ``absorbed``), an option it prices is measured with the
+layers after it re-fitted by apply's drift rule: ΔL_abs instead of the isolated ΔL.
 """
 
 from __future__ import annotations
@@ -84,27 +86,50 @@ class SingleLayerLoss:
         with torch.no_grad():
             self.references = [reference_outputs(model, b, loss) for b in self.batches]
             self.base = mean_loss(model, self.batches, self.references, loss)
-        self.cache: dict[tuple[str, LayerOption], float] = {}
+        self.isolated: dict[tuple[str, LayerOption], float] = {}  # measured with the layer alone
         self.channels: ChannelPlan | None = None  # set by the planner when it plans channel groups
+        self.absorbed = None  # absorbed.AbsorbedPrices, set by the planner when it prices absorbed
         self._ranges: dict[str, float] = {}
 
     def __call__(self, name: str, option: LayerOption) -> float:
+        if self._absorbs(option):
+            return self.absorbed.delta_loss(name, option)
         key = (name, option)
-        if key not in self.cache:
-            self.cache[key] = self._measure(name, option)
-        return self.cache[key]
+        if key not in self.isolated:
+            self.isolated[key] = self._measure(name, option)
+        return self.isolated[key]
 
     def measure_all(self, wanted: list[tuple[str, LayerOption]]) -> None:
         """Measure every (layer, option) not yet cached, with a progress bar."""
         from compress.progress import progress_bar
 
-        missing = [key for key in dict.fromkeys(wanted) if key not in self.cache]
+        measured = self.cache
+        missing = [key for key in dict.fromkeys(wanted) if key not in measured]
         if not missing:
             return
         with progress_bar("measuring single-layer loss changes", len(missing)) as advance:
             for name, option in missing:
                 self(name, option)
                 advance(1)
+
+    def loss_change(self, model: nn.Module) -> float:
+        """L(``model``) − L(θ) on the data (a modified copy of ours, in eval mode)."""
+        with torch.no_grad():
+            return mean_loss(model, self.batches, self.references, self.loss) - self.base
+
+    @property
+    def cache(self) -> dict[tuple[str, LayerOption], float]:
+        """Every measured ΔL by (layer, option): absorbed where the planner prices absorbed
+        (``absorbed``; the option's re-fit measured the loss), else isolated."""
+        if self.absorbed is None:
+            return self.isolated
+        refitted = self.absorbed.reconstruction.refitted.items()
+        return {**self.isolated, **{key: r.delta_loss for key, r in refitted if r.delta_loss is not None}}
+
+    def _absorbs(self, option: LayerOption) -> bool:
+        from compress.plan.absorbed import absorbable
+
+        return self.absorbed is not None and absorbable(option)
 
     def _measure(self, name: str, option: LayerOption) -> float:
         own = replace(option, input_sparsity=0.0)

@@ -25,6 +25,7 @@ def plan_recipe(plan: Plan, model: str, data: str, weights: str | None) -> dict[
                   "sparsity_limit": layer.sparsity_limit, "latency_ms": layer.latency_ms,
                   "input_sparsity": layer.input_sparsity, "trace_converged": layer.trace_converged,
                   "omega_first_order": layer.omega_first_order, "omega_reconstructed": layer.omega_reconstructed,
+                  "omega_absorbed": layer.omega_absorbed,
                   "considered": layer.considered, **({"rank": layer.rank} if layer.rank is not None else {})} for name, layer in plan.layers.items()}
     payload = {
         "version": 1,
@@ -39,7 +40,7 @@ def plan_recipe(plan: Plan, model: str, data: str, weights: str | None) -> dict[
                  "verified": plan.verified,
                  "channel_groups": plan.channel_groups, "unconverged": plan.unconverged,
                  "float_latency_ms": plan.float_latency_ms, "loss_resolution": plan.loss_resolution,
-                 "speed_checked": plan.speed_checked,
+                 "speed_checked": plan.speed_checked, "pricing": plan.pricing,
                  "layers": why},
     }
     return parse_recipe(payload, "the plan").to_dict()

@@ -74,6 +74,7 @@ the reconstruction's settings, so options differing only in activation bits shar
     weights: dict[tuple[str, ReconstructSettings], torch.Tensor] = field(default_factory=dict)
     errors: dict[tuple[str, ReconstructSettings], float] = field(default_factory=dict)
     factors: dict[str, dict] = field(default_factory=dict)  # the last layer's H factors, shared by its options
+    refitted: dict = field(default_factory=dict)  # (layer, option) -> absorbed.Refitted, shared by every plan
 
     def __post_init__(self) -> None:
         self.factorised = FactorisedOptions(self.model, self.layer_stats, [b.inputs for b in self.batches])

@@ -89,18 +89,18 @@ def reconstruct_model_(
     reference = copy.deepcopy(model) if drift else None  # the float model, before any layer changes
     with progress_bar("reconstructing layers", len(settings)) as advance:
         for step in steps:
-            step_stats = ({n: stats[n] for n in step} if stats is not None
-                          else _step_stats(model, step, batches, forward, reference, drift))
-            peak_stats = max(peak_stats, sum(s.nbytes for s in step_stats.values()))
+            collected = ({n: stats[n] for n in step} if stats is not None
+                         else step_stats(model, step, batches, forward, reference, drift))
+            peak_stats = max(peak_stats, sum(s.nbytes for s in collected.values()))
             for name in step:
                 began = time.perf_counter()
                 module = model.get_submodule(name)
-                result = reconstruct_layer(module.weight, step_stats[name], settings[name], (row_weights or {}).get(name))
+                result = reconstruct_layer(module.weight, collected[name], settings[name], (row_weights or {}).get(name))
                 with torch.no_grad():
                     module.weight.copy_(result.weight)
                 results[name] = result
                 reports[name] = LayerReport(result.predicted_error, result.damp, result.damp_raises,
-                                            time.perf_counter() - began, step_stats[name].nbytes, result.drift_ridge)
+                                            time.perf_counter() - began, collected[name].nbytes, result.drift_ridge)
                 advance(1, status=f"{name}: error {result.predicted_error:.3g}")
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return results, ReconstructReport(reports, sequential, time.perf_counter() - start, peak_rss, peak_stats)
@@ -137,7 +137,7 @@ def execution_steps(model: nn.Module, names: list[str], batch: object, forward: 
     return steps
 
 
-def _step_stats(model: nn.Module, step: list[str], batches: Sequence[object], forward: Forward,
+def step_stats(model: nn.Module, step: list[str], batches: Sequence[object], forward: Forward,
                 reference: nn.Module | None = None, drift: set[str] = frozenset()):
     """Statistics of the step's layers from the current model, each forward stopped once the last
     of them has read its input; for the layers in ``drift``, paired with the ``reference`` model's
