@@ -10,6 +10,11 @@ only), ``blocks`` (the output of every repeated block: the entries of the model'
 whose outputs have the same shape in teacher and student, e.g. compressed Linear/Conv2d layers).
 Their loss (``compress.finetune.losses.feature_distillation``) is added to the KD loss with weight
 ``kd_layers_weight``; it needs a teacher (mode kd or qat+kd).
+
+``dropout``: true (the default) trains with the model's dropout active; false keeps every dropout
+module of the student in eval mode, so the student is trained as it is evaluated (recovery by KD
+on little data matches a deterministic teacher; dropout adds noise to that target, measured in
+benchmarks/README.md, low-rank KD section).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class FinetuneSpec:
     seed: int = 0
     kd_layers: str | tuple[str, ...] = "none"  # none | blocks | module names (module docstring)
     kd_layers_weight: float = 1.0
+    dropout: bool = True  # false: the student's dropout layers stay in eval mode while it trains
 
     def __post_init__(self) -> None:
         if isinstance(self.kd_layers, list):  # YAML and JSON give lists; the spec is frozen and hashable
@@ -77,6 +83,7 @@ class FinetuneSpec:
              f"{self._layers_shown()!r} must be none with mode qat (feature distillation needs a teacher)"),
             ("kd_layers_weight", _is_number(self.kd_layers_weight) and self.kd_layers_weight > 0,
              f"{self.kd_layers_weight!r} must be > 0"),
+            ("dropout", isinstance(self.dropout, bool), f"{self.dropout!r} must be true or false"),
         ]
         return [(name, why) for name, ok, why in checks if not ok]
 

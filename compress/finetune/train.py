@@ -13,7 +13,9 @@ freezes BN statistics for QAT; Jacob et al. 2018 do so after a warm-up). It also
 training loss a fixed function of the weights, which the sharpness measurement needs, and makes
 the loss of a global batch independent of how torchrun splits it over ranks. We freeze in every
 mode, not only QAT, for those last two reasons. Dropout stays active (seeded; under torchrun
-each rank draws its own masks, so only dropout-free models match single-process runs exactly).
+each rank draws its own masks, so only dropout-free models match single-process runs exactly)
+unless ``spec.dropout`` is false: then every dropout module (``nn.Dropout`` and its kin) stays in
+eval mode too (dropout a model applies functionally, outside such modules, is not reached).
 
 Feature distillation (``kd_layers``): teacher and student both run as ``WithFeatures`` over the
 matched modules (``compress.finetune.features``), so the loss, the sharpness and the gradients all
@@ -97,6 +99,8 @@ def finetune_(student: nn.Module, teacher: nn.Module | None, train: DataSource, 
         torch.manual_seed(spec.seed)
         random.seed(spec.seed)
         freeze_batchnorm_(student)
+        if not spec.dropout:
+            freeze_dropout_(student)
         probe = _probe_data(context) if spec.lr == "auto" or spec.sharpness_every else None
         run = _start(trained, probe, context, checkpoint_dir)
         barrier(world)
@@ -163,6 +167,14 @@ def freeze_batchnorm_(model: nn.Module) -> nn.Module:
     model.train()
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+    return model
+
+
+def freeze_dropout_(model: nn.Module) -> nn.Module:
+    """Every dropout module (``nn.Dropout``, ``nn.Dropout2d``, …, ``nn.AlphaDropout``) in eval mode."""
+    for module in model.modules():
+        if isinstance(module, (nn.modules.dropout._DropoutNd)):
             module.eval()
     return model
 
