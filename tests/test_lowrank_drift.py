@@ -135,3 +135,26 @@ def test_a_failure_leaves_the_model_untouched_and_settings_are_checked() -> None
         apply_lowrank_(model, {"first": LowRankSettings(rank=3, input_drift=True),
                                "second": LowRankSettings(rank=9, input_drift=True)}, batches=_batches())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_fixed_ridge_reaches_the_target_and_is_validated() -> None:
+    """The first layer factorised from the float statistics (no drift), the second with drift and a
+    fixed ridge on the inputs the factorised first layer produces."""
+    model, batches = _Chain().eval(), _batches()
+    original = copy.deepcopy(model)
+    settings = LowRankSettings(rank=3, method="fisher_whitened", input_drift=True, drift_ridge=10.0)
+    fisher = {"second": torch.linspace(0.5, 2.0, 8, dtype=torch.float64)}
+    stats = collect_layer_stats(original, batches, ["first"])
+    apply_lowrank_(model, {"first": LowRankSettings(rank=2), "second": settings}, stats, fisher, batches)
+    accumulator = DriftAccumulator(original.second)
+    with torch.no_grad():
+        for (batch,) in batches:
+            accumulator.add_pair(torch.tanh(model.first(batch)), torch.tanh(original.first(batch)))
+    rows = fisher["second"] + 0.01 * fisher["second"].mean()
+    (svd,) = drift_svds(original.second.weight.detach()[None], accumulator.result(), 0.01, rows, ridge=10.0)
+    torch.testing.assert_close(model.second[1].weight @ model.second[0].weight, _approximation(svd, 3))
+    for bad, message in ((-1.0, "drift_ridge -1.0 is not allowed"), (True, "drift_ridge True is not allowed")):
+        with pytest.raises(ConfigError, match=message):
+            LowRankSettings(rank=3, input_drift=True, drift_ridge=bad)
+    with pytest.raises(ConfigError, match="drift_ridge is not allowed without input_drift"):
+        LowRankSettings(rank=3, drift_ridge=1.0)

@@ -73,7 +73,8 @@ def factorise_layer(layer: nn.Module, config: LowRankSettings, rank: int, stats:
     """One layer's factorisation at ``rank`` (per group) and its record."""
     m, n, groups = matrix_shape(layer)
     factors = [truncated_factors(svd, rank) for svd in group_svds(layer, config.method, config.damping, stats,
-                                                                   output_fisher, name, config.input_drift)]
+                                                                   output_fisher, name, config.input_drift,
+                                                                   config.drift_ridge)]
     first = torch.stack([f.first for f in factors])
     second = torch.stack([f.second for f in factors])
     bias = layer.bias is not None
@@ -87,16 +88,18 @@ def factorise_layer(layer: nn.Module, config: LowRankSettings, rank: int, stats:
 
 
 def group_svds(layer: nn.Module, method: str, damping: float, stats: LayerStats | None,
-               output_fisher: torch.Tensor | None, name: str = "layer", input_drift: bool = False) -> list[WeightedSVD]:
+               output_fisher: torch.Tensor | None, name: str = "layer", input_drift: bool = False,
+               drift_ridge: float | None = None) -> list[WeightedSVD]:
     """The weighted SVD of each group's m×n matrix for ``method``: each group of a grouped conv is
     whitened with its own H and weighted by its own rows of the Fisher diagonal (uniformly where the
     diagonal is all zero, ``fisher.uniform_if_unseen``); with ``input_drift``, of the drift target
-    in the metric of the drifted inputs (``drift.drift_svds``; ``stats`` are drift statistics)."""
+    in the metric of the drifted inputs (``drift.drift_svds``; ``stats`` are drift statistics;
+    ``drift_ridge``: its fixed relative ridge, None for the GCV choice)."""
     m, _, groups = matrix_shape(layer)
     weights = weight_matrices(layer).to(torch.float64)
     row_weights = damped(uniform_if_unseen(output_fisher), damping) if method in FISHER else None
     if input_drift:
-        return drift_svds(weights, stats, damping, row_weights, name)
+        return drift_svds(weights, stats, damping, row_weights, name, drift_ridge)
     return [weighted_svd(weights[g],
                          whitening_factor(stats.hessian[g], damping, name) if method in WHITENED else None,
                          None if row_weights is None else row_weights[g * m:(g + 1) * m])
