@@ -10,7 +10,9 @@ run. A variant (``--variants``, comma-separated ``KD_LAYERS:LR[:FLAG...]``) adds
 distillation (``finetune.kd_layers``, weight 1) at KD_LAYERS: ``none``, ``blocks`` (the outputs of the
 6 transformer layers, token by token, padding left out) or ``factorised`` (the outputs of the
 factorised layers); flag ``factors`` trains only the factorised layers' two factors and bias (all else
-frozen) instead of every weight; flag ``nodropout`` trains with dropout off (``finetune.dropout``).
+frozen) instead of every weight; flag ``nodropout`` trains with dropout off (``finetune.dropout``);
+flag ``localN`` first trains each of the 6 blocks alone for N steps on the teacher's input to it
+(``finetune.local_steps``, needs KD_LAYERS blocks).
 
 The factorised start (``--start``): ``fp32``, the planner's factors from statistics of the FP32 model
 (as apply did before); ``drift``, the same ranks factorised true-sequentially toward the float
@@ -67,8 +69,8 @@ PYDOC = 4096
 PYDOC_WORDS = 16
 TRANSFERS = ("train", "mixed", "pydoc")
 VALIDATION = 64
-VARIANTS = ({"kd_layers": "none", "lr": 5e-5, "train": "all", "dropout": True, "transfer": "train"},
-            {"kd_layers": "blocks", "lr": 5e-5, "train": "all", "dropout": True, "transfer": "train"})
+VARIANTS = ({"kd_layers": "none", "lr": 5e-5, "train": "all", "dropout": True, "transfer": "train", "local_steps": 0},
+            {"kd_layers": "blocks", "lr": 5e-5, "train": "all", "dropout": True, "transfer": "train", "local_steps": 0})
 UNIFORM_RATIO = 1 - REDUCTION
 ENCODER = "encoder.encoder.layer."
 METHOD = "fisher_whitened"  # the planner's rank method (compress/plan/ranks.py)
@@ -121,11 +123,13 @@ def transfer_data(fit: TokenData, transfer: str) -> TokenData:
     return pydoc_transfer(fit) if transfer == "pydoc" else fit
 
 
-def kd_spec(steps: int, sentences: int, lr: float, kd_layers: str | tuple[str, ...], dropout: bool) -> FinetuneSpec:
-    """Embedding KD (plus feature KD at ``kd_layers``) for exactly ``steps`` steps."""
+def kd_spec(steps: int, sentences: int, lr: float, kd_layers: str | tuple[str, ...], dropout: bool,
+            local_steps: int = 0) -> FinetuneSpec:
+    """Embedding KD (plus feature KD at ``kd_layers``) for exactly ``steps`` steps, after
+    ``local_steps`` block-local steps per kd_layers module."""
     return FinetuneSpec(mode="kd", kd_loss="cosine", optimizer="adamw", lr=lr, batch_size=KD_BATCH,
                         epochs=math.ceil(steps * KD_BATCH / sentences), max_steps=steps, sharpness_every=0,
-                        kd_layers=kd_layers, dropout=dropout)
+                        kd_layers=kd_layers, dropout=dropout, local_steps=local_steps)
 
 
 def factorised_model(found, ranks: dict[str, int] | None, start: str,
@@ -140,9 +144,9 @@ def factorised_model(found, ranks: dict[str, int] | None, start: str,
     settings = {n: LowRankSettings(rank=ranks[n] if ranks is not None else None,
                                    rank_ratio=None if ranks is not None else UNIFORM_RATIO,
                                    method=METHOD, input_drift=input_drift, drift_ridge=ridge) for n in names}
-    batches = [b.inputs for b in found.train.batches(BATCH)]
+    batches = [b.inputs for b in calibration.batches(BATCH)]
     stats = None if input_drift else collect_layer_stats(found.model, batches, names)
-    fisher = {n: found.reconstruction.factorised.output_fisher(n) for n in names}
+    fisher = output_fisher_diag(found.model, batches, names)
     compressed = copy.deepcopy(found.model)
     return compressed, apply_lowrank_(compressed, settings, stats, fisher, batches).layers
 
@@ -177,7 +181,7 @@ def curve(found, compressed: torch.nn.Module, factorised: list[str], fit, evalua
         if variant["train"] == "factors":
             train_factors_only_(student, factorised)
         result = finetune_(student, found.reference, data,
-                           kd_spec(count, len(data), variant["lr"], layers, variant["dropout"]))
+                           kd_spec(count, len(data), variant["lr"], layers, variant["dropout"], variant["local_steps"]))
         cosine = evaluate(student, "minilm-lowrank-kd", evaluation, found.reference, batch_size=BATCH).value
         points.append({**variant, "steps": result.steps, "mean_cosine": cosine, "seconds": result.seconds,
                        "final_train_loss": result.losses[-1]})
@@ -241,16 +245,18 @@ def run(steps: tuple[int, ...] = STEPS, variants: tuple[dict, ...] = VARIANTS, v
 
 def parse_variant(text: str, transfer: str = "train") -> dict:
     """``KD_LAYERS:LR[:FLAG...]`` (KD_LAYERS: none, blocks or factorised; flags: factors, nodropout,
-    or a transfer set, which replaces ``transfer``)."""
+    localN (N block-local steps per module first), or a transfer set, which replaces ``transfer``)."""
     parts = text.split(":")
-    flags = set(parts[2:])
+    local = [int(flag.removeprefix("local")) for flag in parts[2:] if flag.startswith("local")]
+    flags = {flag for flag in parts[2:] if not flag.startswith("local")}
     unknown = flags - {"factors", "nodropout", *TRANSFERS}
     if unknown:
         raise SystemExit(f"unknown variant flag {sorted(unknown)[0]!r} in {text!r} "
                          f"(allowed: factors, nodropout, {', '.join(TRANSFERS)})")
     chosen = [flag for flag in TRANSFERS if flag in flags]
     return {"kd_layers": parts[0], "lr": float(parts[1]), "train": "factors" if "factors" in flags else "all",
-            "dropout": "nodropout" not in flags, "transfer": chosen[0] if chosen else transfer}
+            "dropout": "nodropout" not in flags, "transfer": chosen[0] if chosen else transfer,
+            "local_steps": local[0] if local else 0}
 
 
 def main() -> None:
