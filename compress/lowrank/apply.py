@@ -41,7 +41,6 @@ def apply_lowrank_(model: nn.Module, settings: Mapping[str, LowRankSettings],
     (``batches``, each passed to ``forward``: the calibration data of the ``input_drift`` layers)."""
     ranks = {name: _checked_rank(model, name, config, stats, output_fisher, batches) for name, config in settings.items()}
     replacements, records = {}, {}
-    drifting = [name for name, config in settings.items() if config.input_drift]
     with progress_bar("low-rank", len(settings)) as advance:
         for name, config in settings.items():
             if config.input_drift:
@@ -51,21 +50,32 @@ def apply_lowrank_(model: nn.Module, settings: Mapping[str, LowRankSettings],
             replacements[name], records[name] = factorise_layer(model.get_submodule(name), config, ranks[name],
                                                                 layer_stats, fisher, name)
             advance(1, status=name)
+        drifting = {name: config for name, config in settings.items() if config.input_drift}
         if drifting:
-            working = copy.deepcopy(model)
-            for name, replacement in replacements.items():
-                working.set_submodule(name, replacement)
-            for step in execution_steps(model, drifting, batches[0], forward):
-                step_stats = _step_stats(working, step, batches, forward, model, set(step))
-                for name in step:
-                    fisher = None if output_fisher is None else output_fisher.get(name)
-                    replacements[name], records[name] = factorise_layer(working.get_submodule(name), settings[name],
-                                                                        ranks[name], step_stats[name], fisher, name)
-                    working.set_submodule(name, replacements[name])
-                    advance(1, status=name)
+            _factorise_sequentially(model, drifting, ranks, replacements, records, output_fisher, batches, forward,
+                                    advance)
     for name in settings:  # only once every layer has succeeded
         model.set_submodule(name, replacements[name])
     return LowRankRecords({name: records[name] for name in settings})
+
+
+def _factorise_sequentially(model: nn.Module, settings: Mapping[str, LowRankSettings], ranks: dict[str, int],
+                            replacements: dict, records: dict, output_fisher: Mapping[str, torch.Tensor] | None,
+                            batches: Sequence[object], forward: Forward, advance) -> None:
+    """The ``input_drift`` layers, in forward order, each from drift statistics of a copy of
+    ``model`` holding every replacement made so far, paired with ``model`` itself (left untouched);
+    adds to ``replacements`` and ``records``."""
+    working = copy.deepcopy(model)
+    for name, replacement in replacements.items():
+        working.set_submodule(name, replacement)
+    for step in execution_steps(model, list(settings), batches[0], forward):
+        step_stats = _step_stats(working, step, batches, forward, model, set(step))
+        for name in step:
+            fisher = None if output_fisher is None else output_fisher.get(name)
+            replacements[name], records[name] = factorise_layer(working.get_submodule(name), settings[name],
+                                                                ranks[name], step_stats[name], fisher, name)
+            working.set_submodule(name, replacements[name])
+            advance(1, status=name)
 
 
 def factorise_layer(layer: nn.Module, config: LowRankSettings, rank: int, stats: LayerStats | None,
