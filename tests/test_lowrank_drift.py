@@ -158,3 +158,21 @@ def test_a_fixed_ridge_reaches_the_target_and_is_validated() -> None:
             LowRankSettings(rank=3, input_drift=True, drift_ridge=bad)
     with pytest.raises(ConfigError, match="drift_ridge is not allowed without input_drift"):
         LowRankSettings(rank=3, drift_ridge=1.0)
+
+
+def test_apply_pipeline_factorises_with_input_drift() -> None:
+    """``apply_`` (the recipe's path) hands the calibration batches to the drift pass."""
+    from compress.apply.pipeline import ApplySpec, apply_
+    from compress.data.source import TensorData
+
+    batches = _batches()
+    data = TensorData("x", (torch.cat([b for (b,) in batches]),), None)
+    settings = {"first": LowRankSettings(rank=3), "second": LowRankSettings(rank=3, input_drift=True)}
+    model = _Chain().eval()
+    expected = copy.deepcopy(model)
+    outcome = apply_(model, ApplySpec(lowrank=settings), data, None, batch_size=64)
+    stats = collect_layer_stats(expected, batches, ["first"])
+    apply_lowrank_(expected, settings, stats, None, batches)
+    for name in ("first.0", "first.1", "second.0", "second.1"):
+        torch.testing.assert_close(model.get_submodule(name).weight, expected.get_submodule(name).weight)
+    assert outcome.lowrank.layers["second"].settings.input_drift
