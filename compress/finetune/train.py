@@ -183,7 +183,7 @@ def freeze_batchnorm_(model: nn.Module) -> nn.Module:
 def freeze_dropout_(model: nn.Module) -> nn.Module:
     """Every dropout module (``nn.Dropout``, ``nn.Dropout2d``, …, ``nn.AlphaDropout``) in eval mode."""
     for module in model.modules():
-        if isinstance(module, (nn.modules.dropout._DropoutNd)):
+        if isinstance(module, nn.modules.dropout._DropoutNd):
             module.eval()
     return model
 
