@@ -86,7 +86,7 @@ def test_validate_shows_each_layers_resolved_rank(cli, tmp_path: Path) -> None:
                      "head": "-"}  # conv.0: ⌊0.5·32·144/176⌋ = 13
     layers = json.loads((tmp_path / "layers.json").read_text())
     assert layers["conv.0"]["lowrank"] == {"rank": None, "rank_ratio": 0.5, "method": "whitened", "damping": 0.01,
-                                           "resolved_rank": 13}
+                                           "input_drift": False, "drift_ridge": None, "resolved_rank": 13}
     assert layers["head"]["lowrank"] is None
 
 

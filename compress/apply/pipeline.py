@@ -2,7 +2,8 @@
 
 1. Channel pruning first: it changes shapes, so everything after sees the narrow model.
 1b. Low-rank factorisation (``compress.lowrank``) of the (narrowed) layers, from their input
-   statistics on the calibration data (and the output Fisher diagonal for the Fisher methods): a
+   statistics on the calibration data (and the output Fisher diagonal for the Fisher methods; with
+   ``input_drift``, true-sequentially toward the float model's outputs): a
    layer ``X`` becomes ``X.0``, ``X.1``, and the quantization settings given for ``X`` apply to both
    factors from here on (masks on a factorised layer are refused).
 2. BatchNorms folded (when quantizing), then second-order reconstruction (``compress.reconstruct``)
@@ -103,10 +104,11 @@ def _factorise(model: nn.Module, settings: dict[str, LowRankSettings], calibrati
 
     model.eval()
     inputs = [b.inputs for b in calibration.batches(batch_size)]
-    stats = collect_layer_stats(model, inputs, list(settings))
+    plain = [name for name, config in settings.items() if not config.input_drift]
+    stats = collect_layer_stats(model, inputs, plain) if plain else {}
     fisher_layers = [name for name, config in settings.items() if config.method in FISHER]
     fisher = output_fisher_diag(model, inputs, fisher_layers) if fisher_layers else None
-    return apply_lowrank_(model, settings, stats, fisher)
+    return apply_lowrank_(model, settings, stats, fisher, inputs)
 
 
 def on_factors(spec: ApplySpec, lowrank: LowRankRecords | None) -> ApplySpec:

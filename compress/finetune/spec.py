@@ -10,6 +10,15 @@ only), ``blocks`` (the output of every repeated block: the entries of the model'
 whose outputs have the same shape in teacher and student, e.g. compressed Linear/Conv2d layers).
 Their loss (``compress.finetune.losses.feature_distillation``) is added to the KD loss with weight
 ``kd_layers_weight``; it needs a teacher (mode kd or qat+kd).
+
+``dropout``: true (the default) trains with the model's dropout active; false keeps every dropout
+module of the student in eval mode, so the student is trained as it is evaluated (recovery by KD
+on little data matches a deterministic teacher; dropout adds noise to that target, measured in
+benchmarks/README.md, low-rank KD section).
+
+``local_steps``: before the end-to-end run, each ``kd_layers`` module of the student is trained for
+that many steps alone, on the teacher's input to the same module, to match the teacher module's
+output (``compress.finetune.local``); 0 (the default) skips this phase.
 """
 
 from __future__ import annotations
@@ -44,6 +53,8 @@ class FinetuneSpec:
     seed: int = 0
     kd_layers: str | tuple[str, ...] = "none"  # none | blocks | module names (module docstring)
     kd_layers_weight: float = 1.0
+    dropout: bool = True  # false: the student's dropout layers stay in eval mode while it trains
+    local_steps: int = 0  # block-local distillation steps per kd_layers module before the run (local.py)
 
     def __post_init__(self) -> None:
         if isinstance(self.kd_layers, list):  # YAML and JSON give lists; the spec is frozen and hashable
@@ -77,6 +88,15 @@ class FinetuneSpec:
              f"{self._layers_shown()!r} must be none with mode qat (feature distillation needs a teacher)"),
             ("kd_layers_weight", _is_number(self.kd_layers_weight) and self.kd_layers_weight > 0,
              f"{self.kd_layers_weight!r} must be > 0"),
+            ("dropout", isinstance(self.dropout, bool), f"{self.dropout!r} must be true or false"),
+            ("local_steps", _is_int(self.local_steps) and self.local_steps >= 0,
+             f"{self.local_steps!r} must be an integer >= 0"),
+            ("local_steps", not self.local_steps or self.kd_layers != "none",
+             f"{self.local_steps!r} must be 0 with kd_layers none (the local phase trains the kd_layers modules)"),
+            ("local_steps", not self.local_steps or self.mode != "qat",
+             f"{self.local_steps!r} must be 0 with mode qat (the local phase distils from a teacher)"),
+            ("local_steps", not self.local_steps or self.lr != "auto",
+             f"{self.local_steps!r} must be 0 with lr auto (the local phase runs at a given lr)"),
         ]
         return [(name, why) for name, ok, why in checks if not ok]
 
@@ -130,6 +150,7 @@ class FinetuneResult:
     world_size: int
     seconds: float  # this process's wall time, sharpness measurements included
     sharpness_seconds: float  # of which measuring λ_max (initial and tracking)
+    local_losses: tuple[float, ...] = ()  # the block-local phase's per-step losses, module after module
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -137,7 +158,8 @@ class FinetuneResult:
     @staticmethod
     def from_dict(payload: dict) -> FinetuneResult:
         history = tuple(SharpnessPoint(**point) for point in payload["sharpness_history"])
-        return FinetuneResult(**{**payload, "sharpness_history": history, "losses": tuple(payload["losses"])})
+        return FinetuneResult(**{**payload, "sharpness_history": history, "losses": tuple(payload["losses"]),
+                                 "local_losses": tuple(payload.get("local_losses", ()))})
 
 
 def _is_int(value: object) -> bool:

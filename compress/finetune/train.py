@@ -13,7 +13,12 @@ freezes BN statistics for QAT; Jacob et al. 2018 do so after a warm-up). It also
 training loss a fixed function of the weights, which the sharpness measurement needs, and makes
 the loss of a global batch independent of how torchrun splits it over ranks. We freeze in every
 mode, not only QAT, for those last two reasons. Dropout stays active (seeded; under torchrun
-each rank draws its own masks, so only dropout-free models match single-process runs exactly).
+each rank draws its own masks, so only dropout-free models match single-process runs exactly)
+unless ``spec.dropout`` is false: then every dropout module (``nn.Dropout`` and its kin) stays in
+eval mode too (dropout a model applies functionally, outside such modules, is not reached).
+
+Block-local phase (``local_steps``, ``compress.finetune.local``): on a fresh run (not a resumed
+one), each ``kd_layers`` module is first trained alone on the teacher's input to it.
 
 Feature distillation (``kd_layers``): teacher and student both run as ``WithFeatures`` over the
 matched modules (``compress.finetune.features``), so the loss, the sharpness and the gradients all
@@ -25,6 +30,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -36,6 +42,7 @@ from compress.errors import InputError
 from compress.finetune.checkpoint import load_latest, save_checkpoint
 from compress.finetune.distributed import barrier, process_group, wrap
 from compress.finetune.features import WithFeatures, feature_layers
+from compress.finetune.local import distil_locally_
 from compress.finetune.losses import Reference, TrainingLoss, training_loss
 from compress.finetune.order import epoch_order, global_batch, load_batch, rank_slice
 from compress.finetune.sharpness import (
@@ -97,6 +104,11 @@ def finetune_(student: nn.Module, teacher: nn.Module | None, train: DataSource, 
         torch.manual_seed(spec.seed)
         random.seed(spec.seed)
         freeze_batchnorm_(student)
+        if not spec.dropout:
+            freeze_dropout_(student)
+        fresh = checkpoint_dir is None or load_latest(checkpoint_dir) is None
+        local = (distil_locally_(student, teacher, train, spec, names, partial(_optimizer_over, spec),
+                                 context.steps_per_epoch) if spec.local_steps and fresh else [])
         probe = _probe_data(context) if spec.lr == "auto" or spec.sharpness_every else None
         run = _start(trained, probe, context, checkpoint_dir)
         barrier(world)
@@ -106,7 +118,8 @@ def finetune_(student: nn.Module, teacher: nn.Module | None, train: DataSource, 
         steps=run.total, epochs_run=run.total / context.steps_per_epoch, lr=run.lr,
         lr_source="auto" if spec.lr == "auto" else "given", initial_sharpness=run.initial_sharpness,
         sharpness_history=tuple(run.history), losses=tuple(run.losses), resumed_from_step=run.resumed_from,
-        world_size=world, seconds=time.perf_counter() - begin, sharpness_seconds=run.sharpness_seconds)
+        world_size=world, seconds=time.perf_counter() - begin, sharpness_seconds=run.sharpness_seconds,
+        local_losses=tuple(local))
 
 
 def _start(student: nn.Module, probe: ProbeData | None, context: _Context, checkpoint_dir: Path | None) -> _Run:
@@ -163,6 +176,14 @@ def freeze_batchnorm_(model: nn.Module) -> nn.Module:
     model.train()
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+    return model
+
+
+def freeze_dropout_(model: nn.Module) -> nn.Module:
+    """Every dropout module (``nn.Dropout``, ``nn.Dropout2d``, …, ``nn.AlphaDropout``) in eval mode."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):
             module.eval()
     return model
 
@@ -239,8 +260,11 @@ def _track(student: nn.Module, optimizer: torch.optim.Optimizer, probe: ProbeDat
 
 
 def _optimizer(student: nn.Module, spec: FinetuneSpec, lr: float) -> torch.optim.Optimizer:
+    return _optimizer_over(spec, [p for p in student.parameters() if p.requires_grad], lr)
+
+
+def _optimizer_over(spec: FinetuneSpec, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
     """No weight decay: recovery should not shrink weights towards zero (it moves quantization scales)."""
-    params = [p for p in student.parameters() if p.requires_grad]
     if spec.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=lr, betas=(spec.momentum, 0.999), weight_decay=0.0)
     return torch.optim.SGD(params, lr=lr, momentum=spec.momentum)

@@ -56,19 +56,22 @@ def whitening_factor(hessian: torch.Tensor, damping: float, layer: str = "layer"
 
 @dataclass(frozen=True)
 class WeightedSVD:
-    """D^½·W·L = U·diag(σ)·Vᵀ, with the row scale D^½ (or None) and L (or None) kept to undo them."""
+    """D^½·W·L = U·diag(σ)·Vᵀ, with the row scale D^½ (or None) and L (or None) kept to undo them.
+    ``floor``: the error no rank removes, added to every rank's (0 unless the factorised W is a
+    target fitted to another matrix's outputs, ``lowrank/drift.py``)."""
 
     u: torch.Tensor
     sigma: torch.Tensor
     vh: torch.Tensor
     scale: torch.Tensor | None
     whitening: torch.Tensor | None
+    floor: float = 0.0
 
     def errors(self) -> torch.Tensor:
-        """Predicted error of every rank r = 0 … min(m, n): Σ_{i≥r} σ_i² (½ of it with L)."""
+        """Predicted error of every rank r = 0 … min(m, n): floor + Σ_{i≥r} σ_i² (½ of the sum with L)."""
         tails = (self.sigma.flip(0) ** 2).cumsum(0).flip(0)
         tails = torch.cat([tails, tails.new_zeros(1)])
-        return tails / 2 if self.whitening is not None else tails
+        return self.floor + (tails / 2 if self.whitening is not None else tails)
 
 
 def weighted_svd(weight: torch.Tensor, whitening: torch.Tensor | None = None,

@@ -24,7 +24,10 @@ class LowRankRecord:
     (``metric``: ``weight`` = ‖ΔW‖²_F, ``output`` = (1/N)·Σ_t‖ΔW·x_t‖² plus the damping term,
     ``fisher_weight`` = Σ_i d_i‖ΔW_i‖², ``fisher_output`` = (1/N)·Σ_t Σ_i d_i·(ΔW·x_t)_i², with d
     and H damped; see ``factorize.py``). ``output_error``: (1/N)·Σ_t‖ΔW·x_t‖² measured exactly on the
-    calibration statistics (undamped H), for every method, or None when no statistics were given.
+    calibration statistics (undamped H), for every method, or None when no statistics were given;
+    with ``settings.input_drift``, (1/N)·Σ_t‖W·x_t − Ŵ·x̃_t‖² against the float model's output on
+    the float model's input x_t (x̃_t: the input from the factorised earlier layers), and the
+    predicted error adds the floor no rank removes (``drift.py``).
     """
 
     kind: str

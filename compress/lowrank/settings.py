@@ -27,12 +27,20 @@ class LowRankSettings:
     (FWSVD: rows weighted by the output-side Fisher diagonal) or ``fisher_whitened`` (both: the
     Kronecker-factored quadratic with a diagonal output factor). ``damping``: added to the diagonal
     of H (and of the Fisher diagonal) as a fraction of its mean, as GPTQ damps (DESIGN §8).
+    ``input_drift`` (whitened methods only): factorise true-sequentially, each layer's statistics
+    taken on the inputs the already factorised earlier layers produce, and fit the factors to the
+    float model's output on the float model's own input (``drift.py``) instead of to the layer's
+    own weight on the float model's statistics. ``drift_ridge``: the relative ridge of that fit
+    (λ / mean(diag H̃), pulling the target toward the layer's own weight), or None to choose it by
+    generalised cross-validation per layer, as GPTQ's drift correction does.
     """
 
     rank: int | None = None
     rank_ratio: float | None = None
     method: str = "whitened"
     damping: float = 0.01
+    input_drift: bool = False
+    drift_ridge: float | None = None
 
     def __post_init__(self) -> None:
         if (self.rank is None) == (self.rank_ratio is None):
@@ -45,6 +53,14 @@ class LowRankSettings:
             raise ConfigError(f"method {self.method!r} is not allowed (allowed: {', '.join(METHODS)})")
         if not 0 <= self.damping < 1:
             raise ConfigError(f"damping {self.damping!r} is not allowed (allowed: 0 <= damping < 1)")
+        if self.input_drift and self.method not in WHITENED:
+            raise ConfigError(f"input_drift is not allowed with method {self.method} "
+                              f"(allowed: method {' or '.join(WHITENED)}, or input_drift false)")
+        if self.drift_ridge is not None and not (isinstance(self.drift_ridge, (int, float))
+                                                 and not isinstance(self.drift_ridge, bool) and self.drift_ridge >= 0):
+            raise ConfigError(f"drift_ridge {self.drift_ridge!r} is not allowed (allowed: null or a number >= 0)")
+        if self.drift_ridge is not None and not self.input_drift:
+            raise ConfigError("drift_ridge is not allowed without input_drift (allowed: null, or input_drift true)")
 
     def rank_for(self, m: int, n: int, layer: str = "layer") -> int:
         """The rank for an m×n weight (per group), checked against the size rule (``ConfigError``)."""
