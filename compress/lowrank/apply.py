@@ -29,7 +29,7 @@ from compress.lowrank.records import LowRankRecord, LowRankRecords
 from compress.lowrank.settings import FISHER, METRICS, WHITENED, LowRankSettings
 from compress.lowrank.size import factorised_params, layer_params
 from compress.progress import progress_bar
-from compress.reconstruct.sequential import Forward, _step_stats, execution_steps
+from compress.reconstruct.sequential import Forward, execution_steps, step_stats
 from compress.reconstruct.stats import LayerStats, run_forward
 
 
@@ -69,11 +69,11 @@ def _factorise_sequentially(model: nn.Module, settings: Mapping[str, LowRankSett
     for name, replacement in replacements.items():
         working.set_submodule(name, replacement)
     for step in execution_steps(model, list(settings), batches[0], forward):
-        step_stats = _step_stats(working, step, batches, forward, model, set(step))
+        collected = step_stats(working, step, batches, forward, model, set(step))
         for name in step:
             fisher = None if output_fisher is None else output_fisher.get(name)
             replacements[name], records[name] = factorise_layer(working.get_submodule(name), settings[name],
-                                                                ranks[name], step_stats[name], fisher, name)
+                                                                ranks[name], collected[name], fisher, name)
             working.set_submodule(name, replacements[name])
             advance(1, status=name)
 
