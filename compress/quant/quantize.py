@@ -29,7 +29,10 @@ def quantize_model_(
     """In place: fold BNs, quantize the layers named in ``settings``, calibrate on ``calibration``
     (an iterable of model inputs: a tensor or a tuple of positional tensors per batch).
     ``weight_scales``: per layer, scales to hold fixed (from a reconstruction), with
-    ``weight_zero_points`` for asymmetric blocks."""
+    ``weight_zero_points`` for asymmetric blocks. Asymmetric blocks rounded to nearest hold the
+    float weight's grid too: (max − min)/(2^b − 1) recomputed from the decoded weight of a reloaded
+    checkpoint is not exact in floating point, so a grid that followed the weight would reload an
+    ulp off."""
     model.eval()
     folded = fold_batchnorm_(model)
     _check_layers(model, settings)
@@ -40,6 +43,8 @@ def quantize_model_(
         layer = quant_layer_like(model.get_submodule(name), layer_settings, placement.input_from)
         if weight_scales and name in weight_scales:
             layer.fix_weight_scales(weight_scales[name], (weight_zero_points or {}).get(name))
+        elif layer_settings.weight_bits is not None and not layer_settings.symmetric:
+            layer.fix_weight_scales(layer.weight_scales().detach(), layer.weight_zero_points().detach())
         _attach_quantizers(layer, placement)
         model.set_submodule(name, layer)
     _calibrate(model, calibration)
