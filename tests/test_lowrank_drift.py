@@ -13,7 +13,8 @@ from torch import nn
 
 from compress.errors import ConfigError, InputError
 from compress.lowrank.apply import apply_lowrank_
-from compress.lowrank.drift import drift_error, drift_svds
+from compress.lowrank.drift import drift_svds
+from compress.reconstruct.drift import drift_error
 from compress.lowrank.factorize import truncated_factors, weighted_svd, whitening_factor
 from compress.lowrank.settings import LowRankSettings
 from compress.reconstruct.drift import DriftAccumulator

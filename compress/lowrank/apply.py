@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from compress.errors import ConfigError, InputError
-from compress.lowrank.drift import drift_error, drift_svds
+from compress.lowrank.drift import drift_svds
 from compress.lowrank.factorize import WeightedSVD, damped, truncated_factors, weighted_svd, whitening_factor
 from compress.lowrank.fisher import uniform_if_unseen
 from compress.lowrank.modules import factorised_module, layer_of_shape, matrix_shape, weight_matrices
@@ -29,6 +29,7 @@ from compress.lowrank.records import LowRankRecord, LowRankRecords
 from compress.lowrank.settings import FISHER, METRICS, WHITENED, LowRankSettings
 from compress.lowrank.size import factorised_params, layer_params
 from compress.progress import progress_bar
+from compress.reconstruct.drift import drift_error
 from compress.reconstruct.sequential import Forward, execution_steps, step_stats
 from compress.reconstruct.stats import LayerStats, run_forward
 

@@ -15,7 +15,7 @@ regression (Izenman 1975) — and the predicted error is D(W*) + ½·Σ_{i>r} σ
 output Fisher diagonal) weight both terms row by row. With x̃ = x, C = H̃ = H and W* = W: plain
 whitened SVD.
 
-W* comes from ``reconstruct.drift.drift_target`` unchanged: a ridge regression toward W with the
+W* comes from ``reconstruct.drift.float_target`` (``drift_target``) unchanged: a ridge regression toward W with the
 ridge chosen by generalised cross-validation (W* fits up to n inputs to N calibration samples).
 The split above is exact for the exact least-squares W* (ridge 0) and undamped whitening; with the
 ridge and damping the prediction is approximate and the record also keeps the measured D(Ŵ).
@@ -29,8 +29,7 @@ import torch
 
 from compress.errors import InputError
 from compress.lowrank.factorize import WeightedSVD, weighted_svd, whitening_factor
-from compress.reconstruct.cholesky import fix_dead_inputs
-from compress.reconstruct.drift import drift_objective, drift_target
+from compress.reconstruct.drift import drift_objective, float_target
 from compress.reconstruct.stats import LayerStats
 
 
@@ -44,20 +43,13 @@ def drift_svds(weights: torch.Tensor, stats: LayerStats, damping: float, row_wei
         raise InputError(f"{name}: input_drift needs drift statistics (the float model's inputs paired with "
                          "the factorised model's); collect them true-sequentially")
     groups, m, n = weights.shape
-    hessians = stats.hessian.to(torch.float64).clone()
-    dead = torch.stack([fix_dead_inputs(hessians[g]) for g in range(groups)])
-    targets = drift_target(weights.reshape(groups * m, n), hessians, dead, stats, ridge).rows.reshape(groups, m, n)
+    targets = float_target(weights.reshape(groups * m, n), stats, ridge).rows.reshape(groups, m, n)
     svds = []
     for g in range(groups):
         rows = None if row_weights is None else row_weights[g * m:(g + 1) * m]
-        floor = drift_objective(weights[g], targets[g], stats, g, hessians[g])
+        floor = drift_objective(weights[g], targets[g], stats, g)
         floor = floor if rows is None else rows * floor
         svd = weighted_svd(targets[g], whitening_factor(stats.hessian[g], damping, name), rows)
         svds.append(replace(svd, floor=float(floor.sum())))
     return svds
 
-
-def drift_error(weights: torch.Tensor, approximation: torch.Tensor, stats: LayerStats) -> float:
-    """D(Ŵ) = Σ_t ‖W·x_t − Ŵ·x̃_t‖²/N measured on the drift statistics, summed over the groups of
-    ``weights`` and ``approximation`` [groups, m, n]."""
-    return float(sum(drift_objective(weights[g], approximation[g], stats, g).sum() for g in range(weights.shape[0])))

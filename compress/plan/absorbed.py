@@ -43,8 +43,7 @@ from torch import nn
 from compress.curvature.result import Curvature
 from compress.plan.reconstructed import Reconstructions, deployed_settings, omega_from_error
 from compress.plan.sensitivity import safe_trace
-from compress.reconstruct.cholesky import fix_dead_inputs
-from compress.reconstruct.drift import drift_objective, drift_target
+from compress.reconstruct.drift import drift_error, float_target
 from compress.reconstruct.sequential import Forward, execution_steps, step_stats
 from compress.reconstruct.stats import LayerStats, run_forward
 from compress.vocab.layers import compressible_layers
@@ -57,16 +56,11 @@ AUTO_REFITS_PER_LAYER = 8  # downstream re-fits per layer allowed: those of veri
 
 def drift_refit(weight: torch.Tensor, stats: LayerStats) -> tuple[torch.Tensor, float]:
     """(W*, D(W*)): apply's drift target of a float ``weight`` against drift statistics ``stats``
-    (dead inputs zeroed, GCV ridge: ``drift.drift_target``) in the weight's shape and dtype, and its
-    drift objective summed over rows — the output error the re-fit leaves (≥ 0)."""
+    (``drift.float_target``) in the weight's shape and dtype, and the output error the re-fit
+    leaves (``drift.drift_error``, ≥ 0)."""
     rows = weight.detach().reshape(weight.shape[0], -1).to(torch.float64)
-    hessians = stats.hessian.clone()
-    dead = torch.stack([fix_dead_inputs(hessians[g]) for g in range(stats.groups)])
-    target = drift_target(rows, hessians, dead, stats).rows
-    size = rows.shape[0] // stats.groups
-    residual = sum(float(drift_objective(rows[g * size:(g + 1) * size], target[g * size:(g + 1) * size],
-                                         stats, g, hessians[g]).sum()) for g in range(stats.groups))
-    return target.reshape(weight.shape).to(weight.dtype), max(residual, 0.0)
+    target = float_target(rows, stats).rows
+    return target.reshape(weight.shape).to(weight.dtype), max(drift_error(rows, target, stats), 0.0)
 
 
 def refit_downstream_(model: nn.Module, reference: nn.Module, names: Sequence[str], batches: Sequence[object],
@@ -114,8 +108,7 @@ class AbsorbedPrices:
 
     def __post_init__(self) -> None:
         model = self.reconstruction.model
-        steps = execution_steps(model, list(compressible_layers(model)), self.reconstruction.batches[0].inputs)
-        self.steps = steps
+        self.steps = execution_steps(model, list(compressible_layers(model)), self.reconstruction.batches[0].inputs)
 
     def refitted(self, name: str, option: LayerOption) -> Refitted:
         """The downstream re-fit of ``name`` compressed by ``option`` (``absorbable``), cached."""

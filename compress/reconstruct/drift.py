@@ -38,6 +38,7 @@ from torch import nn
 
 from compress.curvature.distributed import all_reduce_sum
 from compress.errors import InputError
+from compress.reconstruct.cholesky import fix_dead_inputs
 from compress.reconstruct.refit import row_objective
 from compress.reconstruct.stats import CHUNK_ROWS, LayerStats, StatsAccumulator, layer_samples
 
@@ -110,6 +111,25 @@ def drift_target(rows: torch.Tensor, hessians: torch.Tensor, dead: torch.Tensor,
         step = projected / (eigenvalues + chosen * scale)
         targets.append((base + step @ basis.T) * ~dead[g]), ridges.append(chosen)
     return DriftTarget(torch.cat(targets), ridges)
+
+
+def float_target(rows: torch.Tensor, stats: LayerStats, ridge: float | None = None) -> DriftTarget:
+    """``drift_target`` of float ``rows`` [N, K] (float64) with H̃'s dead inputs fixed as the
+    reconstruction fixes them (``cholesky.fix_dead_inputs``): W* for a layer left in float (a
+    low-rank factorisation's target, the planner's downstream re-fit)."""
+    hessians = stats.hessian.to(torch.float64).clone()
+    dead = torch.stack([fix_dead_inputs(hessians[g]) for g in range(stats.groups)])
+    return drift_target(rows, hessians, dead, stats, ridge)
+
+
+def drift_error(weight: torch.Tensor, fixed: torch.Tensor, stats: LayerStats) -> float:
+    """D(Ŵ) = Σ_t ‖W·x_t − Ŵ·x̃_t‖²/N summed over all rows and groups: ``drift_objective`` of the
+    float ``weight`` and ``fixed`` (any shapes whose rows, in order, are [N, K] with the groups'
+    rows consecutive, e.g. [N, K] or [groups, N/groups, K])."""
+    rows, fixed = weight.reshape(-1, stats.dim), fixed.reshape(-1, stats.dim)
+    size = rows.shape[0] // stats.groups
+    return float(sum(drift_objective(rows[g * size:(g + 1) * size], fixed[g * size:(g + 1) * size], stats, g).sum()
+                     for g in range(stats.groups)))
 
 
 def _gcv_ridge(eigenvalues: torch.Tensor, projected: torch.Tensor, scale: float, count: int, start: float) -> float:
