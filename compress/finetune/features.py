@@ -75,8 +75,14 @@ class WithFeatures(nn.Module):
 
 
 def _keep(captured: dict[str, torch.Tensor], name: str, module: nn.Module, inputs: tuple, output: object) -> None:
-    """Forward hook: the module's (last call's) output tensor, or the first entry of a tuple output."""
-    captured[name] = output[0] if isinstance(output, (tuple, list)) else output
+    """Forward hook: the module's (last call's) ``feature``."""
+    captured[name] = feature(output)
+
+
+def feature(output: object) -> torch.Tensor:
+    """The tensor a module's output is matched by: the output, or the first entry of a tuple/list
+    output (a transformer block's hidden states)."""
+    return output[0] if isinstance(output, (tuple, list)) else output
 
 
 def _example(model: nn.Module) -> str:

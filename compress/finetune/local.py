@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from compress.data.source import DataSource
+from compress.finetune.features import feature
 from compress.finetune.losses import relative_squared_error
 from compress.finetune.order import epoch_order, global_batch, load_batch
 from compress.finetune.spec import FinetuneSpec
@@ -54,7 +55,7 @@ def distil_locally_(student: nn.Module, teacher: nn.Module, train: DataSource, s
                                                        spec.batch_size))
                 args, kwargs, target = module_io(teacher, reference, batch.inputs)
                 output = module(*args, **kwargs)
-                value = relative_squared_error(_first(output), _first(target), token_mask(batch.inputs))
+                value = relative_squared_error(feature(output), feature(target), token_mask(batch.inputs))
                 optimizer.zero_grad(set_to_none=True)
                 value.backward()
                 optimizer.step()
@@ -88,7 +89,3 @@ def module_io(model: nn.Module, module: nn.Module, inputs: tuple) -> tuple[tuple
             handle.remove()
     return captured["args"], captured["kwargs"], captured["output"]
 
-
-def _first(output: object) -> torch.Tensor:
-    """A module's output, or the first entry of a tuple/list output (as ``features._keep``)."""
-    return output[0] if isinstance(output, (tuple, list)) else output
