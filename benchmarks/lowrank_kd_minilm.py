@@ -31,11 +31,15 @@ themselves; ``mixed``, those plus ``MIXED`` spliced ones, each the words of one 
 sentence up to a random cut followed by the words of another from a random cut on; ``pydoc``, those
 plus ``PYDOC`` passages of ``PYDOC_WORDS`` words from the English text Python itself ships
 (``pydoc_data.topics``, the help topics of the standard library: unlabelled text on this machine,
-nothing downloaded; another domain than the sentences). No held-out sentence is used.
+nothing downloaded; another domain than the sentences); ``replace``, those plus ``REPLACED`` copies
+of random train sentences in which each token but the first and last is replaced, with probability
+``REPLACE_RATE``, by a whole-word token drawn uniformly from the tokenizer's vocabulary (TinyBERT's
+augmentation without its MLM proposals: new words in the sentences' own frames, since 28% of the
+held-out tokens never occur in the train sentences). No held-out sentence is used.
 
 Run: OMP_NUM_THREADS=1 python benchmarks/lowrank_kd_minilm.py [--steps 64,128,256]
-[--variants none:2e-5,blocks:2e-5] [--validation] [--transfer train|mixed|pydoc] [--start fp32|drift]
-[--ranks-from JSON] [--compare-starts [planned,uniform]] [--json out.json]
+[--variants none:2e-5,blocks:2e-5] [--validation] [--transfer train|mixed|pydoc|replace] [--start fp32|drift]
+[--ranks-from JSON] [--compare-starts [planned,uniform]] [--threads 1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -67,7 +71,9 @@ KD_BATCH = 16
 MIXED = 2048
 PYDOC = 4096
 PYDOC_WORDS = 16
-TRANSFERS = ("train", "mixed", "pydoc")
+REPLACED = 8192
+REPLACE_RATE = 0.15
+TRANSFERS = ("train", "mixed", "pydoc", "replace")
 VALIDATION = 64
 VARIANTS = ({"kd_layers": "none", "lr": 5e-5, "train": "all", "dropout": True, "transfer": "train", "local_steps": 0},
             {"kd_layers": "blocks", "lr": 5e-5, "train": "all", "dropout": True, "transfer": "train", "local_steps": 0})
@@ -116,8 +122,34 @@ def pydoc_transfer(sentences: TokenData, count: int = PYDOC, seed: int = 0) -> T
                                           torch.cat([padded(mask), padded(passages[1])])), None)
 
 
+def whole_word_ids() -> torch.Tensor:
+    """The ids of the tokenizer's whole-word ASCII tokens (no special, unused or ``##`` pieces)."""
+    from compress.models.minilm import load_tokenizer, model_dir
+
+    tokenizer = load_tokenizer(model_dir())
+    special = set(tokenizer.all_special_ids)
+    return torch.tensor(sorted(i for token, i in tokenizer.get_vocab().items()
+                               if i not in special and token.isascii() and token.isalpha()))
+
+
+def replaced_transfer(sentences: TokenData, count: int = REPLACED, seed: int = 0) -> TokenData:
+    """``sentences`` plus ``count`` copies of random ones with inner tokens replaced (module docstring)."""
+    ids, mask = sentences.inputs
+    generator = torch.Generator().manual_seed(seed)
+    picked = torch.randint(len(ids), (count,), generator=generator)
+    copies, copy_mask = ids[picked].clone(), mask[picked]
+    position = torch.arange(ids.shape[1])[None]
+    inner = (position >= 1) & (position < copy_mask.sum(dim=1, keepdim=True) - 1)
+    chosen = inner & (torch.rand(copies.shape, generator=generator) < REPLACE_RATE)
+    vocabulary = whole_word_ids()
+    copies[chosen] = vocabulary[torch.randint(len(vocabulary), (int(chosen.sum()),), generator=generator)]
+    return TokenData("sentences+replaced", (torch.cat([ids, copies]), torch.cat([mask, copy_mask])), None)
+
+
 def transfer_data(fit: TokenData, transfer: str) -> TokenData:
     """The fine-tuning data for ``transfer`` (module docstring) around the ``fit`` sentences."""
+    if transfer == "replace":
+        return replaced_transfer(fit)
     if transfer == "mixed":
         return mixed_transfer(len(fit))
     return pydoc_transfer(fit) if transfer == "pydoc" else fit
@@ -221,10 +253,11 @@ def compare_starts(found, ranks: dict[str, int], validation: bool, kinds: tuple[
 
 
 def run(steps: tuple[int, ...] = STEPS, variants: tuple[dict, ...] = VARIANTS, validation: bool = False,
-        start: str = "fp32", ranks_from: Path | None = None) -> dict:
+        start: str = "fp32", ranks_from: Path | None = None, threads: int = 1) -> dict:
     """The KD curves of ``variants`` from the ``start`` factors; with ``validation`` the factors are
     calibrated and the students trained on the fit split and scored on the validation split."""
     found = setup()
+    torch.set_num_threads(threads)
     ranks = start_ranks(found, ranks_from)
     fit, evaluation = validation_split(found.train) if validation else (found.train, found.heldout)
     compressed, records = factorised_model(found, ranks, start, fit)
@@ -268,6 +301,7 @@ def main() -> None:
     parser.add_argument("--start", default="fp32", help="fp32, drift or drift@RIDGE (--compare-starts: a comma list)")
     parser.add_argument("--ranks-from", type=Path, default=None)
     parser.add_argument("--compare-starts", nargs="?", const="planned,uniform", default=None)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the KD curves")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     if args.compare_starts:
@@ -280,7 +314,7 @@ def main() -> None:
     else:
         variants = tuple(parse_variant(text, args.transfer) for text in args.variants.split(","))
         report = run(tuple(int(s) for s in args.steps.split(",")), variants, args.validation, args.start,
-                     args.ranks_from)
+                     args.ranks_from, args.threads)
     if args.json:
         write_json(Path(args.json), report)
 
