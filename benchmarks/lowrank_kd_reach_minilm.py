@@ -25,7 +25,6 @@ Run: OMP_NUM_THREADS=1 python benchmarks/lowrank_kd_reach_minilm.py [--frontier]
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 from pathlib import Path
@@ -49,9 +48,8 @@ GOAL = 0.98
 def distilled(found, ranks: dict[str, int], fit: TokenData, evaluation: TokenData, steps: int) -> dict:
     """Cosine on ``evaluation`` of the factorised model calibrated on ``fit``, before and after
     ``steps`` KD steps on ``fit``."""
-    compressed, _ = factorised_model(found, ranks, "fp32", fit)
-    before = evaluate(compressed, "minilm-lowrank", evaluation, found.reference, batch_size=BATCH).value
-    student = copy.deepcopy(compressed)
+    student, _ = factorised_model(found, ranks, "fp32", fit)
+    before = evaluate(student, "minilm-lowrank", evaluation, found.reference, batch_size=BATCH).value
     result = finetune_(student, found.reference, fit,
                        kd_spec(steps, len(fit), LR, "blocks", dropout=False))
     after = evaluate(student, "minilm-lowrank-kd", evaluation, found.reference, batch_size=BATCH).value
